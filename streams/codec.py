@@ -1,0 +1,182 @@
+"""Avro codecs for topic values.
+
+Two wire formats, one interface (:class:`Codec`):
+
+* :class:`SingleObjectCodec` (default, no registry): Avro single-object encoding, i.e.
+  ``C3 01`` + the writer schema's 8-byte CRC-64-AVRO fingerprint (little-endian) + the Avro
+  body. Writer schemas are resolved by fingerprint from ``schemas/`` and ``schemas/history/``,
+  so records written with an older version decode into the current one.
+* :class:`ConfluentCodec` (``SCHEMA_REGISTRY_URL`` set): Confluent wire format (magic byte 0,
+  4-byte schema id, body) through confluent-kafka's Schema Registry client.
+
+Schemas are parsed once, when the codec is built; encoding and decoding never parse.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import fastavro
+import fastavro.schema
+
+from schemas import HISTORY_DIR, SCHEMA_DIR, TOPIC_RECORDS
+from streams.exceptions import DecodeError, EncodeError, SchemaError
+
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+_HEADER_LEN = 10
+
+Record = dict[str, Any]
+
+
+class Codec(Protocol):
+    """Encodes and decodes the value of a topic as one named Avro record type."""
+
+    def encode(self, record_name: str, record: Mapping[str, Any], topic: str = "") -> bytes: ...
+
+    def decode(self, record_name: str, data: bytes, topic: str = "") -> Record: ...
+
+
+def load_topic_schema(record_name: str, schema_dir: Path = SCHEMA_DIR) -> dict[str, Any]:
+    """The self-contained (all named types inlined) parsed schema of ``record_name``."""
+    path = schema_dir / f"{record_name}.avsc"
+    try:
+        return fastavro.schema.load_schema(str(path), _write_hint=False)  # type: ignore[no-any-return]
+    except FileNotFoundError as exc:
+        raise SchemaError(f"no schema file {path}") from exc
+    except Exception as exc:
+        raise SchemaError(f"invalid schema {path}: {exc}") from exc
+
+
+def schema_json(parsed: Mapping[str, Any]) -> str:
+    """The self-contained JSON text of a parsed schema (for a registry, or a history snapshot)."""
+    return fastavro.schema.to_parsing_canonical_form(parsed)  # type: ignore[no-any-return]
+
+
+def fingerprint(parsed: Mapping[str, Any]) -> bytes:
+    """CRC-64-AVRO fingerprint of the schema's parsing canonical form, as it goes on the wire."""
+    canonical = fastavro.schema.to_parsing_canonical_form(parsed)
+    return bytes.fromhex(fastavro.schema.fingerprint(canonical, "CRC-64-AVRO"))
+
+
+class SingleObjectCodec:
+    """Avro single-object encoding with writer schemas resolved from ``schemas/``."""
+
+    __slots__ = ("_current", "_fingerprints", "_writers")
+
+    def __init__(self, schema_dir: Path = SCHEMA_DIR, history_dir: Path = HISTORY_DIR) -> None:
+        # record name -> (parsed schema, fingerprint)
+        self._current: dict[str, tuple[dict[str, Any], bytes]] = {}
+        # fingerprint -> (record name, writer schema, needs resolution into current)
+        self._writers: dict[bytes, tuple[str, dict[str, Any], bool]] = {}
+        for name in TOPIC_RECORDS:
+            parsed = load_topic_schema(name, schema_dir)
+            fp = fingerprint(parsed)
+            self._current[name] = (parsed, fp)
+            self._writers[fp] = (name, parsed, False)
+        for path in sorted(history_dir.glob("*.avsc")) if history_dir.is_dir() else []:
+            try:
+                old = fastavro.parse_schema(json.loads(path.read_text()), _write_hint=False)
+            except Exception as exc:
+                raise SchemaError(f"invalid schema snapshot {path}: {exc}") from exc
+            name = old["name"]  # fastavro stores the full name
+            fp = fingerprint(old)
+            if fp not in self._writers and name in self._current:
+                self._writers[fp] = (name, old, True)
+        self._fingerprints = {name: fp for name, (_, fp) in self._current.items()}
+
+    def schema(self, record_name: str) -> dict[str, Any]:
+        return self._current[record_name][0]
+
+    def encode(self, record_name: str, record: Mapping[str, Any], topic: str = "") -> bytes:
+        try:
+            parsed, fp = self._current[record_name]
+        except KeyError:
+            raise EncodeError(f"no topic schema named {record_name}") from None
+        out = io.BytesIO()
+        out.write(SINGLE_OBJECT_MAGIC)
+        out.write(fp)
+        try:
+            fastavro.schemaless_writer(out, parsed, record)
+        except Exception as exc:
+            raise EncodeError(f"{record_name}: {exc}") from exc
+        return out.getvalue()
+
+    def decode(self, record_name: str, data: bytes, topic: str = "") -> Record:
+        if len(data) < _HEADER_LEN or data[:2] != SINGLE_OBJECT_MAGIC:
+            raise DecodeError("not an Avro single-object record (missing C3 01 header)")
+        fp = data[2:_HEADER_LEN]
+        try:
+            name, writer, resolve = self._writers[fp]
+        except KeyError:
+            raise DecodeError(f"unknown schema fingerprint {fp.hex()}") from None
+        if name != record_name:
+            raise DecodeError(f"record is a {name}, expected a {record_name}")
+        reader = self._current[name][0] if resolve else None
+        body = io.BytesIO(data)
+        body.seek(_HEADER_LEN)
+        try:
+            record: Record = fastavro.schemaless_reader(body, writer, reader)  # type: ignore[assignment]
+        except Exception as exc:
+            raise DecodeError(f"corrupt {name} body: {type(exc).__name__}: {exc}") from exc
+        if body.tell() != len(data):
+            raise DecodeError(f"{len(data) - body.tell()} trailing bytes after the {name} body")
+        return record
+
+
+class ConfluentCodec:
+    """Confluent wire format through confluent-kafka's Schema Registry client.
+
+    ``url`` may be ``mock://...`` for confluent-kafka's in-process registry (tests).
+    Subjects follow the default TopicNameStrategy (``<topic>-value``).
+    """
+
+    def __init__(self, url: str, schema_dir: Path = SCHEMA_DIR, **client_conf: str) -> None:
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+        from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+
+        self._client = SchemaRegistryClient({"url": url, **client_conf})
+        self._serializers: dict[str, Any] = {}
+        self._deserializers: dict[str, Any] = {}
+        for name in TOPIC_RECORDS:
+            text = schema_json(load_topic_schema(name, schema_dir))
+            self._serializers[name] = AvroSerializer(
+                self._client, text, conf={"auto.register.schemas": True}
+            )
+            self._deserializers[name] = AvroDeserializer(self._client, text)
+
+    def encode(self, record_name: str, record: Mapping[str, Any], topic: str = "") -> bytes:
+        from confluent_kafka.serialization import MessageField, SerializationContext
+
+        try:
+            data: bytes = self._serializers[record_name](
+                dict(record), SerializationContext(topic, MessageField.VALUE)
+            )
+        except KeyError:
+            raise EncodeError(f"no topic schema named {record_name}") from None
+        except Exception as exc:
+            raise EncodeError(f"{record_name}: {exc}") from exc
+        return data
+
+    def decode(self, record_name: str, data: bytes, topic: str = "") -> Record:
+        from confluent_kafka.serialization import MessageField, SerializationContext
+
+        if not data or data[0] != 0:
+            raise DecodeError("not a Confluent wire-format record (magic byte is not 0)")
+        try:
+            record: Record = self._deserializers[record_name](
+                data, SerializationContext(topic, MessageField.VALUE)
+            )
+        except Exception as exc:
+            raise DecodeError(f"{record_name}: {type(exc).__name__}: {exc}") from exc
+        return record
+
+
+def make_codec(schema_registry_url: str | None) -> Codec:
+    """The codec the configuration asks for: Confluent when a registry URL is set."""
+    if schema_registry_url:
+        return ConfluentCodec(schema_registry_url)
+    return SingleObjectCodec()

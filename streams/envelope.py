@@ -1,0 +1,63 @@
+"""Field-level encryption of personal values with the data keys of :mod:`streams.keys`.
+
+Each value is AES-256-GCM encrypted under its (subject, category) data key with a fresh 96-bit
+nonce; the associated data binds the ciphertext to its event, subject and category, so a value
+cannot be replayed into another event or category unnoticed.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+
+from streams.exceptions import DecodeError, KeyShreddedError
+from streams.keys import DataKey, KeyStore
+
+SHREDDED = "[shredded]"
+"""What any reader shows in place of a value whose key was destroyed."""
+
+
+def associated_data(event_id: str, subject_ref: str, category: str) -> bytes:
+    return f"{event_id}\x1f{subject_ref}\x1f{category}".encode()
+
+
+def encrypt_value(key: DataKey, event_id: str, plaintext: str) -> dict[str, Any]:
+    """An ``EncryptedValue`` record for ``plaintext``."""
+    nonce = os.urandom(12)
+    ciphertext = key.aead.encrypt(
+        nonce, plaintext.encode(), associated_data(event_id, key.subject_ref, key.category)
+    )
+    return {
+        "category": key.category,
+        "key_version": key.version,
+        "nonce": nonce,
+        "ciphertext": ciphertext,
+    }
+
+
+def decrypt_value(
+    keystore: KeyStore, event_id: str, subject_ref: str, value: dict[str, Any]
+) -> str:
+    """The plaintext of an ``EncryptedValue``; :class:`KeyShreddedError` once shredded."""
+    key = keystore.decryption_key(subject_ref, value["category"], value["key_version"])
+    try:
+        plaintext = key.aead.decrypt(
+            value["nonce"],
+            value["ciphertext"],
+            associated_data(event_id, subject_ref, value["category"]),
+        )
+    except InvalidTag as exc:
+        raise DecodeError(
+            f"value of category {value['category']} fails authentication (tampered or misplaced)"
+        ) from exc
+    return plaintext.decode()
+
+
+def reveal(keystore: KeyStore, event_id: str, subject_ref: str, value: dict[str, Any]) -> str:
+    """Like :func:`decrypt_value`, but shows :data:`SHREDDED` for a destroyed key."""
+    try:
+        return decrypt_value(keystore, event_id, subject_ref, value)
+    except KeyShreddedError:
+        return SHREDDED

@@ -1,0 +1,50 @@
+"""Errors of the bus: encoding, decoding, keys, publishing."""
+
+from __future__ import annotations
+
+from lifecycle.errors import LifecycleError
+
+
+class StreamsError(LifecycleError):
+    """Root of the bus's errors."""
+
+
+class SchemaError(StreamsError):
+    """A schema file is missing or invalid."""
+
+
+class DecodeError(StreamsError):
+    """A record on a topic could not be decoded (not Avro, unknown fingerprint, corrupt body)."""
+
+
+class EncodeError(StreamsError):
+    """A record does not match its schema."""
+
+
+class ValidationError(StreamsError):
+    """An input event is not valid; ``field`` names what is wrong."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class KeyStoreError(StreamsError):
+    """The key store is unusable (wrong master key, unreadable key file, database error)."""
+
+
+class WrongMasterKeyError(KeyStoreError):
+    """The master key does not open this key store."""
+
+
+class KeyShreddedError(KeyStoreError):
+    """The data key was destroyed (erasure or retention): the value is gone for good."""
+
+
+class PublishError(StreamsError):
+    """The broker did not acknowledge a record."""
+
+
+class BrokerError(StreamsError):
+    """The embedded broker could not be started or reached."""

@@ -1,0 +1,492 @@
+"""Envelope encryption for personal data: a master key wraps one data key per subject and category.
+
+* The **master key** (key-encryption key, 32 random bytes) lives in ``LIFECYCLE_MASTER_KEY_FILE``,
+  created with mode 0600 on first use; a file that others can read is refused.
+* Each (``subject_ref``, ``category``) has a current AES-256-GCM **data key**, stored wrapped
+  (AES-GCM under the master key). Shredding a category sets its wrapped key to NULL: every copy
+  of every value encrypted under it, on any topic or table, is unreadable from then on. A later
+  collection gets a new key *version*, so erased values never come back.
+* ``subject_ref`` is HMAC-SHA256 of ``subject_id`` under a pseudonym key kept (wrapped) in the
+  store, so it is stable across master-key rotations.
+* A wrong master key is detected at open through a key-check value, never by garbage output.
+
+:class:`SqlKeyStore` keeps keys in any SQLAlchemy database; :class:`MemoryKeyStore` keeps them
+in a dict (unit tests). Both share the wrapping and the bounded cache of unwrapped keys.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import stat
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from cachetools import LRUCache
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    and_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from streams.exceptions import KeyShreddedError, KeyStoreError, WrongMasterKeyError
+
+IDENTITY_CATEGORY = "subject_id"
+"""The reserved category whose key encrypts ``subject_id`` itself."""
+
+_KEK_CHECK_PLAINTEXT = b"lifecycle key-check value v1"
+_NONCE_LEN = 12
+_KEY_LEN = 32
+DEFAULT_CACHE_SIZE = 200_000
+
+
+# --------------------------------------------------------------------------- master key
+
+
+def load_master_key(path: Path, *, create: bool = True) -> bytes:
+    """Read the 32-byte master key from ``path``; create it (mode 0600) when absent."""
+    if not path.exists():
+        if not create:
+            raise KeyStoreError(f"master key file {path} does not exist")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = AESGCM.generate_key(bit_length=256)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return load_master_key(path, create=False)  # another process won the race
+        with os.fdopen(fd, "w") as out:
+            out.write(base64.b64encode(key).decode() + "\n")
+        return key
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyStoreError(
+            f"master key file {path} is readable by others (mode {stat.S_IMODE(mode):04o}); "
+            "run: chmod 600 " + str(path)
+        )
+    try:
+        key = base64.b64decode(path.read_text().strip(), validate=True)
+    except (ValueError, OSError) as exc:
+        raise KeyStoreError(f"master key file {path} is not base64 text: {exc}") from exc
+    if len(key) != _KEY_LEN:
+        raise KeyStoreError(f"master key file {path} holds {len(key)} bytes, expected 32")
+    return key
+
+
+# --------------------------------------------------------------------------- interface
+
+
+@dataclass(frozen=True, slots=True)
+class DataKey:
+    """An unwrapped data key, ready to encrypt or decrypt."""
+
+    subject_ref: str
+    category: str
+    version: int
+    aead: AESGCM
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """What the store holds about one data key (never its bytes)."""
+
+    subject_ref: str
+    category: str
+    version: int
+    created_at: datetime
+    shredded_at: datetime | None
+    shred_reason: str | None
+
+
+class KeyStore(Protocol):
+    """Where data keys live. Every process that encrypts or decrypts holds one."""
+
+    def subject_ref(self, subject_id: str) -> str: ...
+
+    def encryption_keys(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], DataKey]:
+        """The current key of each (subject_ref, category), created when there is none."""
+        ...
+
+    def decryption_key(self, subject_ref: str, category: str, version: int) -> DataKey:
+        """The key a value was encrypted with; :class:`KeyShreddedError` once destroyed."""
+        ...
+
+    def shred(
+        self, subject_ref: str, categories: Iterable[str] | None, reason: str
+    ) -> list[str]:
+        """Destroy the live keys of ``categories`` (all when None); the categories shredded."""
+        ...
+
+    def keys_of(self, subject_ref: str) -> list[KeyRecord]: ...
+
+    def forget(self, subject_ref: str, categories: Iterable[str] | None = None) -> None:
+        """Drop cached keys (another process shredded them)."""
+        ...
+
+
+# --------------------------------------------------------------------------- shared logic
+
+
+class EnvelopeKeyStore(ABC):
+    """Wrapping, pseudonyms and the bounded cache; subclasses store wrapped keys."""
+
+    def __init__(self, master_key: bytes, *, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+        self._kek = AESGCM(master_key)
+        self._lock = threading.RLock()
+        # (subject_ref, category, version) -> DataKey ; (subject_ref, category) -> current version
+        self._keys: LRUCache[tuple[str, str, int], DataKey] = LRUCache(cache_size)
+        self._current: LRUCache[tuple[str, str], int] = LRUCache(cache_size)
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self._pseudonym_key = self._open()
+
+    # -- storage (subclasses) -------------------------------------------------------------
+
+    @abstractmethod
+    def _get_meta(self, name: str) -> bytes | None: ...
+
+    @abstractmethod
+    def _put_meta_if_absent(self, name: str, value: bytes) -> bytes:
+        """Store ``value`` unless ``name`` exists; return what is stored."""
+
+    @abstractmethod
+    def _load_current(
+        self, pairs: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[int, bytes | None]]:
+        """Latest version and wrapped key (None: shredded) of each pair that has any key."""
+
+    @abstractmethod
+    def _insert_keys(self, rows: Sequence[tuple[str, str, int, bytes]]) -> None:
+        """Insert new key versions; silently skip ones another process created first."""
+
+    @abstractmethod
+    def _load_wrapped(self, subject_ref: str, category: str, version: int) -> bytes | None: ...
+
+    @abstractmethod
+    def _destroy(
+        self, subject_ref: str, categories: Iterable[str] | None, reason: str
+    ) -> list[str]: ...
+
+    @abstractmethod
+    def keys_of(self, subject_ref: str) -> list[KeyRecord]: ...
+
+    # -- wrapping ----------------------------------------------------------------------
+
+    def _wrap(self, key: bytes, label: str) -> bytes:
+        nonce = os.urandom(_NONCE_LEN)
+        return nonce + self._kek.encrypt(nonce, key, label.encode())
+
+    def _unwrap(self, wrapped: bytes, label: str) -> bytes:
+        try:
+            return self._kek.decrypt(wrapped[:_NONCE_LEN], wrapped[_NONCE_LEN:], label.encode())
+        except InvalidTag as exc:
+            raise WrongMasterKeyError(f"a data key ({label}) does not open with this master key") from exc
+
+    def _open(self) -> bytes:
+        check = self._put_meta_if_absent("kek_check", self._wrap(_KEK_CHECK_PLAINTEXT, "kek_check"))
+        try:
+            if self._unwrap(check, "kek_check") != _KEK_CHECK_PLAINTEXT:
+                raise WrongMasterKeyError("key-check value mismatch")
+        except WrongMasterKeyError:
+            raise WrongMasterKeyError(
+                "the master key does not open this key store (wrong LIFECYCLE_MASTER_KEY_FILE, "
+                "or the store was created with another key); refusing to start"
+            ) from None
+        wrapped = self._put_meta_if_absent(
+            "pseudonym_key", self._wrap(os.urandom(_KEY_LEN), "pseudonym_key")
+        )
+        return self._unwrap(wrapped, "pseudonym_key")
+
+    @staticmethod
+    def _label(subject_ref: str, category: str, version: int) -> str:
+        return f"{subject_ref}/{category}/{version}"
+
+    # -- public API ----------------------------------------------------------------------
+
+    def subject_ref(self, subject_id: str) -> str:
+        return hmac.new(self._pseudonym_key, subject_id.encode(), hashlib.sha256).hexdigest()
+
+    def encryption_keys(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], DataKey]:
+        result: dict[tuple[str, str], DataKey] = {}
+        missing: list[tuple[str, str]] = []
+        with self._lock:
+            for pair in dict.fromkeys(pairs):
+                version = self._current.get(pair)
+                key = self._keys.get((*pair, version)) if version is not None else None
+                if key is None:
+                    missing.append(pair)
+                else:
+                    self.cache_hits += 1
+                    result[pair] = key
+        if not missing:
+            return result
+        self.cache_misses += len(missing)
+        try:
+            found = self._load_current(missing)
+            new_rows: list[tuple[str, str, int, bytes]] = []
+            for pair in missing:
+                version, wrapped = found.get(pair, (0, None))
+                if wrapped is None:  # never had a key, or the last one was shredded
+                    version += 1
+                    new_rows.append((*pair, version, self._wrap(AESGCM.generate_key(256), self._label(*pair, version))))
+            if new_rows:
+                self._insert_keys(new_rows)
+                found = {**found, **self._load_current([row[:2] for row in new_rows])}
+        except SQLAlchemyError as exc:
+            raise KeyStoreError(f"key store unavailable: {type(exc).__name__}") from exc
+        with self._lock:
+            for pair in missing:
+                version, wrapped = found[pair]
+                if wrapped is None:
+                    raise KeyStoreError(f"data key {pair[1]} of {pair[0]} was shredded while created")
+                key = DataKey(pair[0], pair[1], version, AESGCM(self._unwrap(wrapped, self._label(*pair, version))))
+                self._keys[(*pair, version)] = key
+                self._current[pair] = version
+                result[pair] = key
+        return result
+
+    def decryption_key(self, subject_ref: str, category: str, version: int) -> DataKey:
+        with self._lock:
+            key = self._keys.get((subject_ref, category, version))
+        if key is not None:
+            self.cache_hits += 1
+            return key
+        self.cache_misses += 1
+        try:
+            wrapped = self._load_wrapped(subject_ref, category, version)
+        except SQLAlchemyError as exc:
+            raise KeyStoreError(f"key store unavailable: {type(exc).__name__}") from exc
+        if wrapped is None:
+            raise KeyShreddedError(f"data key {category} v{version} of {subject_ref} is shredded")
+        label = self._label(subject_ref, category, version)
+        key = DataKey(subject_ref, category, version, AESGCM(self._unwrap(wrapped, label)))
+        with self._lock:
+            self._keys[(subject_ref, category, version)] = key
+        return key
+
+    def shred(self, subject_ref: str, categories: Iterable[str] | None, reason: str) -> list[str]:
+        wanted = None if categories is None else list(categories)
+        self.forget(subject_ref, wanted)
+        try:
+            shredded = self._destroy(subject_ref, wanted, reason)
+        except SQLAlchemyError as exc:
+            raise KeyStoreError(f"key store unavailable, nothing shredded: {type(exc).__name__}") from exc
+        self.forget(subject_ref, wanted)
+        return shredded
+
+    def forget(self, subject_ref: str, categories: Iterable[str] | None = None) -> None:
+        wanted = None if categories is None else set(categories)
+        with self._lock:
+            for cache in (self._keys, self._current):
+                doomed = [
+                    k for k in list(cache.keys())
+                    if k[0] == subject_ref and (wanted is None or k[1] in wanted)
+                ]
+                for k in doomed:
+                    cache.pop(k, None)
+
+
+# --------------------------------------------------------------------------- in memory
+
+
+class MemoryKeyStore(EnvelopeKeyStore):
+    """Keys in a dict: for unit tests of pure logic, never for data that must survive."""
+
+    def __init__(self, master_key: bytes | None = None, **kwargs: int) -> None:
+        self._meta: dict[str, bytes] = {}
+        self._rows: dict[tuple[str, str, int], list[object]] = {}
+        super().__init__(master_key or AESGCM.generate_key(256), **kwargs)
+
+    def _get_meta(self, name: str) -> bytes | None:
+        return self._meta.get(name)
+
+    def _put_meta_if_absent(self, name: str, value: bytes) -> bytes:
+        return self._meta.setdefault(name, value)
+
+    def _load_current(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, bytes | None]]:
+        out: dict[tuple[str, str], tuple[int, bytes | None]] = {}
+        for (ref, cat, version), row in self._rows.items():
+            if (ref, cat) in pairs and version > out.get((ref, cat), (0, None))[0]:
+                out[(ref, cat)] = (version, row[0])  # type: ignore[assignment]
+        return out
+
+    def _insert_keys(self, rows: Sequence[tuple[str, str, int, bytes]]) -> None:
+        for ref, cat, version, wrapped in rows:
+            self._rows.setdefault((ref, cat, version), [wrapped, datetime.now(UTC), None, None])
+
+    def _load_wrapped(self, subject_ref: str, category: str, version: int) -> bytes | None:
+        row = self._rows.get((subject_ref, category, version))
+        return None if row is None else row[0]  # type: ignore[return-value]
+
+    def _destroy(self, subject_ref: str, categories: Iterable[str] | None, reason: str) -> list[str]:
+        wanted = None if categories is None else set(categories)
+        shredded = set()
+        for (ref, cat, _), row in self._rows.items():
+            if ref == subject_ref and (wanted is None or cat in wanted) and row[0] is not None:
+                row[0], row[2], row[3] = None, datetime.now(UTC), reason
+                shredded.add(cat)
+        return sorted(shredded)
+
+    def keys_of(self, subject_ref: str) -> list[KeyRecord]:
+        return [
+            KeyRecord(ref, cat, version, row[1], row[2], row[3])  # type: ignore[arg-type]
+            for (ref, cat, version), row in sorted(self._rows.items())
+            if ref == subject_ref
+        ]
+
+
+# --------------------------------------------------------------------------- SQL
+
+
+metadata = MetaData()
+
+keystore_meta = Table(
+    "keystore_meta",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", LargeBinary, nullable=False),
+)
+
+data_keys = Table(
+    "data_keys",
+    metadata,
+    Column("subject_ref", String(64), primary_key=True),
+    Column("category", String(64), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("wrapped_key", LargeBinary, nullable=True),  # NULL once shredded
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("shredded_at", DateTime(timezone=True), nullable=True),
+    Column("shred_reason", String(64), nullable=True),
+)
+
+
+class SqlKeyStore(EnvelopeKeyStore):
+    """Keys in a SQLAlchemy database (SQLite file by default, PostgreSQL in production)."""
+
+    def __init__(self, engine: Engine, master_key: bytes, **kwargs: int) -> None:
+        self._engine = engine
+        try:
+            metadata.create_all(engine)
+        except SQLAlchemyError as exc:
+            raise KeyStoreError(f"key store database unreachable: {exc}") from exc
+        super().__init__(master_key, **kwargs)
+
+    def _get_meta(self, name: str) -> bytes | None:
+        with self._engine.connect() as conn:
+            value = conn.execute(
+                select(keystore_meta.c.value).where(keystore_meta.c.name == name)
+            ).scalar_one_or_none()
+        return value
+
+    def _put_meta_if_absent(self, name: str, value: bytes) -> bytes:
+        existing = self._get_meta(name)
+        if existing is not None:
+            return existing
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(keystore_meta.insert().values(name=name, value=value))
+        except IntegrityError:
+            pass  # another process stored it first
+        stored = self._get_meta(name)
+        assert stored is not None
+        return stored
+
+    def _load_current(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, bytes | None]]:
+        out: dict[tuple[str, str], tuple[int, bytes | None]] = {}
+        with self._engine.connect() as conn:
+            for start in range(0, len(pairs), 500):
+                chunk = pairs[start : start + 500]
+                rows = conn.execute(
+                    select(data_keys.c.subject_ref, data_keys.c.category, data_keys.c.version, data_keys.c.wrapped_key)
+                    .where(tuple_(data_keys.c.subject_ref, data_keys.c.category).in_(chunk))
+                )
+                for ref, cat, version, wrapped in rows:
+                    if version > out.get((ref, cat), (0, None))[0]:
+                        out[(ref, cat)] = (version, wrapped)
+        return out
+
+    def _insert_keys(self, rows: Sequence[tuple[str, str, int, bytes]]) -> None:
+        now = datetime.now(UTC)
+        values = [
+            {"subject_ref": ref, "category": cat, "version": version, "wrapped_key": wrapped,
+             "created_at": now}
+            for ref, cat, version, wrapped in rows
+        ]
+        try:
+            with self._engine.begin() as conn:  # the common case: one transaction for all
+                conn.execute(data_keys.insert(), values)
+            return
+        except IntegrityError:
+            pass
+        for row in values:  # another process created some of them first: keep theirs
+            try:
+                with self._engine.begin() as conn:
+                    conn.execute(data_keys.insert(), row)
+            except IntegrityError:
+                continue
+
+    def _load_wrapped(self, subject_ref: str, category: str, version: int) -> bytes | None:
+        with self._engine.connect() as conn:
+            value = conn.execute(
+                select(data_keys.c.wrapped_key).where(
+                    and_(
+                        data_keys.c.subject_ref == subject_ref,
+                        data_keys.c.category == category,
+                        data_keys.c.version == version,
+                    )
+                )
+            ).scalar_one_or_none()
+        return value
+
+    def _destroy(self, subject_ref: str, categories: Iterable[str] | None, reason: str) -> list[str]:
+        live = and_(data_keys.c.subject_ref == subject_ref, data_keys.c.wrapped_key.is_not(None))
+        if categories is not None:
+            live = and_(live, data_keys.c.category.in_(list(categories)))
+        with self._engine.begin() as conn:
+            shredded = sorted(set(conn.execute(select(data_keys.c.category).where(live)).scalars()))
+            conn.execute(
+                update(data_keys).where(live).values(
+                    wrapped_key=None, shredded_at=datetime.now(UTC), shred_reason=reason
+                )
+            )
+        if self._engine.dialect.name == "sqlite":
+            # Overwrite the old pages in the main file and empty the write-ahead log, so no
+            # copy of the wrapped key survives on disk (secure_delete zeroes freed content).
+            with self._engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        return shredded
+
+    def keys_of(self, subject_ref: str) -> list[KeyRecord]:
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    data_keys.c.subject_ref, data_keys.c.category, data_keys.c.version,
+                    data_keys.c.created_at, data_keys.c.shredded_at, data_keys.c.shred_reason,
+                )
+                .where(data_keys.c.subject_ref == subject_ref)
+                .order_by(data_keys.c.category, data_keys.c.version)
+            ).all()
+        return [KeyRecord(*row) for row in rows]
+
+
+def open_keystore(engine: Engine, master_key_file: Path, **kwargs: int) -> SqlKeyStore:
+    """The configured key store: master key from its file (created when absent)."""
+    return SqlKeyStore(engine, load_master_key(master_key_file), **kwargs)
