@@ -52,8 +52,17 @@ def load_topic_schema(record_name: str, schema_dir: Path = SCHEMA_DIR) -> dict[s
 
 
 def schema_json(parsed: Mapping[str, Any]) -> str:
-    """The self-contained JSON text of a parsed schema (for a registry, or a history snapshot)."""
-    return fastavro.schema.to_parsing_canonical_form(parsed)  # type: ignore[no-any-return]
+    """The self-contained JSON text of a parsed schema, logical types, docs and defaults kept
+    (for a registry, or a history snapshot)."""
+    return json.dumps(_public(parsed), sort_keys=True)
+
+
+def _public(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _public(v) for k, v in node.items() if not k.startswith("__")}
+    if isinstance(node, list):
+        return [_public(v) for v in node]
+    return node
 
 
 def fingerprint(parsed: Mapping[str, Any]) -> bytes:
@@ -134,11 +143,13 @@ class ConfluentCodec:
     Subjects follow the default TopicNameStrategy (``<topic>-value``).
     """
 
-    def __init__(self, url: str, schema_dir: Path = SCHEMA_DIR, **client_conf: str) -> None:
+    def __init__(
+        self, url: str, schema_dir: Path = SCHEMA_DIR, *, client: Any = None, **client_conf: str
+    ) -> None:
         from confluent_kafka.schema_registry import SchemaRegistryClient
         from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 
-        self._client = SchemaRegistryClient({"url": url, **client_conf})
+        self._client = client or SchemaRegistryClient.new_client({"url": url, **client_conf})
         self._serializers: dict[str, Any] = {}
         self._deserializers: dict[str, Any] = {}
         for name in TOPIC_RECORDS:

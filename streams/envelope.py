@@ -23,11 +23,12 @@ def associated_data(event_id: str, subject_ref: str, category: str) -> bytes:
     return f"{event_id}\x1f{subject_ref}\x1f{category}".encode()
 
 
-def encrypt_value(key: DataKey, event_id: str, plaintext: str) -> dict[str, Any]:
+def encrypt_value(key: DataKey, event_id: str, plaintext: str | bytes) -> dict[str, Any]:
     """An ``EncryptedValue`` record for ``plaintext``."""
     nonce = os.urandom(12)
+    raw = plaintext.encode() if isinstance(plaintext, str) else plaintext
     ciphertext = key.aead.encrypt(
-        nonce, plaintext.encode(), associated_data(event_id, key.subject_ref, key.category)
+        nonce, raw, associated_data(event_id, key.subject_ref, key.category)
     )
     return {
         "category": key.category,

@@ -1,0 +1,137 @@
+"""The ``lifecycle`` command line (see CONTRACT.md, "Command line")."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import click
+
+from lifecycle.config import Settings, load_settings
+from lifecycle.errors import LifecycleError
+from lifecycle.logging import configure_logging
+from lifecycle.runtime import Runtime
+
+EXIT_REFUSED_LINES = 1
+EXIT_ERROR = 2
+
+
+@click.group()
+@click.option("--log-level", default="INFO", show_default=True, envvar="LIFECYCLE_LOG_LEVEL")
+def cli(log_level: str) -> None:
+    """Customer-data privacy policy, enforced on Kafka."""
+    configure_logging(log_level.upper())
+
+
+@contextlib.contextmanager
+def bus(settings: Settings, *, start_embedded: bool = False) -> Iterator[Settings]:
+    """Settings with a reachable broker: the configured cluster, or (only for ``up``) a fresh
+    embedded broker that stops when the block ends."""
+    if not settings.embedded:
+        yield settings
+        return
+    if not start_embedded:
+        raise click.UsageError(
+            "KAFKA_BOOTSTRAP is not set: export the address `lifecycle up` printed "
+            "(or your cluster's bootstrap servers)"
+        )
+    from streams.broker import EmbeddedBroker
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with EmbeddedBroker(binary=settings.tansu_bin, log_file=settings.data_dir / "broker.log") as broker:
+        click.echo(
+            f"embedded broker (tansu, memory storage) on {broker.bootstrap}; "
+            f"in another shell: export KAFKA_BOOTSTRAP={broker.bootstrap}",
+            err=True,
+        )
+        os.environ["KAFKA_BOOTSTRAP"] = broker.bootstrap
+        yield settings.with_bootstrap(broker.bootstrap)
+
+
+@cli.command()
+@click.option("--demo", is_flag=True, help="feed sample billing and outage traffic")
+def up(demo: bool) -> None:
+    """Run the pipeline (embedded broker unless KAFKA_BOOTSTRAP is set)."""
+    from processors.worker import build_worker, run_worker
+    from streams.topics import apply_topics
+
+    settings = load_settings()
+    with bus(settings, start_embedded=True) as live:
+        runtime = Runtime(live).open()
+        replication = int(os.environ.get("LIFECYCLE_REPLICATION", "1"))
+        apply_topics(live.kafka_client_config(), live.topic_partitions, replication)
+        app = build_worker(runtime)
+        if demo:
+            from lifecycle.demo import start_demo
+
+            start_demo(runtime)
+        run_worker(app)
+
+
+@cli.command()
+@click.argument("source", type=click.File("rb"))
+def publish(source: BinaryIO) -> None:
+    """Publish JSON-lines events from SOURCE (a file, or - for stdin)."""
+    from streams.publisher import Publisher
+
+    settings = load_settings()
+    with bus(settings) as live:
+        runtime = Runtime(live).open()
+        publisher = Publisher(
+            live.kafka_client_config(), runtime.keystore, runtime.codec, runtime.policy.vocabulary()
+        )
+        report = publisher.publish_lines(source)
+    for error in report.errors:
+        click.echo(str(error), err=True)
+    click.echo(f"published {report.published}, refused {len(report.errors)}", err=True)
+    if report.errors:
+        sys.exit(EXIT_REFUSED_LINES)
+
+
+@cli.group()
+def topics() -> None:
+    """Topic administration."""
+
+
+@topics.command("apply")
+@click.option("--partitions", type=int, default=None)
+@click.option("--replication", type=int, default=None, envvar="LIFECYCLE_REPLICATION")
+def topics_apply(partitions: int | None, replication: int | None) -> None:
+    """Create the contract's topics with their configs (idempotent)."""
+    from streams.topics import apply_topics
+
+    settings = load_settings()
+    with bus(settings) as live:
+        outcome = apply_topics(
+            live.kafka_client_config(), partitions or live.topic_partitions, replication or 1
+        )
+    for name, state in outcome.items():
+        click.echo(f"{name}: {state}")
+
+
+def _register_optional_groups() -> None:
+    """Command groups that live beside their subsystem."""
+    for module, name in (("lifecycle.cli_policy", "policy"), ("lifecycle.cli_audit", "audit")):
+        with contextlib.suppress(ModuleNotFoundError):
+            cli.add_command(getattr(__import__(module, fromlist=[name]), name))
+
+
+_register_optional_groups()
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except LifecycleError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+
+
+if __name__ == "__main__":
+    main()
+
+__all__ = ["Path", "cli", "main"]

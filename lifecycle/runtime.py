@@ -1,0 +1,47 @@
+"""What every process of the pipeline opens once at start: settings, database, keys, codec,
+policy. Opening it is where a wrong master key or an invalid policy file stops a process,
+with a clear message, before it touches any topic."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine
+
+from lifecycle.config import Settings
+from lifecycle.db import make_engine
+from streams.codec import Codec, make_codec
+from streams.keys import SqlKeyStore, open_keystore
+
+if TYPE_CHECKING:
+    from processors.policy import PolicyBook
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+
+    @cached_property
+    def engine(self) -> Engine:
+        return make_engine(self.settings.db_url)
+
+    @cached_property
+    def keystore(self) -> SqlKeyStore:
+        return open_keystore(self.engine, self.settings.master_key_file)
+
+    @cached_property
+    def codec(self) -> Codec:
+        return make_codec(self.settings.schema_registry_url)
+
+    @cached_property
+    def policy(self) -> PolicyBook:
+        from processors.policy import load_policies
+
+        return load_policies(self.settings.policy_dir)
+
+    def open(self) -> Runtime:
+        """Open everything now (fail fast), rather than on first use."""
+        _ = self.keystore, self.codec, self.policy
+        return self

@@ -1,0 +1,49 @@
+"""Dead letters: what could not be decoded or validated, kept without leaking its content.
+
+A record that is not one of ours may be anything, plaintext personal data included, so its
+bytes are never copied as they are: the value of a dead letter is the original key and value
+AES-GCM encrypted under a quarantine data key (shreddable like any other), and the headers name
+the source topic, partition, offset, the error and a SHA-256 of the original value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from streams.envelope import encrypt_value
+from streams.keys import KeyStore
+
+QUARANTINE_SUBJECT = "quarantine"
+QUARANTINE_CATEGORY = "dead_letter"
+_MAX_ERROR = 400
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    value: bytes
+    headers: Headers
+
+
+def dead_letter(
+    keystore: KeyStore, *, topic: str, partition: int, offset: int,
+    key: bytes | None, value: bytes | None, error: str,
+) -> DeadLetter:
+    """The dead letter for one record of ``topic``; ``error`` must not quote the record."""
+    quarantine = keystore.encryption_keys([(QUARANTINE_SUBJECT, QUARANTINE_CATEGORY)])
+    data_key = quarantine[(QUARANTINE_SUBJECT, QUARANTINE_CATEGORY)]
+    position = f"{topic}/{partition}/{offset}"
+    key_bytes, value_bytes = key or b"", value or b""
+    payload = len(key_bytes).to_bytes(4, "big") + key_bytes + value_bytes
+    sealed = encrypt_value(data_key, position, payload)
+    headers: Headers = [
+        ("lifecycle.source.topic", topic.encode()),
+        ("lifecycle.source.partition", str(partition).encode()),
+        ("lifecycle.source.offset", str(offset).encode()),
+        ("lifecycle.error", error[:_MAX_ERROR].encode()),
+        ("lifecycle.value.sha256", hashlib.sha256(value_bytes).hexdigest().encode()),
+        ("lifecycle.quarantine.key_version", str(sealed["key_version"]).encode()),
+    ]
+    return DeadLetter(sealed["nonce"] + sealed["ciphertext"], headers)

@@ -1,0 +1,100 @@
+"""The intake agent: consumes ``customer.events`` in batches, decodes every record, dead-letters
+what cannot be decoded, and hands the decoded events of each batch to the decision stage.
+
+Offsets are acknowledged only after the batch's outputs (decisions, dead letters) are
+acknowledged by the broker. Any unexpected error stops the worker process at once, without
+acknowledging the batch, so that a restart processes it again: no offset is ever skipped
+silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from lifecycle.logging import get_logger
+from processors.deadletters import dead_letter
+from streams.codec import Codec
+from streams.exceptions import DecodeError
+from streams.keys import KeyStore
+from streams.topics import CUSTOMER_EVENTS, DEAD_LETTERS
+
+log = get_logger(__name__)
+
+BATCH_MAX = 2_000
+BATCH_WITHIN = 0.05  # seconds
+
+EXIT_AGENT_FAILED = 70
+
+
+@dataclass(slots=True)
+class Decoded:
+    """A decoded event and where it came from."""
+
+    record: dict[str, Any]
+    partition: int
+    offset: int
+
+
+BatchHandler = Callable[[list[Decoded]], Awaitable[None]]
+
+
+def fail_loudly(what: str, exc: BaseException) -> None:
+    """Log and end the process now, without acknowledging anything in flight."""
+    log.critical("worker.failed", stage=what, error=f"{type(exc).__name__}: {exc}")
+    sys.stderr.flush()
+    os._exit(EXIT_AGENT_FAILED)
+
+
+def register_intake(
+    app: faust.App, codec: Codec, keystore: KeyStore, handle: BatchHandler
+) -> faust.TopicT:
+    source = app.topic(CUSTOMER_EVENTS, key_type=bytes, value_type=bytes)
+    dlq = app.topic(DEAD_LETTERS, key_type=bytes, value_type=bytes, partitions=1)
+
+    async def send_dead_letter(event: faust.EventT, error: str) -> Any:
+        message = event.message
+        letter = dead_letter(
+            keystore, topic=message.topic, partition=message.partition, offset=message.offset,
+            key=message.key, value=message.value, error=error,
+        )
+        log.warning("event.dead_lettered", partition=message.partition, offset=message.offset,
+                    error=error)
+        return await dlq.send(value=letter.value, headers=letter.headers)
+
+    @app.agent(source, name="lifecycle.intake")
+    async def intake(stream: faust.StreamT) -> None:
+        async for events in stream.noack_take(BATCH_MAX, within=BATCH_WITHIN):
+            try:
+                await _process(stream, events)
+            except Exception as exc:
+                fail_loudly("intake", exc)
+
+    async def _process(stream: faust.StreamT, events: Sequence[faust.EventT]) -> None:
+        decoded: list[Decoded] = []
+        pending: list[Any] = []
+        for event in events:
+            message = event.message
+            try:
+                record = codec.decode("lifecycle.CustomerEvent", message.value or b"", message.topic)
+            except DecodeError as exc:
+                pending.append(await send_dead_letter(event, str(exc)))
+                continue
+            if (message.key or b"") != record["subject_ref"].encode():
+                pending.append(await send_dead_letter(event, "record key is not its subject_ref"))
+                continue
+            decoded.append(Decoded(record, message.partition, message.offset))
+        if decoded:
+            await handle(decoded)
+        if pending:
+            await asyncio.gather(*pending)  # raises if the broker refused a dead letter
+        for event in events:
+            await stream.ack(event)
+
+    return source
