@@ -125,7 +125,9 @@ class KeyStore(Protocol):
         """The current key of each (subject_ref, category), created when there is none."""
         ...
 
-    def decryption_key(self, subject_ref: str, category: str, version: int) -> DataKey:
+    def decryption_key(
+        self, subject_ref: str, category: str, version: int, *, check_live: bool = True
+    ) -> DataKey:
         """The key a value was encrypted with; :class:`KeyShreddedError` once destroyed."""
         ...
 
@@ -263,19 +265,32 @@ class EnvelopeKeyStore(ABC):
                 result[pair] = key
         return result
 
-    def decryption_key(self, subject_ref: str, category: str, version: int) -> DataKey:
+    def decryption_key(
+        self, subject_ref: str, category: str, version: int, *, check_live: bool = True
+    ) -> DataKey:
+        """The key a value was encrypted with; :class:`KeyShreddedError` once destroyed.
+
+        With ``check_live`` (the default) the store is asked whether the key still exists even
+        when it is cached, so no process decrypts a shredded value once the shred committed,
+        however late its cache hears of it. Decryption is rare (access reports, debugging);
+        encryption, the hot path, relies on the cache and on key-revocation records.
+        """
         with self._lock:
             key = self._keys.get((subject_ref, category, version))
-        if key is not None:
-            self.cache_hits += 1
-            return key
-        self.cache_misses += 1
         try:
-            wrapped = self._load_wrapped(subject_ref, category, version)
+            wrapped = (
+                self._load_wrapped(subject_ref, category, version)
+                if key is None or check_live else None
+            )
         except SQLAlchemyError as exc:
             raise KeyStoreError(f"key store unavailable: {type(exc).__name__}") from exc
+        if key is not None and (not check_live or wrapped is not None):
+            self.cache_hits += 1
+            return key
         if wrapped is None:
+            self.forget(subject_ref, [category])
             raise KeyShreddedError(f"data key {category} v{version} of {subject_ref} is shredded")
+        self.cache_misses += 1
         label = self._label(subject_ref, category, version)
         key = DataKey(subject_ref, category, version, AESGCM(self._unwrap(wrapped, label)))
         with self._lock:

@@ -60,6 +60,9 @@ def producer_config(client_config: dict[str, str]) -> dict[str, Any]:
         **client_config,
         "enable.idempotence": True,
         "acks": "all",
+        # murmur2, like the Java client and aiokafka: a subject's events land on the partition
+        # that holds its state in the workers' tables (same key bytes, same partitioner).
+        "partitioner": "murmur2_random",
         "linger.ms": 5,
         "batch.num.messages": 10_000,
         "queue.buffering.max.messages": 500_000,

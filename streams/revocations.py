@@ -1,0 +1,77 @@
+"""Key revocations: when keys are shredded, every process that caches keys drops them.
+
+The shredding process publishes a ``KeyRevocation`` record to ``privacy.key-revocations`` after
+the destruction committed. Every publisher and worker runs a :class:`RevocationListener`: a
+daemon thread reading that topic from its end, without a consumer group (each process must
+see every record), which calls :meth:`KeyStore.forget`. Decryption does not depend on it
+(the store is asked on every decryption); it stops publishers from encrypting new values under
+a key that no longer exists.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+
+from lifecycle.logging import get_logger
+from streams.codec import Codec
+from streams.exceptions import DecodeError
+from streams.keys import KeyStore
+from streams.topics import KEY_REVOCATIONS
+
+log = get_logger(__name__)
+
+
+def revocation_record(subject_ref: str, categories: Iterable[str]) -> dict[str, object]:
+    return {"subject_ref": subject_ref, "categories": sorted(categories),
+            "revoked_at": datetime.now(UTC)}
+
+
+class RevocationListener:
+    """Drops revoked keys from ``keystore``'s cache as revocation records arrive."""
+
+    def __init__(self, client_config: dict[str, str], codec: Codec, keystore: KeyStore) -> None:
+        self._consumer = Consumer({
+            **client_config,
+            "group.id": "lifecycle-revocations",  # required by the client; never joined
+            "enable.auto.commit": False,
+            "auto.offset.reset": "latest",
+        })
+        self._codec = codec
+        self._keystore = keystore
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self.heard = 0
+        self._thread = threading.Thread(target=self._run, name="key-revocations", daemon=True)
+
+    def start(self, timeout: float = 10.0) -> RevocationListener:
+        self._thread.start()
+        self._ready.wait(timeout)
+        return self
+
+    def _run(self) -> None:
+        self._consumer.assign([TopicPartition(KEY_REVOCATIONS, 0, OFFSET_END)])
+        self._ready.set()
+        try:
+            while not self._stop.is_set():
+                message = self._consumer.poll(0.1)
+                if message is None or message.error():
+                    continue
+                try:
+                    record = self._codec.decode("lifecycle.KeyRevocation", message.value() or b"",
+                                                KEY_REVOCATIONS)
+                except DecodeError as exc:
+                    log.error("revocation.undecodable", offset=message.offset(), error=str(exc))
+                    continue
+                self._keystore.forget(record["subject_ref"], record["categories"] or None)
+                self.heard += 1
+        finally:
+            self._consumer.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
