@@ -1,0 +1,764 @@
+"""The decision engine: one verdict per event, from the policy in force and the subject's state.
+
+Pure functions over plain values (no Kafka, no clock, no keys): :func:`decide` judges a decoded
+``lifecycle.CustomerEvent`` against the :class:`~processors.policy.Policy` in force at its
+``occurred_at`` and the subject's :class:`SubjectState`; :func:`apply` folds an allowed event
+into the state; :func:`plan_erasure`, :func:`apply_erasure`, :func:`mark_erased` and
+:func:`expired` are what erasure requests and retention sweeps need.
+
+Check order (the first failing check decides; within a check, categories in event order):
+
+``used`` / ``shared``
+  1. purpose prohibited (sale, trade ...) or unknown, or not allowed to use a (known) category
+     -> ``purpose_not_permitted``
+  2. actor role unknown, or may not touch a category (a category the policy does not know is
+     touched by no role) -> ``role_not_authorized``
+  3. ``shared`` only: recipient unknown, or the category or purpose is outside its agreement
+     -> ``recipient_not_trusted``
+  4. category erased -> ``subject_erased`` (by request) or ``retention_expired`` (by a sweep)
+  5. category never collected for this subject -> ``not_collected``
+  6. purpose neither declared at collection nor compatible with a declared one
+     -> ``purpose_not_declared``
+  7. consent-based purpose the customer withdrew -> ``consent_withdrawn``
+  8. otherwise ``allowed``
+
+``collected``
+  1. a (channel, category) the policy prohibits (card data via online tendering) -> the whole
+     event ``prohibited_collection``; an unknown channel or category likewise
+  2. no purpose, or a purpose prohibited or unknown, or a category that none of the declared
+     purposes may use -> ``purpose_not_permitted``
+  3. actor role unknown, or may not touch a category -> ``role_not_authorized``
+  4. otherwise ``allowed``
+
+``consent_changed``: ``allowed`` for a consent-based purpose; a prohibited, unknown or
+necessity-based purpose -> ``purpose_not_permitted`` (there is no consent to change).
+
+``deletion_requested``: ``allowed`` (the erasure processor shreds); a request naming a
+category the policy does not know -> ``not_collected`` and nothing is erased, so the privacy
+team sees it on ``privacy.violations`` and files it again with policy names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, Final, Literal
+
+from processors.exceptions import EventError, StateError
+from processors.policy import Citation, LegalHold, Policy, PolicyBook
+
+# --------------------------------------------------------------------------- reason codes
+
+ALLOWED: Final = "allowed"
+PURPOSE_NOT_PERMITTED: Final = "purpose_not_permitted"
+PURPOSE_NOT_DECLARED: Final = "purpose_not_declared"
+ROLE_NOT_AUTHORIZED: Final = "role_not_authorized"
+CONSENT_WITHDRAWN: Final = "consent_withdrawn"
+RECIPIENT_NOT_TRUSTED: Final = "recipient_not_trusted"
+PROHIBITED_COLLECTION: Final = "prohibited_collection"
+NOT_COLLECTED: Final = "not_collected"
+SUBJECT_ERASED: Final = "subject_erased"
+RETENTION_EXPIRED: Final = "retention_expired"
+
+REASON_CODES: Final = frozenset(
+    {
+        ALLOWED,
+        PURPOSE_NOT_PERMITTED,
+        PURPOSE_NOT_DECLARED,
+        ROLE_NOT_AUTHORIZED,
+        CONSENT_WITHDRAWN,
+        RECIPIENT_NOT_TRUSTED,
+        PROHIBITED_COLLECTION,
+        NOT_COLLECTED,
+        SUBJECT_ERASED,
+        RETENTION_EXPIRED,
+    }
+)
+ERASURE_REASONS: Final = frozenset({SUBJECT_ERASED, RETENTION_EXPIRED})
+
+Decision = Literal["allow", "deny"]
+EventKind = Literal["collected", "used", "shared", "deletion_requested", "consent_changed"]
+
+STATE_FORMAT = 1
+"""Written as ``"format"`` by :meth:`SubjectState.to_dict`; bumped when the shape changes."""
+
+_NAME_LIMIT = 64
+_RETENTION_SECTION = "RETENTION OF DATA"
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The one decision an event gets."""
+
+    decision: Decision
+    reason_code: str
+    rule: str
+    """The policy rule that decided: its path in the policy file, [its section], and why."""
+    policy_version: str
+    categories: tuple[str, ...]
+
+    @property
+    def allowed(self) -> bool:
+        return self.decision == "allow"
+
+
+# --------------------------------------------------------------------------- subject state
+
+
+@dataclass(frozen=True, slots=True)
+class Collection:
+    """What was collected of one category (never the value): the purposes declared for it,
+    the data key generation its value is encrypted under, when, and under which policy."""
+
+    purposes: tuple[str, ...]
+    key_version: int
+    collected_at: str
+    policy_version: str
+
+    @property
+    def collected_instant(self) -> datetime:
+        return _instant(self.collected_at)
+
+
+@dataclass(frozen=True, slots=True)
+class Erased:
+    """A category whose data key was destroyed: why (``subject_erased``, ``retention_expired``)
+    and when."""
+
+    reason_code: str
+    erased_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A category kept after an erasure request because the law requires it, until ``until``
+    (ISO date, inclusive); a retention sweep shreds it after that."""
+
+    basis: str
+    until: str
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectState:
+    """What the pipeline knows about one subject, keyed by ``subject_ref``. No personal data:
+    category and purpose names, key generations, instants and policy versions only.
+
+    ``collected`` and ``erased`` never share a category; ``held`` names collected categories
+    kept after an erasure request. ``consent`` holds the customer's explicit choices (a purpose
+    absent from it has the policy's default). Values are immutable; functions return new ones.
+    """
+
+    collected: Mapping[str, Collection] = field(default_factory=dict)
+    consent: Mapping[str, bool] = field(default_factory=dict)
+    erased: Mapping[str, Erased] = field(default_factory=dict)
+    held: Mapping[str, Held] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (for a Faust table); :meth:`from_dict` reads it back."""
+        return {
+            "format": STATE_FORMAT,
+            "collected": {
+                category: {
+                    "purposes": list(item.purposes),
+                    "key_version": item.key_version,
+                    "collected_at": item.collected_at,
+                    "policy_version": item.policy_version,
+                }
+                for category, item in self.collected.items()
+            },
+            "consent": dict(self.consent),
+            "erased": {
+                category: {"reason_code": item.reason_code, "erased_at": item.erased_at}
+                for category, item in self.erased.items()
+            },
+            "held": {
+                category: {"basis": item.basis, "until": item.until}
+                for category, item in self.held.items()
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> SubjectState:
+        """The state :meth:`to_dict` wrote; None (a subject never seen) is the empty state."""
+        if data is None:
+            return cls()
+        try:
+            if data.get("format", STATE_FORMAT) != STATE_FORMAT:
+                raise StateError(f"unknown subject state format {data.get('format')!r}")
+            collected = {
+                str(category): Collection(
+                    tuple(str(purpose) for purpose in item["purposes"]),
+                    int(item["key_version"]),
+                    str(item["collected_at"]),
+                    str(item["policy_version"]),
+                )
+                for category, item in data.get("collected", {}).items()
+            }
+            consent = {str(purpose): bool(v) for purpose, v in data.get("consent", {}).items()}
+            erased = {
+                str(category): Erased(str(item["reason_code"]), str(item["erased_at"]))
+                for category, item in data.get("erased", {}).items()
+            }
+            held = {
+                str(category): Held(str(item["basis"]), str(item["until"]))
+                for category, item in data.get("held", {}).items()
+            }
+        except StateError:
+            raise
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"malformed subject state: {type(exc).__name__}: {exc}") from exc
+        for category, erasure in erased.items():
+            if erasure.reason_code not in ERASURE_REASONS:
+                raise StateError(f"erased.{category}: unknown reason {erasure.reason_code!r}")
+        return cls(collected, consent, erased, held)
+
+    def consent_given(self, purpose: str, default: bool = True) -> bool:
+        return self.consent.get(purpose, default)
+
+
+# --------------------------------------------------------------------------- decide
+
+
+def decide(event: Mapping[str, Any], state: SubjectState, book: PolicyBook) -> Verdict:
+    """The verdict on ``event`` (a decoded ``lifecycle.CustomerEvent``) for a subject in
+    ``state``, under the policy version in force at its ``occurred_at``.
+
+    Pure: the same event, state and book always give the same verdict. Raises
+    :class:`~processors.exceptions.EventError` only for a value that is not a decoded
+    CustomerEvent (which decoding already rules out); unknown names are denied, never raised.
+    """
+    try:
+        policy = book.in_force(event["occurred_at"])
+        kind = event["kind"]
+        body = event["body"]
+        role = event["actor"]["role"]
+        if kind == "used" or kind == "shared":
+            return _decide_use(policy, state, kind, role, body)
+        if kind == "collected":
+            return _decide_collection(policy, role, body)
+        if kind == "consent_changed":
+            return _decide_consent(policy, body)
+        if kind == "deletion_requested":
+            return _decide_deletion(policy, state, body)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise EventError(f"not a decoded CustomerEvent: {type(exc).__name__}: {exc}") from exc
+    raise EventError(f"not a decoded CustomerEvent: unknown kind {kind!r}")
+
+
+def _decide_use(
+    policy: Policy, state: SubjectState, kind: str, role: str, body: Mapping[str, Any]
+) -> Verdict:
+    categories = _unique(body["categories"])
+    purpose_name: str = body["purpose"]
+    version = policy.version
+
+    def deny(reason_code: str, rule: str) -> Verdict:
+        return Verdict("deny", reason_code, rule, version, categories)
+
+    # 1. the purpose is permitted, and may use each category
+    refused = policy.prohibited_purposes.get(purpose_name)
+    if refused is not None:
+        return deny(
+            PURPOSE_NOT_PERMITTED,
+            _rule(
+                f"prohibited_purposes.{purpose_name}",
+                refused.cites,
+                f"{purpose_name} is refused for everyone",
+            ),
+        )
+    purpose = policy.purposes.get(purpose_name)
+    if purpose is None:
+        return deny(PURPOSE_NOT_PERMITTED, _unknown("purposes", "purpose", purpose_name, version))
+    for category in categories:
+        if category not in purpose.categories and category in policy.categories:
+            return deny(
+                PURPOSE_NOT_PERMITTED,
+                _rule(
+                    f"purposes.{purpose_name}.categories",
+                    purpose.cites,
+                    f"{purpose_name} may not use {category}",
+                ),
+            )
+
+    # 2. the actor's job function needs each category
+    denied = _role_check(policy, role, categories)
+    if denied is not None:
+        return deny(ROLE_NOT_AUTHORIZED, denied)
+
+    # 3. a recipient is trusted, and receives only what its agreement covers
+    recipient_name = ""
+    if kind == "shared":
+        recipient_name = body["recipient"]
+        recipient = policy.recipients.get(recipient_name)
+        if recipient is None:
+            return deny(
+                RECIPIENT_NOT_TRUSTED,
+                _unknown("recipients", "trusted recipient", recipient_name, version),
+            )
+        if purpose_name not in recipient.purposes:
+            return deny(
+                RECIPIENT_NOT_TRUSTED,
+                _rule(
+                    f"recipients.{recipient_name}.purposes",
+                    recipient.cites,
+                    f"agreement {recipient.agreement.reference} does not cover {purpose_name}",
+                ),
+            )
+        for category in categories:
+            if category not in recipient.categories:
+                return deny(
+                    RECIPIENT_NOT_TRUSTED,
+                    _rule(
+                        f"recipients.{recipient_name}.categories",
+                        recipient.cites,
+                        f"agreement {recipient.agreement.reference} does not cover {category}",
+                    ),
+                )
+
+    # 4. not erased
+    for category in categories:
+        erased = state.erased.get(category)
+        if erased is not None:
+            how = (
+                "at the customer's request"
+                if erased.reason_code == SUBJECT_ERASED
+                else ("when its retention period ran out")
+            )
+            return deny(
+                erased.reason_code,
+                _rule(
+                    f"retention.{category}",
+                    _section(policy, category),
+                    f"{category} was erased {how} ({erased.erased_at}); its key is destroyed",
+                ),
+            )
+
+    # 5. collected at all
+    for category in categories:
+        if category not in state.collected:
+            cites = policy.categories[category].cites if category in policy.categories else None
+            return deny(
+                NOT_COLLECTED,
+                _rule(
+                    f"categories.{category}", cites, f"no {category} was collected for this subject"
+                ),
+            )
+
+    # 6. declared at collection, or compatible with a declared purpose
+    via: dict[str, str] = {}
+    for category in categories:
+        declared = state.collected[category].purposes
+        source = purpose.permits_data_collected_for(declared)
+        if source is None:
+            return deny(
+                PURPOSE_NOT_DECLARED,
+                _rule(
+                    f"purposes.{purpose_name}.compatible_with",
+                    purpose.cites,
+                    f"{category} was collected for {', '.join(declared) or 'no purpose'}; "
+                    f"{purpose_name} is none of them nor compatible with one",
+                ),
+            )
+        via[category] = source
+
+    # 7. consent not withdrawn
+    if purpose.consent_based and not state.consent_given(purpose_name, purpose.granted_by_default):
+        return deny(
+            CONSENT_WITHDRAWN,
+            _rule(
+                f"purposes.{purpose_name}.basis",
+                purpose.cites,
+                f"{purpose_name} rests on consent, which the customer withdrew",
+            ),
+        )
+
+    # 8. allowed
+    compatible = sorted({f"{c} via {q}" for c, q in via.items() if q != purpose_name})
+    how = f" (compatible: {'; '.join(compatible)})" if compatible else ""
+    if kind == "shared":
+        recipient = policy.recipients[recipient_name]
+        rule = _rule(
+            f"recipients.{recipient_name}",
+            recipient.cites,
+            f"{role} may share {', '.join(categories) or 'nothing'} with {recipient_name} "
+            f"for {purpose_name} under agreement {recipient.agreement.reference}{how}",
+        )
+    else:
+        rule = _rule(
+            f"purposes.{purpose_name}",
+            purpose.cites,
+            f"{role} may use {', '.join(categories) or 'nothing'} for {purpose_name}{how}",
+        )
+    return Verdict("allow", ALLOWED, rule, version, categories)
+
+
+def _decide_collection(policy: Policy, role: str, body: Mapping[str, Any]) -> Verdict:
+    channel: str = body["channel"]
+    declared = _unique(body["purposes"])
+    categories = _unique(item["category"] for item in body["data"])
+    version = policy.version
+
+    def deny(reason_code: str, rule: str) -> Verdict:
+        return Verdict("deny", reason_code, rule, version, categories)
+
+    # 1. a collection the policy forbids (refused whole: no value of it may be stored)
+    for category in categories:
+        prohibited = policy.prohibited_collections.get((channel, category))
+        if prohibited is not None:
+            return deny(
+                PROHIBITED_COLLECTION,
+                _rule(
+                    f"prohibited_collections[{prohibited.index}]",
+                    prohibited.cites,
+                    f"{category} may not be collected via {channel}; "
+                    "the whole collection is refused",
+                ),
+            )
+    if channel not in policy.channels:
+        return deny(PROHIBITED_COLLECTION, _unknown("channels", "channel", channel, version))
+    for category in categories:
+        if category not in policy.categories:
+            return deny(
+                PROHIBITED_COLLECTION, _unknown("categories", "data category", category, version)
+            )
+
+    # 2. collected for permitted purposes that may use each category
+    if not declared:
+        return deny(PURPOSE_NOT_PERMITTED, "purposes: a collection must declare its purposes")
+    for purpose_name in declared:
+        refused = policy.prohibited_purposes.get(purpose_name)
+        if refused is not None:
+            return deny(
+                PURPOSE_NOT_PERMITTED,
+                _rule(
+                    f"prohibited_purposes.{purpose_name}",
+                    refused.cites,
+                    f"no data may be collected for {purpose_name}",
+                ),
+            )
+        if purpose_name not in policy.purposes:
+            return deny(
+                PURPOSE_NOT_PERMITTED, _unknown("purposes", "purpose", purpose_name, version)
+            )
+    for category in categories:
+        if not any(category in policy.purposes[p].categories for p in declared):
+            return deny(
+                PURPOSE_NOT_PERMITTED,
+                _rule(
+                    "purposes",
+                    policy.categories[category].cites,
+                    f"none of the declared purposes ({', '.join(declared)}) may use {category}",
+                ),
+            )
+
+    # 3. the collecting actor's job function needs each category
+    denied = _role_check(policy, role, categories)
+    if denied is not None:
+        return deny(ROLE_NOT_AUTHORIZED, denied)
+
+    channel_rule = policy.channels[channel]
+    return Verdict(
+        "allow",
+        ALLOWED,
+        _rule(
+            f"channels.{channel}",
+            channel_rule.cites,
+            f"{role} may collect {', '.join(categories) or 'nothing'} via {channel} "
+            f"for {', '.join(declared)}",
+        ),
+        version,
+        categories,
+    )
+
+
+def _decide_consent(policy: Policy, body: Mapping[str, Any]) -> Verdict:
+    purpose_name: str = body["purpose"]
+    granted = bool(body["granted"])
+    version = policy.version
+    refused = policy.prohibited_purposes.get(purpose_name)
+    if refused is not None:
+        rule = _rule(
+            f"prohibited_purposes.{purpose_name}",
+            refused.cites,
+            f"{purpose_name} is refused for everyone; no consent can permit it",
+        )
+        return Verdict("deny", PURPOSE_NOT_PERMITTED, rule, version, ())
+    purpose = policy.purposes.get(purpose_name)
+    if purpose is None:
+        rule = _unknown("purposes", "purpose", purpose_name, version)
+        return Verdict("deny", PURPOSE_NOT_PERMITTED, rule, version, ())
+    if not purpose.consent_based:
+        rule = _rule(
+            f"purposes.{purpose_name}.basis",
+            purpose.cites,
+            f"{purpose_name} rests on necessity, not consent: there is no consent to "
+            f"{'grant' if granted else 'withdraw'}",
+        )
+        return Verdict("deny", PURPOSE_NOT_PERMITTED, rule, version, ())
+    change = "re-granted" if granted else "withdrawn"
+    rule = _rule(
+        f"purposes.{purpose_name}.basis",
+        purpose.cites,
+        f"consent to {purpose_name} {change}; applies to every later event of this subject",
+    )
+    return Verdict("allow", ALLOWED, rule, version, ())
+
+
+def _decide_deletion(policy: Policy, state: SubjectState, body: Mapping[str, Any]) -> Verdict:
+    requested = body.get("categories")
+    version = policy.version
+    categories = tuple(sorted(state.collected)) if requested is None else _unique(requested)
+    for category in categories:
+        if category not in policy.categories:
+            rule = (
+                f"categories: the request names {_clip(category)!r}, not a data category of "
+                f"policy {version}; nothing was erased: file it again with policy names"
+            )
+            return Verdict("deny", NOT_COLLECTED, rule, version, categories)
+    scope = "every category held" if requested is None else ", ".join(categories) or "nothing"
+    rule = _rule(
+        "retention",
+        _RETENTION_SECTION if _RETENTION_SECTION in policy.sections else None,
+        f"erasure requested ({scope}): shred, except what the law requires be kept",
+    )
+    return Verdict("allow", ALLOWED, rule, version, categories)
+
+
+def _role_check(policy: Policy, role_name: str, categories: Sequence[str]) -> str | None:
+    role = policy.roles.get(role_name)
+    if role is None:
+        return _unknown("roles", "role", role_name, policy.version)
+    for category in categories:
+        if category not in role.categories:
+            if category not in policy.categories:
+                return (
+                    f"roles.{role_name}.categories: {_clip(category)!r} is not a data category "
+                    f"of policy {policy.version}, so no role may touch it"
+                )
+            return _rule(
+                f"roles.{role_name}.categories",
+                role.cites,
+                f"{role_name} may not touch {category}",
+            )
+    return None
+
+
+# --------------------------------------------------------------------------- apply
+
+
+def apply(event: Mapping[str, Any], verdict: Verdict, state: SubjectState) -> SubjectState:
+    """The subject's state after ``event`` got ``verdict``. A denied event changes nothing.
+
+    * ``collected``: each category is recorded with the event's purposes, key version, instant
+      and policy version. A category collected again supersedes the earlier record
+      (rectification; a new key version after a shred) and keeps the purposes declared before
+      (the customer was told of both); one that had been erased or held starts afresh.
+    * ``consent_changed``: records the customer's choice for the purpose.
+    * ``used``, ``shared``, ``deletion_requested``: nothing (erasure is :func:`apply_erasure`).
+    """
+    if not verdict.allowed:
+        return state
+    kind = event["kind"]
+    if kind == "collected":
+        body = event["body"]
+        declared = _unique(body["purposes"])
+        collected_at = _iso(event["occurred_at"])
+        collected = dict(state.collected)
+        erased = dict(state.erased)
+        held = dict(state.held)
+        for item in body["data"]:
+            category = item["category"]
+            earlier = collected.get(category)
+            purposes = declared
+            if earlier is not None and category not in held:
+                purposes = _unique((*earlier.purposes, *declared))
+            collected[category] = Collection(
+                purposes, int(item["key_version"]), collected_at, verdict.policy_version
+            )
+            erased.pop(category, None)
+            held.pop(category, None)
+        return SubjectState(collected, state.consent, erased, held)
+    if kind == "consent_changed":
+        body = event["body"]
+        consent = dict(state.consent)
+        consent[body["purpose"]] = bool(body["granted"])
+        return SubjectState(state.collected, consent, state.erased, state.held)
+    return state
+
+
+# --------------------------------------------------------------------------- erasure, retention
+
+
+@dataclass(frozen=True, slots=True)
+class RetainedCategory:
+    """A category kept despite erasure: the legal basis and the ISO date it is kept through.
+    Same fields as the ``lifecycle.RetainedCategory`` Avro record."""
+
+    category: str
+    basis: str
+    until: str
+
+    def to_record(self) -> dict[str, str]:
+        return {"category": self.category, "basis": self.basis, "until": self.until}
+
+
+@dataclass(frozen=True, slots=True)
+class ErasurePlan:
+    """What an erasure request does to a subject's data.
+
+    ``shred``: held categories whose data keys are destroyed now. ``retained``: held categories
+    the law requires kept (basis, until). ``already_erased``: requested categories erased
+    earlier (a repeated request). ``not_held``: requested categories never collected.
+    """
+
+    shred: tuple[str, ...]
+    retained: tuple[RetainedCategory, ...]
+    already_erased: tuple[str, ...] = ()
+    not_held: tuple[str, ...] = ()
+
+    @property
+    def status(self) -> str:
+        """``completed`` when anything was shredded or retained, else ``nothing_held``."""
+        return "completed" if self.shred or self.retained else "nothing_held"
+
+    def retained_records(self) -> list[dict[str, str]]:
+        return [item.to_record() for item in self.retained]
+
+
+def plan_erasure(
+    state: SubjectState, requested: Sequence[str] | None, policy: Policy, at: datetime
+) -> ErasurePlan:
+    """What to shred and what to keep for an erasure request at ``at`` under ``policy`` (the
+    version in force then). ``requested`` None means every category held.
+
+    Only held categories are shredded. A held category with a legal hold (``retention``
+    ``legal_basis`` + ``keep_for``, measured from its latest collection) that has not ended by
+    ``at`` is retained with its basis and until-date; one whose hold ended is shredded.
+    """
+    targets = tuple(sorted(state.collected)) if requested is None else _unique(requested)
+    today = _aware(at).date()
+    shred: list[str] = []
+    retained: list[RetainedCategory] = []
+    already: list[str] = []
+    not_held: list[str] = []
+    for category in targets:
+        held = state.collected.get(category)
+        if held is None:
+            (already if category in state.erased else not_held).append(category)
+            continue
+        hold = _legal_hold(state, policy, category, held)
+        if hold is not None and hold.until >= today:
+            retained.append(RetainedCategory(category, hold.basis, hold.until_iso))
+        else:
+            shred.append(category)
+    return ErasurePlan(tuple(shred), tuple(retained), tuple(already), tuple(not_held))
+
+
+def apply_erasure(state: SubjectState, plan: ErasurePlan, at: datetime) -> SubjectState:
+    """The state once ``plan`` is carried out: shredded categories erased ``subject_erased``,
+    retained ones held for their legal basis until their until-date."""
+    erased = mark_erased(state, plan.shred, SUBJECT_ERASED, at)
+    if not plan.retained:
+        return erased
+    held = dict(erased.held)
+    for item in plan.retained:
+        held[item.category] = Held(item.basis, item.until)
+    return SubjectState(erased.collected, erased.consent, erased.erased, held)
+
+
+def mark_erased(
+    state: SubjectState, categories: Iterable[str], reason_code: str, at: datetime
+) -> SubjectState:
+    """The state after the data keys of ``categories`` were destroyed for ``reason_code``
+    (``subject_erased`` or ``retention_expired``). Categories not held are ignored."""
+    if reason_code not in ERASURE_REASONS:
+        raise ValueError(
+            f"reason_code must be one of {sorted(ERASURE_REASONS)}, not {reason_code!r}"
+        )
+    categories = [category for category in categories if category in state.collected]
+    if not categories:
+        return state
+    collected = dict(state.collected)
+    erased = dict(state.erased)
+    held = dict(state.held)
+    erased_at = _iso(at)
+    for category in categories:
+        del collected[category]
+        held.pop(category, None)
+        erased[category] = Erased(reason_code, erased_at)
+    return SubjectState(collected, state.consent, erased, held)
+
+
+def expired(state: SubjectState, book: PolicyBook, as_of: datetime) -> list[str]:
+    """Held categories whose retention ran out by ``as_of`` (sorted), judged by the policy
+    version in force at ``as_of``: its ``period`` from the latest collection (extended by a
+    longer legal ``keep_for``); or, for a category kept after an erasure request, its
+    until-date has passed."""
+    as_of = _aware(as_of)
+    policy = book.in_force(as_of)
+    today = as_of.date()
+    out: list[str] = []
+    for category, collection in state.collected.items():
+        held = state.held.get(category)
+        if held is not None:
+            if date.fromisoformat(held.until) < today:
+                out.append(category)
+            continue
+        retention = policy.retentions.get(category)
+        if retention is None:
+            continue
+        ends = retention.expires_at(collection.collected_instant)
+        if ends is not None and ends <= as_of:
+            out.append(category)
+    return sorted(out)
+
+
+def _legal_hold(
+    state: SubjectState, policy: Policy, category: str, collection: Collection
+) -> LegalHold | None:
+    held = state.held.get(category)
+    if held is not None:
+        return LegalHold(held.basis, date.fromisoformat(held.until))
+    return policy.legal_hold(category, collection.collected_instant)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _rule(path: str, cites: Citation | str | None, text: str) -> str:
+    section = cites.section if isinstance(cites, Citation) else cites
+    return f"{path} [{section}]: {text}" if section else f"{path}: {text}"
+
+
+def _unknown(path: str, what: str, name: str, version: str) -> str:
+    return f"{path}: {_clip(name)!r} is not a {what} of policy {version}"
+
+
+def _section(policy: Policy, category: str) -> str | None:
+    retention = policy.retentions.get(category)
+    return retention.cites.section if retention is not None else None
+
+
+def _clip(name: str) -> str:
+    """A name from an event, shortened for a rule text (names only; never values)."""
+    return name if len(name) <= _NAME_LIMIT else name[: _NAME_LIMIT - 1] + "…"
+
+
+def _unique(names: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(names))
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def _iso(at: datetime) -> str:
+    return _aware(at).isoformat()
+
+
+def _instant(text: str) -> datetime:
+    return _aware(datetime.fromisoformat(text))
