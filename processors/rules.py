@@ -554,9 +554,10 @@ def apply(event: Mapping[str, Any], verdict: Verdict, state: SubjectState) -> Su
     """The subject's state after ``event`` got ``verdict``. A denied event changes nothing.
 
     * ``collected``: each category is recorded with the event's purposes, key version, instant
-      and policy version. A category collected again supersedes the earlier record
-      (rectification; a new key version after a shred) and keeps the purposes declared before
-      (the customer was told of both); one that had been erased or held starts afresh.
+      and policy version (a value the publisher withheld, key version 0, is not). A category
+      collected again supersedes the earlier record (rectification; a new key version after a
+      shred) and keeps the purposes declared before (the customer was told of both); one that
+      had been erased or held starts afresh.
     * ``consent_changed``: records the customer's choice for the purpose.
     * ``used``, ``shared``, ``deletion_requested``: nothing (erasure is :func:`apply_erasure`).
     """
@@ -571,6 +572,8 @@ def apply(event: Mapping[str, Any], verdict: Verdict, state: SubjectState) -> Su
         erased = dict(state.erased)
         held = dict(state.held)
         for item in body["data"]:
+            if item["key_version"] < 1:
+                continue  # withheld by the publisher: no value of it exists anywhere
             category = item["category"]
             earlier = collected.get(category)
             purposes = declared

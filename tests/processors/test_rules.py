@@ -631,3 +631,12 @@ def test_every_event_gets_exactly_one_contract_verdict(
     assert verdict.reason_code in REASON_CODES
     assert verdict.policy_version in BOOK.versions
     assert "x" * 100 not in verdict.rule  # names from events are clipped
+
+
+def test_a_value_the_publisher_withheld_is_never_recorded_as_collected() -> None:
+    item = collected(["name"], ["billing"])
+    item["body"]["data"].append(
+        {"category": "email", "key_version": 0, "nonce": b"", "ciphertext": b""}
+    )
+    verdict = Verdict("allow", "allowed", "test", "2026-01-01", ("name", "email"))
+    assert set(apply(item, verdict, SubjectState()).collected) == {"name"}
