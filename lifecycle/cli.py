@@ -42,7 +42,9 @@ def bus(settings: Settings, *, start_embedded: bool = False) -> Iterator[Setting
     from streams.broker import EmbeddedBroker
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    with EmbeddedBroker(binary=settings.tansu_bin, log_file=settings.data_dir / "broker.log") as broker:
+    with EmbeddedBroker(
+        binary=settings.tansu_bin, log_file=settings.data_dir / "broker.log"
+    ) as broker:
         click.echo(
             f"embedded broker (tansu, memory storage) on {broker.bootstrap}; "
             f"in another shell: export KAFKA_BOOTSTRAP={broker.bootstrap}",
@@ -113,14 +115,23 @@ def topics_apply(partitions: int | None, replication: int | None) -> None:
         click.echo(f"{name}: {state}")
 
 
-def _register_optional_groups() -> None:
-    """Command groups that live beside their subsystem."""
-    for module, name in (("lifecycle.cli_policy", "policy"), ("lifecycle.cli_audit", "audit")):
-        with contextlib.suppress(ModuleNotFoundError):
-            cli.add_command(getattr(__import__(module, fromlist=[name]), name))
+def _register_subsystem_commands() -> None:
+    """Commands that live beside their subsystem."""
+    from lifecycle.cli_policy import policy
+    from lifecycle.cli_privacy import COMMANDS
+
+    try:  # TEMPORARY
+        from lifecycle.cli_audit import audit
+
+        extra = [audit]
+    except ModuleNotFoundError:
+        extra = []
+
+    for command in (policy, *extra, *COMMANDS):
+        cli.add_command(command)
 
 
-_register_optional_groups()
+_register_subsystem_commands()
 
 
 def main() -> None:

@@ -19,8 +19,12 @@ def start_demo(runtime: Runtime, *, every: float = 2.0, burst: int = 50) -> thre
 
     def feed() -> None:
         time.sleep(3)  # let the worker join its group first
-        publisher = Publisher(runtime.settings.kafka_client_config(), runtime.keystore,
-                              runtime.codec, runtime.policy.vocabulary())
+        publisher = Publisher(
+            runtime.settings.kafka_client_config(),
+            runtime.keystore,
+            runtime.codec,
+            runtime.policy.vocabulary(),
+        )
         traffic = Traffic(subjects=500)
         rounds = 0
         while True:

@@ -12,23 +12,63 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-_FIRST = ("Aaliyah", "Brandon", "Chantal", "Dexter", "Esther", "Fabian", "Giselle", "Hassan",
-          "Imani", "Jerome", "Keisha", "Leon", "Marisa", "Nigel", "Odette", "Pravin")
-_LAST = ("Ramdeen", "Charles", "Mohammed", "Baptiste", "Singh", "Joseph", "Alexander", "Persad",
-         "Williams", "Ali", "Gopaul", "Thomas")
-_STREETS = ("Frederick Street", "Eastern Main Road", "Southern Main Road", "Ariapita Avenue",
-            "Lady Young Road", "Coffee Street")
+_FIRST = (
+    "Aaliyah",
+    "Brandon",
+    "Chantal",
+    "Dexter",
+    "Esther",
+    "Fabian",
+    "Giselle",
+    "Hassan",
+    "Imani",
+    "Jerome",
+    "Keisha",
+    "Leon",
+    "Marisa",
+    "Nigel",
+    "Odette",
+    "Pravin",
+)
+_LAST = (
+    "Ramdeen",
+    "Charles",
+    "Mohammed",
+    "Baptiste",
+    "Singh",
+    "Joseph",
+    "Alexander",
+    "Persad",
+    "Williams",
+    "Ali",
+    "Gopaul",
+    "Thomas",
+)
+_STREETS = (
+    "Frederick Street",
+    "Eastern Main Road",
+    "Southern Main Road",
+    "Ariapita Avenue",
+    "Lady Young Road",
+    "Coffee Street",
+)
 _TOWNS = ("Port of Spain", "San Fernando", "Chaguanas", "Arima", "Point Fortin", "Scarborough")
 
 
 class Traffic:
     """A reproducible stream of input events (dicts of the contract's JSON-lines format)."""
 
-    def __init__(self, subjects: int = 10_000, *, seed: int = 7, skew: float = 1.1,
-                 start: datetime | None = None) -> None:
+    def __init__(
+        self,
+        subjects: int = 10_000,
+        *,
+        seed: int = 7,
+        skew: float = 1.1,
+        start: datetime | None = None,
+    ) -> None:
         self._rng = random.Random(seed)
         self._subjects = subjects
-        weights = [1.0 / (rank ** skew) for rank in range(1, subjects + 1)]
+        weights = [1.0 / (rank**skew) for rank in range(1, subjects + 1)]
         self._cumulative: list[float] = []
         total = 0.0
         for w in weights:
@@ -49,9 +89,14 @@ class Traffic:
     def _common(self, kind: str, index: int, source: str, role: str, actor: str) -> dict[str, Any]:
         self._seq += 1
         self._clock += timedelta(milliseconds=self._rng.randint(1, 50))
-        return {"kind": kind, "event_id": f"ev-{self._seq:09d}", "occurred_at": self._clock.isoformat(),
-                "source": source, "subject_id": self.subject_id(index),
-                "actor": {"id": actor, "role": role}}
+        return {
+            "kind": kind,
+            "event_id": f"ev-{self._seq:09d}",
+            "occurred_at": self._clock.isoformat(),
+            "source": source,
+            "subject_id": self.subject_id(index),
+            "actor": {"id": actor, "role": role},
+        }
 
     def collected(self, index: int) -> dict[str, Any]:
         rng = self._rng

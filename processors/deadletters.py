@@ -28,8 +28,14 @@ class DeadLetter:
 
 
 def dead_letter(
-    keystore: KeyStore, *, topic: str, partition: int, offset: int,
-    key: bytes | None, value: bytes | None, error: str,
+    keystore: KeyStore,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    error: str,
 ) -> DeadLetter:
     """The dead letter for one record of ``topic``; ``error`` must not quote the record."""
     quarantine = keystore.encryption_keys([(QUARANTINE_SUBJECT, QUARANTINE_CATEGORY)])

@@ -61,11 +61,17 @@ def register_intake(
     async def send_dead_letter(event: faust.EventT, error: str) -> Any:
         message = event.message
         letter = dead_letter(
-            keystore, topic=message.topic, partition=message.partition, offset=message.offset,
-            key=message.key, value=message.value, error=error,
+            keystore,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value,
+            error=error,
         )
-        log.warning("event.dead_lettered", partition=message.partition, offset=message.offset,
-                    error=error)
+        log.warning(
+            "event.dead_lettered", partition=message.partition, offset=message.offset, error=error
+        )
         return await dlq.send(value=letter.value, headers=letter.headers)
 
     @app.agent(source, name="lifecycle.intake")
@@ -82,7 +88,9 @@ def register_intake(
         for event in events:
             message = event.message
             try:
-                record = codec.decode("lifecycle.CustomerEvent", message.value or b"", message.topic)
+                record = codec.decode(
+                    "lifecycle.CustomerEvent", message.value or b"", message.topic
+                )
             except DecodeError as exc:
                 pending.append(await send_dead_letter(event, str(exc)))
                 continue

@@ -1,28 +1,28 @@
-"""Assembles a worker process: the Faust app and its agents."""
+"""Assembles a worker process: the Faust app and its agents.
+
+Every worker runs every stage (intake and decisions, retention, ledger) on the partitions the
+consumer group gives it; add workers to scale out.
+"""
 
 from __future__ import annotations
 
 import faust
 
-from lifecycle.logging import get_logger
 from lifecycle.runtime import Runtime
-from processors.intake import Decoded, register_intake
+from processors.decisions import DecisionStage
+from processors.intake import register_intake
+from processors.retention import register_retention
+from sinks.audit_stage import register_ledger
+from sinks.ledger import open_audit_sink
 from streams.app import create_app
-
-log = get_logger(__name__)
 
 
 def build_worker(runtime: Runtime) -> faust.App:
     app = create_app(runtime.settings)
-
-    async def log_decoded(batch: list[Decoded]) -> None:
-        for item in batch:
-            record = item.record
-            log.info("event.decoded", event_id=record["event_id"], kind=record["kind"],
-                     subject_ref=record["subject_ref"], partition=item.partition,
-                     offset=item.offset)
-
-    register_intake(app, runtime.codec, runtime.keystore, log_decoded)
+    stage = DecisionStage(app, runtime)
+    register_intake(app, runtime.codec, runtime.keystore, stage.handle)
+    register_retention(app, stage, runtime.codec)
+    register_ledger(app, runtime, open_audit_sink(runtime.settings))
     return app
 
 

@@ -18,6 +18,7 @@ TOPIC_RECORDS = (
     "lifecycle.AuditRecord",
     "lifecycle.DeletionConfirmation",
     "lifecycle.KeyRevocation",
+    "lifecycle.RetentionSweep",
 )
 
 __all__ = ["HISTORY_DIR", "SCHEMA_DIR", "TOPIC_RECORDS"]

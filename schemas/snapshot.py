@@ -22,7 +22,9 @@ def snapshots(name: str) -> list[tuple[int, str]]:
     for path in HISTORY_DIR.glob(f"{name}.v*.avsc"):
         match = _VERSION.search(path.name)
         if match:
-            found.append((int(match.group(1)), json.dumps(json.loads(path.read_text()), sort_keys=True)))
+            found.append(
+                (int(match.group(1)), json.dumps(json.loads(path.read_text()), sort_keys=True))
+            )
     return sorted(found)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import orjson
 from sqlalchemy import (
@@ -59,8 +60,12 @@ class HeldValue:
     purposes: tuple[str, ...]
 
     def encrypted_value(self) -> dict[str, object]:
-        return {"category": self.category, "key_version": self.key_version,
-                "nonce": self.nonce, "ciphertext": self.ciphertext}
+        return {
+            "category": self.category,
+            "key_version": self.key_version,
+            "nonce": self.nonce,
+            "ciphertext": self.ciphertext,
+        }
 
 
 class Vault:
@@ -70,7 +75,7 @@ class Vault:
         self._engine = engine
         metadata.create_all(engine)
         dialect = engine.dialect.name
-        self._insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
+        self._insert: Any = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
 
     def hold(self, values: Sequence[HeldValue]) -> None:
         """Store values; a newer collection of a category replaces the older one."""
@@ -82,17 +87,28 @@ class Vault:
             if key not in latest or value.collected_at >= latest[key].collected_at:
                 latest[key] = value
         rows = [
-            {"subject_ref": v.subject_ref, "category": v.category, "event_id": v.event_id,
-             "key_version": v.key_version, "nonce": v.nonce, "ciphertext": v.ciphertext,
-             "collected_at": v.collected_at, "channel": v.channel,
-             "purposes": orjson.dumps(list(v.purposes)).decode()}
+            {
+                "subject_ref": v.subject_ref,
+                "category": v.category,
+                "event_id": v.event_id,
+                "key_version": v.key_version,
+                "nonce": v.nonce,
+                "ciphertext": v.ciphertext,
+                "collected_at": v.collected_at,
+                "channel": v.channel,
+                "purposes": orjson.dumps(list(v.purposes)).decode(),
+            }
             for v in latest.values()
         ]
         statement = self._insert(held_values)
         newer = statement.excluded.collected_at >= held_values.c.collected_at
         statement = statement.on_conflict_do_update(
             index_elements=["subject_ref", "category"],
-            set_={name: statement.excluded[name] for name in rows[0] if name not in ("subject_ref", "category")},
+            set_={
+                name: statement.excluded[name]
+                for name in rows[0]
+                if name not in ("subject_ref", "category")
+            },
             where=newer,
         )
         with self._engine.begin() as conn:
@@ -109,11 +125,21 @@ class Vault:
     def held(self, subject_ref: str) -> list[HeldValue]:
         with self._engine.connect() as conn:
             rows = conn.execute(
-                select(held_values).where(held_values.c.subject_ref == subject_ref)
+                select(held_values)
+                .where(held_values.c.subject_ref == subject_ref)
                 .order_by(held_values.c.category)
             ).all()
         return [
-            HeldValue(r.subject_ref, r.category, r.event_id, r.key_version, r.nonce, r.ciphertext,
-                      r.collected_at, r.channel, tuple(orjson.loads(r.purposes)))
+            HeldValue(
+                r.subject_ref,
+                r.category,
+                r.event_id,
+                r.key_version,
+                r.nonce,
+                r.ciphertext,
+                r.collected_at,
+                r.channel,
+                tuple(orjson.loads(r.purposes)),
+            )
             for r in rows
         ]

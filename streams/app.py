@@ -41,7 +41,7 @@ def create_app(settings: Settings, *, app_id: str | None = None, **overrides: An
         "value_serializer": "raw",
         "stream_wait_empty": False,
     }
-    if security.get("security.protocol"):
+    if security.get("security.protocol", "PLAINTEXT").upper() != "PLAINTEXT":
         conf["broker_credentials"] = _faust_credentials(security)
     conf.update(overrides)
     return faust.App(app_id or os.environ.get("LIFECYCLE_APP_ID", APP_ID), **conf)

@@ -44,8 +44,9 @@ def broker_binary(override: str | None = None) -> str:
 class EmbeddedBroker:
     """Start tansu on ``127.0.0.1:port``, wait until it answers, stop it on exit."""
 
-    def __init__(self, port: int | None = None, *, binary: str | None = None,
-                 log_file: Path | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, *, binary: str | None = None, log_file: Path | None = None
+    ) -> None:
         self.port = port or free_port()
         self.binary = broker_binary(binary)
         self.log_file = log_file
@@ -59,9 +60,19 @@ class EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         self._process = subprocess.Popen(
-            [self.binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=log, stderr=log, start_new_session=True,
+            [
+                self.binary,
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -70,7 +81,10 @@ class EmbeddedBroker:
                     f"tansu exited with status {self._process.returncode} at start"
                     + (f"; see {self.log_file}" if self.log_file else "")
                 )
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 0.2),
+            ):
                 if self._metadata_ok():
                     return self
             time.sleep(0.1)
@@ -104,6 +118,10 @@ class EmbeddedBroker:
     def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()

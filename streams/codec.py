@@ -18,7 +18,7 @@ import io
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import fastavro
 import fastavro.schema
@@ -44,7 +44,7 @@ def load_topic_schema(record_name: str, schema_dir: Path = SCHEMA_DIR) -> dict[s
     """The self-contained (all named types inlined) parsed schema of ``record_name``."""
     path = schema_dir / f"{record_name}.avsc"
     try:
-        return fastavro.schema.load_schema(str(path), _write_hint=False)  # type: ignore[no-any-return]
+        return cast(dict[str, Any], fastavro.schema.load_schema(str(path), _write_hint=False))
     except FileNotFoundError as exc:
         raise SchemaError(f"no schema file {path}") from exc
     except Exception as exc:
@@ -67,7 +67,7 @@ def _public(node: Any) -> Any:
 
 def fingerprint(parsed: Mapping[str, Any]) -> bytes:
     """CRC-64-AVRO fingerprint of the schema's parsing canonical form, as it goes on the wire."""
-    canonical = fastavro.schema.to_parsing_canonical_form(parsed)
+    canonical = fastavro.schema.to_parsing_canonical_form(cast(dict[str, Any], parsed))
     return bytes.fromhex(fastavro.schema.fingerprint(canonical, "CRC-64-AVRO"))
 
 
@@ -88,7 +88,10 @@ class SingleObjectCodec:
             self._writers[fp] = (name, parsed, False)
         for path in sorted(history_dir.glob("*.avsc")) if history_dir.is_dir() else []:
             try:
-                old = fastavro.parse_schema(json.loads(path.read_text()), _write_hint=False)
+                old = cast(
+                    dict[str, Any],
+                    fastavro.parse_schema(json.loads(path.read_text()), _write_hint=False),
+                )
             except Exception as exc:
                 raise SchemaError(f"invalid schema snapshot {path}: {exc}") from exc
             name = old["name"]  # fastavro stores the full name

@@ -64,7 +64,9 @@ class InputEvent:
     never sent; the worker records the refusal (``prohibited_collection``)."""
 
 
-def _text(obj: Mapping[str, Any], name: str, *, required: bool = True, limit: int = MAX_ID_CHARS) -> str:
+def _text(
+    obj: Mapping[str, Any], name: str, *, required: bool = True, limit: int = MAX_ID_CHARS
+) -> str:
     value = obj.get(name)
     if value is None:
         if required:
@@ -86,7 +88,9 @@ def _name(obj: Mapping[str, Any], name: str, known: frozenset[str], what: str) -
     return value
 
 
-def _names(obj: Mapping[str, Any], name: str, known: frozenset[str], what: str, *, required: bool = True) -> list[str]:
+def _names(
+    obj: Mapping[str, Any], name: str, known: frozenset[str], what: str, *, required: bool = True
+) -> list[str]:
     value = obj.get(name)
     if value is None and not required:
         return []
@@ -107,7 +111,9 @@ def _timestamp(obj: Mapping[str, Any], now: datetime) -> datetime:
     if value is None:
         return now
     if not isinstance(value, str):
-        raise ValidationError("occurred_at", f"must be an ISO-8601 string, got {type(value).__name__}")
+        raise ValidationError(
+            "occurred_at", f"must be an ISO-8601 string, got {type(value).__name__}"
+        )
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -151,10 +157,13 @@ def validate(obj: Any, vocabulary: Vocabulary, *, now: datetime | None = None) -
             if category not in vocabulary.categories:
                 raise ValidationError(f"data.{category}", "unknown category (not in the policy)")
             if not isinstance(value, str):
-                raise ValidationError(f"data.{category}", f"must be a string, got {type(value).__name__}")
+                raise ValidationError(
+                    f"data.{category}", f"must be a string, got {type(value).__name__}"
+                )
             if len(value) > MAX_VALUE_CHARS:
                 raise ValidationError(
-                    f"data.{category}", f"is {len(value)} characters, the limit is {MAX_VALUE_CHARS}"
+                    f"data.{category}",
+                    f"is {len(value)} characters, the limit is {MAX_VALUE_CHARS}",
                 )
             if (channel, category) in vocabulary.prohibited_collections:
                 event.withheld.append(category)
@@ -178,16 +187,23 @@ def validate(obj: Any, vocabulary: Vocabulary, *, now: datetime | None = None) -
         granted = obj.get("granted")
         if not isinstance(granted, bool):
             raise ValidationError("granted", "must be true or false")
-        event.body = {"purpose": _name(obj, "purpose", vocabulary.purposes, "purpose"), "granted": granted}
+        event.body = {
+            "purpose": _name(obj, "purpose", vocabulary.purposes, "purpose"),
+            "granted": granted,
+        }
     return event
 
 
-def parse_line(line: str | bytes, vocabulary: Vocabulary, *, now: datetime | None = None) -> InputEvent:
+def parse_line(
+    line: str | bytes, vocabulary: Vocabulary, *, now: datetime | None = None
+) -> InputEvent:
     """Parse and validate one JSON line."""
     if len(line) > MAX_LINE_BYTES:
         raise ValidationError("(line)", f"is {len(line)} bytes, the limit is {MAX_LINE_BYTES}")
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
-        raise ValidationError("(line)", f"malformed JSON: {exc.msg} at column {exc.colno}") from None
+        raise ValidationError(
+            "(line)", f"malformed JSON: {exc.msg} at column {exc.colno}"
+        ) from None
     return validate(obj, vocabulary, now=now)

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from cachetools import LRUCache
 from cryptography.exceptions import InvalidTag
@@ -131,9 +131,7 @@ class KeyStore(Protocol):
         """The key a value was encrypted with; :class:`KeyShreddedError` once destroyed."""
         ...
 
-    def shred(
-        self, subject_ref: str, categories: Iterable[str] | None, reason: str
-    ) -> list[str]:
+    def shred(self, subject_ref: str, categories: Iterable[str] | None, reason: str) -> list[str]:
         """Destroy the live keys of ``categories`` (all when None); the categories shredded."""
         ...
 
@@ -200,7 +198,9 @@ class EnvelopeKeyStore(ABC):
         try:
             return self._kek.decrypt(wrapped[:_NONCE_LEN], wrapped[_NONCE_LEN:], label.encode())
         except InvalidTag as exc:
-            raise WrongMasterKeyError(f"a data key ({label}) does not open with this master key") from exc
+            raise WrongMasterKeyError(
+                f"a data key ({label}) does not open with this master key"
+            ) from exc
 
     def _open(self) -> bytes:
         check = self._put_meta_if_absent("kek_check", self._wrap(_KEK_CHECK_PLAINTEXT, "kek_check"))
@@ -248,7 +248,13 @@ class EnvelopeKeyStore(ABC):
                 version, wrapped = found.get(pair, (0, None))
                 if wrapped is None:  # never had a key, or the last one was shredded
                     version += 1
-                    new_rows.append((*pair, version, self._wrap(AESGCM.generate_key(256), self._label(*pair, version))))
+                    new_rows.append(
+                        (
+                            *pair,
+                            version,
+                            self._wrap(AESGCM.generate_key(256), self._label(*pair, version)),
+                        )
+                    )
             if new_rows:
                 self._insert_keys(new_rows)
                 found = {**found, **self._load_current([row[:2] for row in new_rows])}
@@ -258,8 +264,15 @@ class EnvelopeKeyStore(ABC):
             for pair in missing:
                 version, wrapped = found[pair]
                 if wrapped is None:
-                    raise KeyStoreError(f"data key {pair[1]} of {pair[0]} was shredded while created")
-                key = DataKey(pair[0], pair[1], version, AESGCM(self._unwrap(wrapped, self._label(*pair, version))))
+                    raise KeyStoreError(
+                        f"data key {pair[1]} of {pair[0]} was shredded while created"
+                    )
+                key = DataKey(
+                    pair[0],
+                    pair[1],
+                    version,
+                    AESGCM(self._unwrap(wrapped, self._label(*pair, version))),
+                )
                 self._keys[(*pair, version)] = key
                 self._current[pair] = version
                 result[pair] = key
@@ -280,7 +293,8 @@ class EnvelopeKeyStore(ABC):
         try:
             wrapped = (
                 self._load_wrapped(subject_ref, category, version)
-                if key is None or check_live else None
+                if key is None or check_live
+                else None
             )
         except SQLAlchemyError as exc:
             raise KeyStoreError(f"key store unavailable: {type(exc).__name__}") from exc
@@ -303,20 +317,22 @@ class EnvelopeKeyStore(ABC):
         try:
             shredded = self._destroy(subject_ref, wanted, reason)
         except SQLAlchemyError as exc:
-            raise KeyStoreError(f"key store unavailable, nothing shredded: {type(exc).__name__}") from exc
+            raise KeyStoreError(
+                f"key store unavailable, nothing shredded: {type(exc).__name__}"
+            ) from exc
         self.forget(subject_ref, wanted)
         return shredded
 
     def forget(self, subject_ref: str, categories: Iterable[str] | None = None) -> None:
         wanted = None if categories is None else set(categories)
+        def doomed(keys: Iterable[tuple[Any, ...]]) -> list[Any]:
+            return [k for k in keys if k[0] == subject_ref and (wanted is None or k[1] in wanted)]
+
         with self._lock:
-            for cache in (self._keys, self._current):
-                doomed = [
-                    k for k in list(cache.keys())
-                    if k[0] == subject_ref and (wanted is None or k[1] in wanted)
-                ]
-                for k in doomed:
-                    cache.pop(k, None)
+            for key in doomed(list(self._keys.keys())):
+                self._keys.pop(key, None)
+            for pair in doomed(list(self._current.keys())):
+                self._current.pop(pair, None)
 
 
 # --------------------------------------------------------------------------- in memory
@@ -336,7 +352,9 @@ class MemoryKeyStore(EnvelopeKeyStore):
     def _put_meta_if_absent(self, name: str, value: bytes) -> bytes:
         return self._meta.setdefault(name, value)
 
-    def _load_current(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, bytes | None]]:
+    def _load_current(
+        self, pairs: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[int, bytes | None]]:
         out: dict[tuple[str, str], tuple[int, bytes | None]] = {}
         for (ref, cat, version), row in self._rows.items():
             if (ref, cat) in pairs and version > out.get((ref, cat), (0, None))[0]:
@@ -351,7 +369,9 @@ class MemoryKeyStore(EnvelopeKeyStore):
         row = self._rows.get((subject_ref, category, version))
         return None if row is None else row[0]  # type: ignore[return-value]
 
-    def _destroy(self, subject_ref: str, categories: Iterable[str] | None, reason: str) -> list[str]:
+    def _destroy(
+        self, subject_ref: str, categories: Iterable[str] | None, reason: str
+    ) -> list[str]:
         wanted = None if categories is None else set(categories)
         shredded = set()
         for (ref, cat, _), row in self._rows.items():
@@ -424,14 +444,20 @@ class SqlKeyStore(EnvelopeKeyStore):
         assert stored is not None
         return stored
 
-    def _load_current(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, bytes | None]]:
+    def _load_current(
+        self, pairs: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[int, bytes | None]]:
         out: dict[tuple[str, str], tuple[int, bytes | None]] = {}
         with self._engine.connect() as conn:
             for start in range(0, len(pairs), 500):
                 chunk = pairs[start : start + 500]
                 rows = conn.execute(
-                    select(data_keys.c.subject_ref, data_keys.c.category, data_keys.c.version, data_keys.c.wrapped_key)
-                    .where(tuple_(data_keys.c.subject_ref, data_keys.c.category).in_(chunk))
+                    select(
+                        data_keys.c.subject_ref,
+                        data_keys.c.category,
+                        data_keys.c.version,
+                        data_keys.c.wrapped_key,
+                    ).where(tuple_(data_keys.c.subject_ref, data_keys.c.category).in_(chunk))
                 )
                 for ref, cat, version, wrapped in rows:
                     if version > out.get((ref, cat), (0, None))[0]:
@@ -441,8 +467,13 @@ class SqlKeyStore(EnvelopeKeyStore):
     def _insert_keys(self, rows: Sequence[tuple[str, str, int, bytes]]) -> None:
         now = datetime.now(UTC)
         values = [
-            {"subject_ref": ref, "category": cat, "version": version, "wrapped_key": wrapped,
-             "created_at": now}
+            {
+                "subject_ref": ref,
+                "category": cat,
+                "version": version,
+                "wrapped_key": wrapped,
+                "created_at": now,
+            }
             for ref, cat, version, wrapped in rows
         ]
         try:
@@ -471,16 +502,18 @@ class SqlKeyStore(EnvelopeKeyStore):
             ).scalar_one_or_none()
         return value
 
-    def _destroy(self, subject_ref: str, categories: Iterable[str] | None, reason: str) -> list[str]:
+    def _destroy(
+        self, subject_ref: str, categories: Iterable[str] | None, reason: str
+    ) -> list[str]:
         live = and_(data_keys.c.subject_ref == subject_ref, data_keys.c.wrapped_key.is_not(None))
         if categories is not None:
             live = and_(live, data_keys.c.category.in_(list(categories)))
         with self._engine.begin() as conn:
             shredded = sorted(set(conn.execute(select(data_keys.c.category).where(live)).scalars()))
             conn.execute(
-                update(data_keys).where(live).values(
-                    wrapped_key=None, shredded_at=datetime.now(UTC), shred_reason=reason
-                )
+                update(data_keys)
+                .where(live)
+                .values(wrapped_key=None, shredded_at=datetime.now(UTC), shred_reason=reason)
             )
         if self._engine.dialect.name == "sqlite":
             # Overwrite the old pages in the main file and empty the write-ahead log, so no
@@ -493,8 +526,12 @@ class SqlKeyStore(EnvelopeKeyStore):
         with self._engine.connect() as conn:
             rows = conn.execute(
                 select(
-                    data_keys.c.subject_ref, data_keys.c.category, data_keys.c.version,
-                    data_keys.c.created_at, data_keys.c.shredded_at, data_keys.c.shred_reason,
+                    data_keys.c.subject_ref,
+                    data_keys.c.category,
+                    data_keys.c.version,
+                    data_keys.c.created_at,
+                    data_keys.c.shredded_at,
+                    data_keys.c.shred_reason,
                 )
                 .where(data_keys.c.subject_ref == subject_ref)
                 .order_by(data_keys.c.category, data_keys.c.version)

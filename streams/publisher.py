@@ -139,8 +139,12 @@ class Publisher:
                     encrypt_value(keys[(ref, category)], event.event_id, value)
                     for category, value in event.data.items()
                 ] + [
-                    {"category": category, "key_version": WITHHELD_KEY_VERSION,
-                     "nonce": b"", "ciphertext": b""}
+                    {
+                        "category": category,
+                        "key_version": WITHHELD_KEY_VERSION,
+                        "nonce": b"",
+                        "ciphertext": b"",
+                    }
                     for category in event.withheld
                 ]
             record = {
@@ -150,11 +154,15 @@ class Publisher:
                 "published_at": published_at,
                 "source": event.source,
                 "subject_ref": ref,
-                "subject": encrypt_value(keys[(ref, IDENTITY_CATEGORY)], event.event_id, event.subject_id),
+                "subject": encrypt_value(
+                    keys[(ref, IDENTITY_CATEGORY)], event.event_id, event.subject_id
+                ),
                 "actor": {"id": event.actor_id, "role": event.actor_role},
                 "body": body,
             }
-            self._produce(ref.encode(), self._codec.encode("lifecycle.CustomerEvent", record, self._topic))
+            self._produce(
+                ref.encode(), self._codec.encode("lifecycle.CustomerEvent", record, self._topic)
+            )
 
     def _produce(self, key: bytes, value: bytes) -> None:
         while True:

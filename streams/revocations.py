@@ -26,20 +26,25 @@ log = get_logger(__name__)
 
 
 def revocation_record(subject_ref: str, categories: Iterable[str]) -> dict[str, object]:
-    return {"subject_ref": subject_ref, "categories": sorted(categories),
-            "revoked_at": datetime.now(UTC)}
+    return {
+        "subject_ref": subject_ref,
+        "categories": sorted(categories),
+        "revoked_at": datetime.now(UTC),
+    }
 
 
 class RevocationListener:
     """Drops revoked keys from ``keystore``'s cache as revocation records arrive."""
 
     def __init__(self, client_config: dict[str, str], codec: Codec, keystore: KeyStore) -> None:
-        self._consumer = Consumer({
-            **client_config,
-            "group.id": "lifecycle-revocations",  # required by the client; never joined
-            "enable.auto.commit": False,
-            "auto.offset.reset": "latest",
-        })
+        self._consumer = Consumer(
+            {
+                **client_config,
+                "group.id": "lifecycle-revocations",  # required by the client; never joined
+                "enable.auto.commit": False,
+                "auto.offset.reset": "latest",
+            }
+        )
         self._codec = codec
         self._keystore = keystore
         self._stop = threading.Event()
@@ -61,8 +66,9 @@ class RevocationListener:
                 if message is None or message.error():
                     continue
                 try:
-                    record = self._codec.decode("lifecycle.KeyRevocation", message.value() or b"",
-                                                KEY_REVOCATIONS)
+                    record = self._codec.decode(
+                        "lifecycle.KeyRevocation", message.value() or b"", KEY_REVOCATIONS
+                    )
                 except DecodeError as exc:
                     log.error("revocation.undecodable", offset=message.offset(), error=str(exc))
                     continue

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from streams.exceptions import BrokerError
 
@@ -16,6 +17,7 @@ AUDIT = "privacy.audit"
 VIOLATIONS = "privacy.violations"
 CONFIRMATIONS = "privacy.deletion-confirmations"
 KEY_REVOCATIONS = "privacy.key-revocations"
+RETENTION_SWEEPS = "privacy.retention-sweeps"
 
 _FOREVER = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
 
@@ -38,14 +40,17 @@ TOPICS = (
     TopicSpec(VIOLATIONS, False, _FOREVER, "every refused use, share or collection"),
     TopicSpec(CONFIRMATIONS, False, _FOREVER, "one record per finished erasure request"),
     TopicSpec(KEY_REVOCATIONS, False, {}, "destroyed data keys: every process drops its cache"),
+    TopicSpec(
+        RETENTION_SWEEPS, True, {}, "retention sweep requests, one per partition of subjects"
+    ),
 )
 
 
 def apply_topics(
-    client_config: dict[str, str], partitions: int, replication: int = 1, timeout: float = 30.0
+    client_config: Mapping[str, str | int | float | bool], partitions: int, replication: int = 1, timeout: float = 30.0
 ) -> dict[str, str]:
     """Create missing topics (existing ones are left as they are); returns name -> outcome."""
-    admin = AdminClient(client_config)
+    admin = AdminClient(dict(client_config))
     new = [
         NewTopic(
             spec.name,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import orjson
 from confluent_kafka import Producer
-
 from fixtures.broker import REPO, Workers, read_topic, run_cli
+
 from streams.topics import CUSTOMER_EVENTS, DEAD_LETTERS, TOPICS
 
 EXAMPLES = REPO / "examples" / "events.jsonl"
@@ -74,8 +74,9 @@ def test_poison_records_are_dead_lettered_with_their_source_and_valid_ones_still
     worker = workers.start()
     producer = Producer({"bootstrap.servers": broker})
     plain = orjson.dumps({"subject_id": "C-55555", "name": "Plain Text Person"})
-    valid = run_cli(lifecycle_env, "publish", "-",
-                    stdin=EXAMPLES.read_text().splitlines()[1].encode() + b"\n")
+    valid = run_cli(
+        lifecycle_env, "publish", "-", stdin=EXAMPLES.read_text().splitlines()[1].encode() + b"\n"
+    )
     assert valid.returncode == 0
     encoded = read_topic(broker, CUSTOMER_EVENTS, min_count=1)[0].value()
     poison = {
@@ -110,8 +111,13 @@ def test_bad_lines_are_refused_by_number_and_field_while_the_rest_is_published(
     lifecycle_env: dict[str, str], broker: str
 ) -> None:
     good = EXAMPLES.read_text().splitlines()
-    lines = [good[0], '{"kind": "used", "subject_id": ', good[1],
-             json.dumps({**json.loads(good[1]), "categories": ["emial"]}), good[2]]
+    lines = [
+        good[0],
+        '{"kind": "used", "subject_id": ',
+        good[1],
+        json.dumps({**json.loads(good[1]), "categories": ["emial"]}),
+        good[2],
+    ]
     result = run_cli(lifecycle_env, "publish", "-", stdin="\n".join(lines).encode())
     stderr = result.stderr.decode()
     assert result.returncode == 1

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from tests_support import customer_event
 
 from streams.codec import SINGLE_OBJECT_MAGIC, ConfluentCodec, SingleObjectCodec
 from streams.exceptions import DecodeError, EncodeError
-from tests_support import customer_event
 
 
 def test_single_object_record_starts_with_magic_and_fingerprint_and_round_trips() -> None:
@@ -42,7 +42,7 @@ def test_truncated_and_padded_bodies_are_refused() -> None:
 def test_a_record_of_another_type_is_refused() -> None:
     codec = SingleObjectCodec()
     data = codec.encode("lifecycle.CustomerEvent", customer_event())
-    with pytest.raises(DecodeError, match="expected a lifecycle.Decision"):
+    with pytest.raises(DecodeError, match=r"expected a lifecycle\.Decision"):
         codec.decode("lifecycle.Decision", data)
 
 

@@ -17,7 +17,9 @@ class Vocab:
     categories: frozenset[str] = frozenset({"name", "email", "banking", "credit_card", "web_log"})
     purposes: frozenset[str] = frozenset({"billing", "sale", "transaction_processing"})
     channels: frozenset[str] = frozenset({"web_form", "online_tendering"})
-    prohibited_collections: frozenset[tuple[str, str]] = frozenset({("online_tendering", "credit_card")})
+    prohibited_collections: frozenset[tuple[str, str]] = frozenset(
+        {("online_tendering", "credit_card")}
+    )
 
 
 BASE = {"source": "web", "subject_id": "C-1", "actor": {"id": "a", "role": "system"}}
@@ -28,23 +30,43 @@ def line(**fields: object) -> bytes:
 
 
 def test_a_valid_collection_keeps_values_for_encryption_and_fills_defaults() -> None:
-    event = parse_line(line(kind="collected", channel="web_form", purposes=["billing"],
-                            data={"email": "jane@example.org"}), Vocab())
+    event = parse_line(
+        line(
+            kind="collected",
+            channel="web_form",
+            purposes=["billing"],
+            data={"email": "jane@example.org"},
+        ),
+        Vocab(),
+    )
     assert event.data == {"email": "jane@example.org"}
     assert event.event_id and event.occurred_at.tzinfo is not None
 
 
 def test_card_data_via_online_tendering_is_withheld_not_kept() -> None:
-    event = parse_line(line(kind="collected", channel="online_tendering",
-                            purposes=["transaction_processing"],
-                            data={"credit_card": "4000 0000 0000 0002", "name": "J"}), Vocab())
+    event = parse_line(
+        line(
+            kind="collected",
+            channel="online_tendering",
+            purposes=["transaction_processing"],
+            data={"credit_card": "4000 0000 0000 0002", "name": "J"},
+        ),
+        Vocab(),
+    )
     assert event.withheld == ["credit_card"]
     assert "credit_card" not in event.data and event.data == {"name": "J"}
 
 
 def test_occurred_at_is_read_with_its_zone() -> None:
-    event = parse_line(line(kind="used", categories=["email"], purpose="billing",
-                            occurred_at="2026-02-02T09:00:00-04:00"), Vocab())
+    event = parse_line(
+        line(
+            kind="used",
+            categories=["email"],
+            purpose="billing",
+            occurred_at="2026-02-02T09:00:00-04:00",
+        ),
+        Vocab(),
+    )
     assert event.occurred_at == datetime(2026, 2, 2, 13, 0, tzinfo=UTC)
 
 
@@ -62,13 +84,47 @@ SECRET = "jane.secret@example.org"
         (line(kind="used", categories=["emial"], purpose="billing"), "categories[0]"),
         (line(kind="used", categories=["email"], purpose="marketting"), "purpose"),
         (line(kind="used", categories="email", purpose="billing"), "categories"),
-        (line(kind="collected", channel="web_form", purposes=["billing"], data={"email": 42}), "data.email"),
-        (line(kind="collected", channel="web_form", purposes=["billing"], data={"emial": SECRET}), "data.emial"),
-        (line(kind="collected", channel="web_form", purposes=["billing"],
-              data={"name": "x" * (MAX_VALUE_CHARS + 1)}), "data.name"),
-        (line(kind="collected", channel="fax_machine", purposes=["billing"], data={"email": SECRET}), "channel"),
-        (line(kind="used", categories=["email"], purpose="billing", occurred_at="2026-02-02T09:00:00"), "occurred_at"),
-        (line(kind="used", categories=["email"], purpose="billing", actor={"id": "a"}), "actor.role"),
+        (
+            line(kind="collected", channel="web_form", purposes=["billing"], data={"email": 42}),
+            "data.email",
+        ),
+        (
+            line(
+                kind="collected", channel="web_form", purposes=["billing"], data={"emial": SECRET}
+            ),
+            "data.emial",
+        ),
+        (
+            line(
+                kind="collected",
+                channel="web_form",
+                purposes=["billing"],
+                data={"name": "x" * (MAX_VALUE_CHARS + 1)},
+            ),
+            "data.name",
+        ),
+        (
+            line(
+                kind="collected",
+                channel="fax_machine",
+                purposes=["billing"],
+                data={"email": SECRET},
+            ),
+            "channel",
+        ),
+        (
+            line(
+                kind="used",
+                categories=["email"],
+                purpose="billing",
+                occurred_at="2026-02-02T09:00:00",
+            ),
+            "occurred_at",
+        ),
+        (
+            line(kind="used", categories=["email"], purpose="billing", actor={"id": "a"}),
+            "actor.role",
+        ),
         (line(kind="consent_changed", purpose="billing", granted="no"), "granted"),
         (line(kind="deletion_requested"), "request_id"),
         (line(kind="used", categories=["email"], purpose="billing", extra=SECRET), "extra"),

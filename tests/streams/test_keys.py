@@ -10,7 +10,13 @@ import pytest
 from lifecycle.db import make_engine
 from streams.envelope import SHREDDED, decrypt_value, encrypt_value, reveal
 from streams.exceptions import DecodeError, KeyShreddedError, KeyStoreError, WrongMasterKeyError
-from streams.keys import EnvelopeKeyStore, MemoryKeyStore, SqlKeyStore, load_master_key, open_keystore
+from streams.keys import (
+    EnvelopeKeyStore,
+    MemoryKeyStore,
+    SqlKeyStore,
+    load_master_key,
+    open_keystore,
+)
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -20,7 +26,9 @@ def keystore(request: pytest.FixtureRequest, tmp_path: Path) -> EnvelopeKeyStore
     return open_keystore(make_engine(f"sqlite:///{tmp_path / 'k.sqlite'}"), tmp_path / "master.key")
 
 
-def test_a_value_decrypts_only_with_its_event_subject_and_category(keystore: EnvelopeKeyStore) -> None:
+def test_a_value_decrypts_only_with_its_event_subject_and_category(
+    keystore: EnvelopeKeyStore,
+) -> None:
     ref = keystore.subject_ref("C-1")
     key = keystore.encryption_keys([(ref, "email")])[(ref, "email")]
     sealed = encrypt_value(key, "ev-1", "jane@example.org")
@@ -61,7 +69,9 @@ def test_shredding_makes_every_copy_unreadable_and_a_new_collection_gets_a_new_k
 def test_shredding_in_one_process_stops_decryption_in_another_at_once(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'k.sqlite'}")
     writer = open_keystore(engine, tmp_path / "master.key")
-    reader = open_keystore(make_engine(f"sqlite:///{tmp_path / 'k.sqlite'}"), tmp_path / "master.key")
+    reader = open_keystore(
+        make_engine(f"sqlite:///{tmp_path / 'k.sqlite'}"), tmp_path / "master.key"
+    )
     ref = writer.subject_ref("C-1")
     sealed = encrypt_value(writer.encryption_keys([(ref, "email")])[(ref, "email")], "e", "x@y.z")
     assert decrypt_value(reader, "e", ref, sealed) == "x@y.z"  # now cached in the reader
@@ -79,7 +89,9 @@ def test_shredded_key_bytes_do_not_survive_in_the_sqlite_file(tmp_path: Path) ->
         wrapped = conn.exec_driver_sql(
             "SELECT wrapped_key FROM data_keys WHERE subject_ref = ?", (refs[7],)
         ).scalar_one()
-    assert wrapped in db.read_bytes() + (Path(f"{db}-wal").read_bytes() if Path(f"{db}-wal").exists() else b"")
+    assert wrapped in db.read_bytes() + (
+        Path(f"{db}-wal").read_bytes() if Path(f"{db}-wal").exists() else b""
+    )
     store.shred(refs[7], None, "subject_erased")
     store._engine.dispose()
     on_disk = b"".join(p.read_bytes() for p in tmp_path.glob("k.sqlite*"))
@@ -93,7 +105,9 @@ def test_a_wrong_master_key_is_refused_at_open(tmp_path: Path) -> None:
         open_keystore(make_engine(url), tmp_path / "other.key")
 
 
-def test_the_master_key_file_is_created_private_and_refused_when_others_can_read_it(tmp_path: Path) -> None:
+def test_the_master_key_file_is_created_private_and_refused_when_others_can_read_it(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "master.key"
     key = load_master_key(path)
     assert len(key) == 32 and (path.stat().st_mode & 0o777) == 0o600
@@ -108,8 +122,11 @@ def test_the_master_key_file_is_created_private_and_refused_when_others_can_read
 
 
 def test_unwrapped_keys_are_cached_within_a_bound(tmp_path: Path) -> None:
-    store = SqlKeyStore(make_engine(f"sqlite:///{tmp_path / 'k.sqlite'}"), load_master_key(tmp_path / "m"),
-                        cache_size=10)
+    store = SqlKeyStore(
+        make_engine(f"sqlite:///{tmp_path / 'k.sqlite'}"),
+        load_master_key(tmp_path / "m"),
+        cache_size=10,
+    )
     refs = [store.subject_ref(f"C-{i}") for i in range(30)]
     store.encryption_keys([(r, "name") for r in refs])
     assert len(store._keys) == 10

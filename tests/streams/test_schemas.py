@@ -12,7 +12,13 @@ import pytest
 
 from schemas import HISTORY_DIR, TOPIC_RECORDS
 from schemas.snapshot import snapshots
-from streams.codec import SINGLE_OBJECT_MAGIC, SingleObjectCodec, fingerprint, load_topic_schema, schema_json
+from streams.codec import (
+    SINGLE_OBJECT_MAGIC,
+    SingleObjectCodec,
+    fingerprint,
+    load_topic_schema,
+    schema_json,
+)
 
 NOW = datetime(2026, 2, 2, 9, 0, tzinfo=UTC)
 
@@ -27,8 +33,16 @@ def sample(schema: Any, name: str = "", named: dict[str, Any] | None = None) -> 
     if isinstance(schema, str) and schema in named:
         return sample(named[schema], name, named)
     if isinstance(schema, str):
-        return {"string": f"{name}-x", "int": 3, "long": 7, "boolean": True, "bytes": b"\x00\x01",
-                "null": None, "double": 1.5, "float": 0.5}[schema]
+        return {
+            "string": f"{name}-x",
+            "int": 3,
+            "long": 7,
+            "boolean": True,
+            "bytes": b"\x00\x01",
+            "null": None,
+            "double": 1.5,
+            "float": 0.5,
+        }[schema]
     kind = schema["type"]
     if kind in ("record", "enum"):
         named[schema["name"]] = schema
@@ -51,9 +65,7 @@ def test_current_schema_is_recorded_in_history(name: str) -> None:
     assert history[-1][1] == current, f"{name} changed: run `python -m schemas.snapshot`"
 
 
-@pytest.mark.parametrize(
-    "path", sorted(HISTORY_DIR.glob("*.avsc")), ids=lambda p: p.name
-)
+@pytest.mark.parametrize("path", sorted(HISTORY_DIR.glob("*.avsc")), ids=lambda p: p.name)
 def test_records_written_with_every_released_version_decode_into_the_current_one(path: Any) -> None:
     old = fastavro.parse_schema(json.loads(path.read_text()), _write_hint=False)
     name = old["name"]

@@ -1,0 +1,344 @@
+"""The decision stage: every decoded event gets exactly one decision, in its subject's order.
+
+Per-subject state (what was collected for which purposes, consent, what was erased) lives in a
+Faust table keyed by ``subject_ref`` and co-partitioned with ``customer.events`` (the publisher
+and the table both use murmur2 on the same key bytes), so the worker that owns a subject's events
+owns its state, and a restarted worker recovers it from the changelog.
+
+Exactly-once in effect: the table entry also remembers the decisions of the subject's most recent
+events. An event processed again after a crash (its offset was not committed) gets its earlier
+decision re-emitted rather than re-judged against state that already includes it and possibly
+later events, so a restart changes no decision; the audit ledger drops the duplicate record.
+
+Erasure runs here too, in order with the subject's other events: keys are shredded (retried
+until the database confirms), vault copies released, a key-revocation record published, and
+the erasure decision emitted; the ledger publishes the confirmation once that decision is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import orjson
+
+from lifecycle.logging import get_logger
+from lifecycle.runtime import Runtime
+from processors.intake import Decoded
+from processors.rules import (
+    SubjectState,
+    Verdict,
+    apply,
+    apply_erasure,
+    decide,
+    expired,
+    mark_erased,
+    plan_erasure,
+)
+from sinks.vault import HeldValue, Vault
+from streams.exceptions import KeyStoreError
+from streams.keys import IDENTITY_CATEGORY
+from streams.revocations import revocation_record
+from streams.topics import DECISIONS, KEY_REVOCATIONS, VIOLATIONS
+
+log = get_logger(__name__)
+
+RECENT = 64
+"""Decisions remembered per subject for redelivered events."""
+
+SUBJECTS_TABLE = "subjects"
+RETRY_FIRST, RETRY_MAX = 0.2, 5.0
+
+
+@dataclass(slots=True)
+class Entry:
+    """A subject's table entry: its state plus its most recent decisions."""
+
+    state: SubjectState
+    recent: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, raw: bytes | None) -> Entry:
+        if not raw:
+            return cls(SubjectState())
+        data = orjson.loads(raw)
+        return cls(SubjectState.from_dict(data["state"]), dict(data.get("recent", {})))
+
+    def dump(self) -> bytes:
+        recent = self.recent
+        if len(recent) > RECENT:
+            recent = dict(list(recent.items())[-RECENT:])
+        return orjson.dumps({"state": self.state.to_dict(), "recent": recent})
+
+
+def decision_record(
+    event: dict[str, Any],
+    verdict: Verdict,
+    *,
+    partition: int,
+    offset: int,
+    erasure: dict[str, Any] | None = None,
+    decided_at: datetime | None = None,
+) -> dict[str, Any]:
+    """The ``lifecycle.Decision`` for an event and its verdict."""
+    body, kind = event["body"], event["kind"]
+    categories: list[str]
+    if kind == "collected":
+        categories = [value["category"] for value in body["data"]]
+    elif kind == "deletion_requested":
+        categories = list(body.get("categories") or [])
+    else:
+        categories = list(body.get("categories") or [])
+    return {
+        "event_id": event["event_id"],
+        "kind": kind,
+        "subject_ref": event["subject_ref"],
+        "source": event["source"],
+        "categories": categories,
+        "purpose": body.get("purpose"),
+        "purposes": list(body.get("purposes") or []),
+        "consent_granted": body.get("granted") if kind == "consent_changed" else None,
+        "recipient": body.get("recipient"),
+        "actor_role": event["actor"]["role"],
+        "decision": verdict.decision,
+        "reason_code": verdict.reason_code,
+        "rule": verdict.rule,
+        "policy_version": verdict.policy_version,
+        "occurred_at": event["occurred_at"],
+        "decided_at": decided_at or datetime.now(UTC),
+        "source_partition": partition,
+        "source_offset": offset,
+        "erasure": erasure,
+    }
+
+
+class DecisionStage:
+    """Decides batches of decoded events (see module docstring)."""
+
+    def __init__(self, app: faust.App, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._codec = runtime.codec
+        self._book = runtime.policy
+        self._keys = runtime.keystore
+        self._vault = Vault(runtime.engine)
+        self.table = app.Table(
+            SUBJECTS_TABLE,
+            default=None,
+            partitions=runtime.settings.topic_partitions,
+            key_type=bytes,
+            value_type=bytes,
+            use_partitioner=True,
+        )
+        """subject_ref (bytes) -> JSON of its :class:`Entry` (bytes)."""
+        raw = {"key_type": bytes, "value_type": bytes}
+        self._decisions = app.topic(DECISIONS, **raw)
+        self._violations = app.topic(VIOLATIONS, partitions=1, **raw)
+        self._revocations = app.topic(KEY_REVOCATIONS, partitions=1, **raw)
+        self.lock = asyncio.Lock()
+        """Held while a batch (or a retention sweep) reads and writes subjects' entries."""
+
+    # -- the batch ----------------------------------------------------------------------
+
+    async def handle(self, batch: Sequence[Decoded]) -> None:
+        async with self.lock:
+            entries: dict[str, Entry] = {}
+            held: dict[tuple[str, str], HeldValue] = {}
+            pending: list[Any] = []
+            for item in batch:
+                event = item.record
+                ref = event["subject_ref"]
+                entry = entries.get(ref)
+                if entry is None:
+                    entry = entries[ref] = Entry.load(self.table.get(ref.encode()))
+                record = await self._decide_one(item, entry, held, pending)
+                pending.append(await self._emit(record))
+            self._vault.hold(list(held.values()))
+            for ref, entry in entries.items():
+                self.table[ref.encode()] = entry.dump()
+            await asyncio.gather(*pending)
+
+    async def _decide_one(
+        self,
+        item: Decoded,
+        entry: Entry,
+        held: dict[tuple[str, str], HeldValue],
+        pending: list[Any],
+    ) -> dict[str, Any]:
+        event = item.record
+        seen = entry.recent.get(event["event_id"])
+        if seen is not None:  # processed before a crash: same decision again
+            return self._codec.decode("lifecycle.Decision", bytes.fromhex(seen["record"]))
+        verdict = decide(event, entry.state, self._book)
+        erasure = None
+        if event["kind"] == "deletion_requested" and verdict.decision == "allow":
+            erasure = await self._erase(event, entry, held, pending)
+        else:
+            entry.state = apply(event, verdict, entry.state)
+        if event["kind"] == "collected" and verdict.decision == "allow":
+            self._hold(event, held)
+        record = decision_record(
+            event, verdict, partition=item.partition, offset=item.offset, erasure=erasure
+        )
+        entry.recent[event["event_id"]] = {
+            "record": self._codec.encode("lifecycle.Decision", record, DECISIONS).hex()
+        }
+        return record
+
+    def _hold(self, event: dict[str, Any], held: dict[tuple[str, str], HeldValue]) -> None:
+        body, ref = event["body"], event["subject_ref"]
+        for value in body["data"]:
+            if value["key_version"] <= 0:
+                continue  # withheld by the publisher: never stored
+            held[(ref, value["category"])] = HeldValue(
+                ref,
+                value["category"],
+                event["event_id"],
+                value["key_version"],
+                value["nonce"],
+                value["ciphertext"],
+                event["occurred_at"],
+                body["channel"],
+                tuple(body["purposes"]),
+            )
+
+    async def _emit(self, record: dict[str, Any]) -> Any:
+        key = record["subject_ref"].encode()
+        if record["decision"] == "deny":
+            await self._violations.send(
+                key=key, value=self._codec.encode("lifecycle.Decision", record, VIOLATIONS)
+            )
+            log.info(
+                "decision.deny",
+                event_id=record["event_id"],
+                reason=record["reason_code"],
+                subject_ref=record["subject_ref"],
+            )
+        return await self._decisions.send(
+            key=key, value=self._codec.encode("lifecycle.Decision", record, DECISIONS)
+        )
+
+    # -- erasure ------------------------------------------------------------------------
+
+    async def _erase(
+        self,
+        event: dict[str, Any],
+        entry: Entry,
+        held: dict[tuple[str, str], HeldValue],
+        pending: list[Any],
+    ) -> dict[str, Any]:
+        ref, body = event["subject_ref"], event["body"]
+        at = event["occurred_at"]
+        plan = plan_erasure(entry.state, body.get("categories"), self._book.in_force(at), at)
+        entry.state = apply_erasure(entry.state, plan, at)
+        to_shred = list(plan.shred)
+        if body.get("categories") is None and not entry.state.collected:
+            to_shred.append(IDENTITY_CATEGORY)  # nothing kept: subject_id itself goes too
+        shredded = await self.shred(ref, to_shred, "subject_erased") if to_shred else []
+        for category in plan.shred:
+            held.pop((ref, category), None)
+        if shredded:
+            pending.append(await self._revoke(ref, shredded))
+        log.info(
+            "erasure.done",
+            request_id=body["request_id"],
+            subject_ref=ref,
+            shredded=len(plan.shred),
+            retained=len(plan.retained),
+        )
+        answered = sorted({*plan.shred, *plan.already_erased})
+        return {
+            "request_id": body["request_id"],
+            "status": "completed" if answered or plan.retained else "nothing_held",
+            "shredded": answered,
+            "retained": plan.retained_records(),
+        }
+
+    async def shred(self, subject_ref: str, categories: list[str], reason: str) -> list[str]:
+        """Destroy keys, retrying until the key store confirms; release the vault copies."""
+        delay = RETRY_FIRST
+        while True:
+            try:
+                shredded = self._keys.shred(subject_ref, categories, reason)
+                self._vault.release(subject_ref, categories)
+                return shredded
+            except KeyStoreError as exc:
+                log.error(
+                    "shred.retrying", subject_ref=subject_ref, error=str(exc), in_seconds=delay
+                )
+            except Exception as exc:  # the vault's database, same retry
+                log.error(
+                    "shred.retrying",
+                    subject_ref=subject_ref,
+                    error=f"{type(exc).__name__}",
+                    in_seconds=delay,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX)
+
+    async def _revoke(self, subject_ref: str, categories: Iterable[str]) -> Any:
+        value = self._codec.encode(
+            "lifecycle.KeyRevocation", revocation_record(subject_ref, categories), KEY_REVOCATIONS
+        )
+        return await self._revocations.send(key=subject_ref.encode(), value=value)
+
+    # -- retention ----------------------------------------------------------------------
+
+    async def sweep(
+        self, as_of: datetime, sweep_id: str, partitions: set[int] | None = None
+    ) -> int:
+        """Shred every category whose retention ran out by ``as_of``, for the subjects this
+        worker holds (of ``partitions``, when given); the number of subjects swept."""
+        from aiokafka.partitioner import murmur2
+
+        count = self._runtime.settings.topic_partitions
+        swept = 0
+        async with self.lock:
+            pending: list[Any] = []
+            for key, raw in list(self.table.items()):
+                if partitions is not None and (murmur2(key) & 0x7FFFFFFF) % count not in partitions:
+                    continue
+                ref = key.decode()
+                entry = Entry.load(raw)
+                due = expired(entry.state, self._book, as_of)
+                if not due:
+                    continue
+                shredded = await self.shred(ref, due, "retention_expired")
+                entry.state = mark_erased(entry.state, due, "retention_expired", as_of)
+                self.table[key] = entry.dump()
+                if shredded:
+                    pending.append(await self._revoke(ref, shredded))
+                policy = self._book.in_force(as_of)
+                record = {
+                    "event_id": f"{sweep_id}/{ref}",
+                    "kind": "retention_sweep",
+                    "subject_ref": ref,
+                    "source": "retention",
+                    "categories": sorted(due),
+                    "purpose": None,
+                    "purposes": [],
+                    "consent_granted": None,
+                    "recipient": None,
+                    "actor_role": "system",
+                    "decision": "allow",
+                    "reason_code": "retention_expired",
+                    "rule": "retention period ran out (RETENTION OF DATA)",
+                    "policy_version": policy.version,
+                    "occurred_at": as_of,
+                    "decided_at": datetime.now(UTC),
+                    "source_partition": -1,
+                    "source_offset": -1,
+                    "erasure": {
+                        "request_id": sweep_id,
+                        "status": "completed",
+                        "shredded": sorted(due),
+                        "retained": [],
+                    },
+                }
+                pending.append(await self._emit(record))
+                swept += 1
+            await asyncio.gather(*pending)
+        return swept

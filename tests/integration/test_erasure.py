@@ -1,0 +1,255 @@
+"""Crypto-shredding on the running pipeline: erasure, retention sweeps, the access report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fixtures.broker import Workers, audit_records, read_topic, run_cli
+from integration.scenario import PERSONAL, event, lines
+from sqlalchemy import text
+
+from lifecycle.db import make_engine
+from streams.codec import SingleObjectCodec
+from streams.envelope import decrypt_value
+from streams.exceptions import KeyShreddedError
+from streams.keys import open_keystore
+from streams.topics import CONFIRMATIONS, CUSTOMER_EVENTS
+
+CODEC = SingleObjectCodec()
+SUBJECT = "C-70001"
+
+HISTORY = [
+    event(
+        "collected",
+        "e01",
+        0,
+        "system",
+        channel="web_form",
+        purposes=["billing", "account_notices", "service_provision"],
+        data={k: PERSONAL[k] for k in ("name", "email", "address", "banking")},
+    ),
+    event(
+        "collected",
+        "e02",
+        1,
+        "system",
+        channel="website",
+        purposes=["website_administration"],
+        data={"web_log": PERSONAL["web_log"]},
+    ),
+    event("used", "e03", 2, "billing_clerk", categories=["banking", "name"], purpose="billing"),
+    event(
+        "shared",
+        "e04",
+        3,
+        "customer_service",
+        categories=["name"],
+        recipient="authorities",
+        purpose="legal_compliance",
+    ),
+]
+
+
+def keystore_of(env: dict[str, str]) -> Any:
+    data = Path(env["LIFECYCLE_DATA_DIR"])
+    return open_keystore(make_engine(f"sqlite:///{data / 'lifecycle.sqlite'}"), data / "master.key")
+
+
+def readable_values(bootstrap: str, env: dict[str, str], subject_ref: str) -> dict[str, set[str]]:
+    """category -> plaintexts that still decrypt, over every copy on customer.events."""
+    keystore = keystore_of(env)
+    found: dict[str, set[str]] = {}
+    for message in read_topic(bootstrap, CUSTOMER_EVENTS):
+        record = CODEC.decode("lifecycle.CustomerEvent", message.value())
+        if record["subject_ref"] != subject_ref:
+            continue
+        values = [*(record["body"].get("data") or []), record["subject"]]
+        for value in values:
+            try:
+                plain = decrypt_value(keystore, record["event_id"], subject_ref, value)
+            except KeyShreddedError:
+                continue
+            found.setdefault(value["category"], set()).add(plain)
+    return found
+
+
+@pytest.fixture
+def pipeline(workers: Workers, lifecycle_env: dict[str, str], broker: str) -> dict[str, str]:
+    workers.start()
+    assert run_cli(lifecycle_env, "publish", "-", stdin=lines(HISTORY)).returncode == 0
+    audit_records(broker, CODEC, len(HISTORY))
+    return lifecycle_env
+
+
+def erase(env: dict[str, str], *args: str) -> dict[str, Any]:
+    result = run_cli(env, "erase", SUBJECT, "--wait", "--timeout", "60", *args)
+    assert result.returncode == 0, result.stderr.decode()
+    return json.loads(result.stdout)
+
+
+def test_after_the_confirmation_no_copy_of_the_erased_data_decrypts_anywhere(
+    pipeline: dict[str, str], broker: str, tmp_path: Path
+) -> None:
+    ref = keystore_of(pipeline).subject_ref(SUBJECT)
+    assert readable_values(broker, pipeline, ref)["email"] == {PERSONAL["email"]}
+
+    confirmation = erase(pipeline)
+
+    assert confirmation["subject_ref"] == ref and confirmation["status"] == "completed"
+    assert set(confirmation["shredded_categories"]) == {"name", "email", "address", "web_log"}
+    retained = {r["category"]: r for r in confirmation["retained_categories"]}
+    assert (
+        set(retained) == {"banking"}
+        and retained["banking"]["basis"]
+        and retained["banking"]["until"]
+    )
+    assert confirmation["audit_seq"] == len(HISTORY) + 1
+    readable = readable_values(broker, pipeline, ref)
+    assert set(readable) == {"banking", "subject_id"}  # kept by law, and who it belongs to
+    # nothing else holds a plaintext: changelog topics, dead letters, the databases
+    secrets = [PERSONAL[k].encode() for k in ("name", "email", "address", "web_log")]
+    from integration.test_bus import all_bytes_on_the_bus
+
+    assert [t for t, data in all_bytes_on_the_bus(broker) if any(s in data for s in secrets)] == []
+    engine = make_engine(f"sqlite:///{Path(pipeline['LIFECYCLE_DATA_DIR']) / 'lifecycle.sqlite'}")
+    with engine.connect() as conn:
+        held = set(
+            conn.execute(
+                text("SELECT category FROM held_values WHERE subject_ref = :r"), {"r": ref}
+            ).scalars()
+        )
+    assert held == {"banking"}
+
+
+def test_uses_after_erasure_are_denied_and_retained_data_stays_usable(
+    pipeline: dict[str, str], broker: str
+) -> None:
+    erase(pipeline)
+    later = [
+        event(
+            "used", "e10", 30, "customer_service", categories=["email"], purpose="account_notices"
+        ),
+        event("used", "e11", 31, "billing_clerk", categories=["banking"], purpose="billing"),
+    ]
+    assert run_cli(pipeline, "publish", "-", stdin=lines(later)).returncode == 0
+    decided = {r["decision"]["event_id"]: r["decision"] for r in audit_records(broker, CODEC, 7)}
+    assert (decided["e10"]["decision"], decided["e10"]["reason_code"]) == ("deny", "subject_erased")
+    assert (decided["e11"]["decision"], decided["e11"]["reason_code"]) == ("allow", "allowed")
+
+
+def test_partial_then_repeated_erasure_are_each_confirmed(
+    pipeline: dict[str, str], broker: str
+) -> None:
+    ref = keystore_of(pipeline).subject_ref(SUBJECT)
+    partial = erase(pipeline, "--categories", "email", "--request-id", "REQ-P")
+    assert partial["shredded_categories"] == ["email"] and partial["retained_categories"] == []
+    assert set(readable_values(broker, pipeline, ref)) == {
+        "name",
+        "address",
+        "banking",
+        "web_log",
+        "subject_id",
+    }
+
+    again = erase(pipeline, "--categories", "email", "--request-id", "REQ-P")
+    assert again["request_id"] == "REQ-P" and again["shredded_categories"] == ["email"]
+    assert again["audit_seq"] > partial["audit_seq"]
+    confirmations = read_topic(broker, CONFIRMATIONS, min_count=2)
+    assert [
+        CODEC.decode("lifecycle.DeletionConfirmation", m.value())["request_id"]
+        for m in confirmations
+    ] == ["REQ-P", "REQ-P"]
+
+
+def test_a_later_collection_gets_new_keys_and_never_revives_erased_values(
+    pipeline: dict[str, str], broker: str
+) -> None:
+    ref = keystore_of(pipeline).subject_ref(SUBJECT)
+    erase(pipeline, "--categories", "email")
+    fresh = event(
+        "collected",
+        "e20",
+        40,
+        "system",
+        channel="web_form",
+        purposes=["billing"],
+        data={"email": "new.address@example.org"},
+    )
+    assert run_cli(pipeline, "publish", "-", stdin=lines([fresh])).returncode == 0
+    audit_records(broker, CODEC, len(HISTORY) + 2)
+    assert readable_values(broker, pipeline, ref)["email"] == {"new.address@example.org"}
+
+
+def test_erasing_an_unknown_subject_is_confirmed_with_nothing_shredded(
+    pipeline: dict[str, str],
+) -> None:
+    result = run_cli(pipeline, "erase", "C-NOBODY", "--wait", "--timeout", "60")
+    assert result.returncode == 0, result.stderr.decode()
+    confirmation = json.loads(result.stdout)
+    assert confirmation["status"] == "nothing_held" and confirmation["shredded_categories"] == []
+
+
+def test_an_erasure_naming_an_unknown_category_is_refused_with_a_clear_error(
+    pipeline: dict[str, str],
+) -> None:
+    result = run_cli(pipeline, "erase", SUBJECT, "--categories", "shoe_size")
+    assert result.returncode != 0
+    assert "shoe_size" in result.stderr.decode()
+
+
+def test_retention_sweep_shreds_expired_web_logs_and_keeps_the_rest(
+    pipeline: dict[str, str], broker: str
+) -> None:
+    ref = keystore_of(pipeline).subject_ref(SUBJECT)
+    swept = run_cli(pipeline, "retention", "sweep", "--as-of", "2026-09-01")
+    assert swept.returncode == 0, swept.stderr.decode()
+    records = audit_records(broker, CODEC, len(HISTORY) + 1)
+    sweep = records[-1]["decision"]
+    assert (sweep["kind"], sweep["reason_code"], sweep["categories"]) == (
+        "retention_sweep",
+        "retention_expired",
+        ["web_log"],
+    )
+    assert set(readable_values(broker, pipeline, ref)) == {
+        "name",
+        "email",
+        "address",
+        "banking",
+        "subject_id",
+    }
+    use = event(
+        "used", "e30", 50, "web_admin", categories=["web_log"], purpose="website_administration"
+    )
+    assert run_cli(pipeline, "publish", "-", stdin=lines([use])).returncode == 0
+    decided = audit_records(broker, CODEC, len(HISTORY) + 2)[-1]["decision"]
+    assert (decided["event_id"], decided["reason_code"]) == ("e30", "retention_expired")
+
+
+def test_the_access_report_shows_what_is_held_used_shared_and_erased(
+    pipeline: dict[str, str], broker: str
+) -> None:
+    consent = event(
+        "consent_changed", "e40", 20, "system", purpose="personalization", granted=False
+    )
+    assert run_cli(pipeline, "publish", "-", stdin=lines([consent])).returncode == 0
+    erase(pipeline, "--categories", "address")
+    result = run_cli(pipeline, "subject", "report", SUBJECT, "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    report = json.loads(result.stdout)
+    held = {h["category"]: h for h in report["held"]}
+    assert held["email"]["value"] == PERSONAL["email"]
+    assert "billing" in held["email"]["purposes"]
+    assert "address" not in held
+    assert [e["category"] for e in report["erased"]] == ["address"]
+    uses = {(u["kind"], u["purpose"], u["recipient"]) for u in report["uses"]}
+    assert ("used", "billing", None) in uses and (
+        "shared",
+        "legal_compliance",
+        "authorities",
+    ) in uses
+    assert report["consent"] == {"personalization": False}
+    redacted = run_cli(pipeline, "subject", "report", SUBJECT, "--json", "--role", "marketing")
+    assert PERSONAL["email"] not in redacted.stdout.decode()
