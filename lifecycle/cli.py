@@ -67,6 +67,9 @@ def up(demo: bool) -> None:
         replication = int(os.environ.get("LIFECYCLE_REPLICATION", "1"))
         apply_topics(live.kafka_client_config(), live.topic_partitions, replication)
         app = build_worker(runtime)
+        from streams.revocations import RevocationListener
+
+        RevocationListener(live.kafka_client_config(), runtime.codec, runtime.keystore).start()
         if demo:
             from lifecycle.demo import start_demo
 
@@ -86,7 +89,10 @@ def publish(source: BinaryIO) -> None:
         publisher = Publisher(
             live.kafka_client_config(), runtime.keystore, runtime.codec, runtime.policy.vocabulary()
         )
-        report = publisher.publish_lines(source)
+        try:
+            report = publisher.publish_lines(source)
+        finally:
+            publisher.close()
     for error in report.errors:
         click.echo(str(error), err=True)
     click.echo(f"published {report.published}, refused {len(report.errors)}", err=True)

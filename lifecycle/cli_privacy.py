@@ -98,7 +98,7 @@ def erase(
             event["categories"] = list(categories)
         publisher = Publisher(config, runtime.keystore, runtime.codec, runtime.policy.vocabulary())
         publisher.publish(event)
-        publisher.flush()
+        publisher.close()
         click.echo(f"erasure requested: {request_id}", err=True)
         if reader is None:
             return

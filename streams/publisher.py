@@ -26,6 +26,7 @@ from streams.envelope import encrypt_value
 from streams.events import InputEvent, Vocabulary, parse_line
 from streams.exceptions import PublishError, ValidationError
 from streams.keys import IDENTITY_CATEGORY, KeyStore
+from streams.revocations import RevocationListener
 from streams.topics import CUSTOMER_EVENTS
 
 log = get_logger(__name__)
@@ -82,8 +83,12 @@ class Publisher:
         vocabulary: Vocabulary,
         *,
         topic: str = CUSTOMER_EVENTS,
+        listen_for_revocations: bool = True,
     ) -> None:
         self._producer = Producer(producer_config(client_config))
+        self._revocations: RevocationListener | None = None
+        if listen_for_revocations:  # never encrypt under a key another process shredded
+            self._revocations = RevocationListener(client_config, codec, keystore).start()
         self._keys = keystore
         self._codec = codec
         self._vocabulary = vocabulary
@@ -190,4 +195,8 @@ class Publisher:
         return self._delivered
 
     def close(self) -> None:
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            if self._revocations is not None:
+                self._revocations.stop()

@@ -74,6 +74,11 @@ class RevocationListener:
                     continue
                 self._keystore.forget(record["subject_ref"], record["categories"] or None)
                 self.heard += 1
+                log.info(
+                    "keys.revoked",
+                    subject_ref=record["subject_ref"],
+                    categories=record["categories"],
+                )
         finally:
             self._consumer.close()
 

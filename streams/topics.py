@@ -47,7 +47,10 @@ TOPICS = (
 
 
 def apply_topics(
-    client_config: Mapping[str, str | int | float | bool], partitions: int, replication: int = 1, timeout: float = 30.0
+    client_config: Mapping[str, str | int | float | bool],
+    partitions: int,
+    replication: int = 1,
+    timeout: float = 30.0,
 ) -> dict[str, str]:
     """Create missing topics (existing ones are left as they are); returns name -> outcome."""
     admin = AdminClient(dict(client_config))

@@ -253,3 +253,31 @@ def test_the_access_report_shows_what_is_held_used_shared_and_erased(
     assert report["consent"] == {"personalization": False}
     redacted = run_cli(pipeline, "subject", "report", SUBJECT, "--json", "--role", "marketing")
     assert PERSONAL["email"] not in redacted.stdout.decode()
+
+
+def test_every_running_worker_drops_the_shredded_keys_before_the_confirmation_is_read(
+    workers: Workers, lifecycle_env: dict[str, str], broker: str
+) -> None:
+    first, second = workers.start(), workers.start()
+    assert run_cli(lifecycle_env, "publish", "-", stdin=lines(HISTORY)).returncode == 0
+    audit_records(broker, CODEC, len(HISTORY))
+    ref = keystore_of(lifecycle_env).subject_ref(SUBJECT)
+    warm = keystore_of(lifecycle_env)  # a process that decrypted before: its cache is warm
+    assert readable_values(broker, lifecycle_env, ref)["email"] == {PERSONAL["email"]}
+    sealed = next(
+        (record["event_id"], value)
+        for message in read_topic(broker, CUSTOMER_EVENTS)
+        for record in [CODEC.decode("lifecycle.CustomerEvent", message.value())]
+        for value in record["body"].get("data") or []
+        if value["category"] == "email"
+    )
+    assert decrypt_value(warm, sealed[0], ref, sealed[1]) == PERSONAL["email"]
+
+    erase(lifecycle_env)
+
+    for worker in (first, second):
+        worker.wait_for_log(
+            f'"subject_ref": "{ref}", "categories": ["address", "email", "name"', 10
+        )
+    with pytest.raises(KeyShreddedError):
+        decrypt_value(warm, sealed[0], ref, sealed[1])
