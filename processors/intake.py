@@ -100,6 +100,11 @@ def register_intake(
             decoded.append(Decoded(record, message.partition, message.offset))
         if decoded:
             await handle(decoded)
+            log.info(
+                "batch.decided",
+                events=len(decoded),
+                partitions=sorted({item.partition for item in decoded}),
+            )
         if pending:
             await asyncio.gather(*pending)  # raises if the broker refused a dead letter
         for event in events:
