@@ -8,9 +8,10 @@ from pathlib import Path
 
 import orjson
 from confluent_kafka import Producer
-from fixtures.broker import REPO, Workers, read_topic, run_cli
 
 from streams.topics import CUSTOMER_EVENTS, DEAD_LETTERS, TOPICS
+
+from fixtures.broker import REPO, Workers, read_topic, run_cli
 
 EXAMPLES = REPO / "examples" / "events.jsonl"
 

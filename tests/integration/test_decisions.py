@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import signal
 
+from streams.codec import SingleObjectCodec
+from streams.topics import VIOLATIONS
+
 from fixtures.broker import Workers, audit_records, read_topic, run_cli
 from integration.scenario import CARD_NUMBER, EXPECTED, EXPECTED_VERSION, SCENARIO, lines
 from integration.test_bus import all_bytes_on_the_bus
-
-from streams.codec import SingleObjectCodec
-from streams.topics import VIOLATIONS
 
 CODEC = SingleObjectCodec()
 

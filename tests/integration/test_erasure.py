@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures.broker import Workers, audit_records, read_topic, run_cli
-from integration.scenario import PERSONAL, event, lines
 from sqlalchemy import text
 
 from lifecycle.db import make_engine
@@ -17,6 +15,9 @@ from streams.envelope import decrypt_value
 from streams.exceptions import KeyShreddedError
 from streams.keys import open_keystore
 from streams.topics import CONFIRMATIONS, CUSTOMER_EVENTS
+
+from fixtures.broker import Workers, audit_records, read_topic, run_cli
+from integration.scenario import PERSONAL, event, lines
 
 CODEC = SingleObjectCodec()
 SUBJECT = "C-70001"

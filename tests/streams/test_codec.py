@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from tests_support import customer_event
 
 from streams.codec import SINGLE_OBJECT_MAGIC, ConfluentCodec, SingleObjectCodec
 from streams.exceptions import DecodeError, EncodeError
+
+from tests_support import customer_event
 
 
 def test_single_object_record_starts_with_magic_and_fingerprint_and_round_trips() -> None:
