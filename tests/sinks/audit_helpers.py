@@ -51,6 +51,7 @@ def erasure_decision(n: int) -> dict[str, Any]:
         kind="deletion_requested",
         purpose=None,
         actor_role="privacy_officer",
+        decision="allow",
         reason_code="allowed",
         erasure={
             "request_id": f"req-{n}",
@@ -128,3 +129,14 @@ def rehash(engine: Engine, seq: int, prev_hash: str | None = None) -> str:
         s=seq,
     )
     return str(row["hash"])
+
+
+def drop_event_id_uniqueness(engine: Engine) -> None:
+    """Remove the unique index on event_id (SQLite cannot drop it: rebuild the table)."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.execute(text("CREATE TABLE ledger_copy AS SELECT * FROM audit_ledger"))
+            conn.execute(text("DROP TABLE audit_ledger"))
+            conn.execute(text("ALTER TABLE ledger_copy RENAME TO audit_ledger"))
+        else:
+            conn.execute(text("ALTER TABLE audit_ledger DROP CONSTRAINT audit_ledger_event_id_key"))

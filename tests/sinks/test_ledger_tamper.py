@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 from audit_helpers import (
+    drop_event_id_uniqueness,
     drop_triggers,
     execute,
     insert_row,
@@ -96,6 +97,16 @@ def rewrite_the_chain_from_a_record(ledger: Ledger) -> None:
     execute(ledger.engine, "UPDATE audit_chain_head SET hash = :h", h=previous)
 
 
+def record_an_event_twice(ledger: Ledger) -> None:
+    """A well-chained record at the tail (after the last checkpoint) repeating event 12."""
+    drop_event_id_uniqueness(ledger.engine)
+    again = decision_row(make_decision(12))
+    again.update(seq=61, prev_hash=ledger.entries[59].hash, recorded_at="2025-03-01T10:00:00.000Z")
+    again["hash"] = row_hash(again)
+    insert_row(ledger.engine, again)
+    execute(ledger.engine, "UPDATE audit_chain_head SET seq = 61, hash = :h", h=again["hash"])
+
+
 def cut_off_the_tail(ledger: Ledger) -> None:
     execute(ledger.engine, "DELETE FROM audit_ledger WHERE seq > 57")
     execute(
@@ -148,6 +159,7 @@ TAMPERS: list[tuple[Callable[[Ledger], None], int, str]] = [
     (insert_a_record, 23, "record 23 was inserted"),
     (swap_a_pair, 23, "record 23 was altered or moved here"),
     (rewrite_the_chain_from_a_record, 25, "back to seq 16 (the chain was re-hashed)"),
+    (record_an_event_twice, 61, "record 61 repeats event 'evt-000012', already recorded at seq 12"),
     (cut_off_the_tail, 58, "records 58..60 were removed"),
     (forge_a_checkpoint_signature, 35, "checkpoint at seq 35 has an invalid signature"),
     (sign_a_checkpoint_with_another_key, 35, "not one of the given public keys"),

@@ -1,0 +1,278 @@
+"""``lifecycle audit``: the analysts' and auditors' commands over the audit ledger.
+
+* ``export``: stream records (filtered by subject, time, kind, decision) as JSON lines or CSV.
+* ``verify``: check every hash, link and signed checkpoint; exit 0 when intact, 1 naming the
+  first bad record when not, 2 when it cannot check (no ledger, no public key).
+* ``replay``: reads ``privacy.audit`` (added by the Kafka work; see the marked place below).
+
+Nothing here writes to the ledger. Records hold pseudonyms (``subject_ref``), never personal
+data; ``--subject`` turns a customer's id into its pseudonym with the key store's key.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, NoReturn
+
+import click
+import orjson
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+
+from lifecycle.config import Settings, load_settings
+from lifecycle.db import make_engine
+from lifecycle.errors import LifecycleError
+
+EXIT_TAMPERED = 1
+EXIT_ERROR = 2
+
+EXPORT_FIELDS = (
+    "seq",
+    "event_id",
+    "kind",
+    "subject_ref",
+    "decision",
+    "reason_code",
+    "policy_version",
+    "occurred_at",
+    "decided_at",
+    "recorded_at",
+    "source",
+    "actor_role",
+    "purpose",
+    "purposes",
+    "consent_granted",
+    "recipient",
+    "categories",
+    "rule",
+    "erasure",
+    "source_partition",
+    "source_offset",
+    "prev_hash",
+    "hash",
+)
+"""Columns of ``export --format csv`` (and keys of each JSON line), in this order."""
+
+
+class Moment(click.ParamType):
+    """An ISO-8601 date or date-time; without a zone it is UTC."""
+
+    name = "TIME"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            moment = datetime.fromisoformat(str(value))
+        except ValueError:
+            self.fail(
+                f"{value!r} is not an ISO-8601 date or time (e.g. 2025-03-01 or "
+                "2025-03-01T09:30:00Z)",
+                param,
+                ctx,
+            )
+        return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_ERROR)
+
+
+def _progress_bar(total: int | None, what: str) -> Any:
+    """A tqdm bar on stderr, only when stderr is a terminal (never in pipes, files, CI logs)."""
+    from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs in the dev set
+
+    return tqdm(
+        total=total, unit=" records", desc=what, file=sys.stderr, disable=not sys.stderr.isatty()
+    )
+
+
+@contextmanager
+def _ledger_engine(settings: Settings) -> Iterator[Engine]:
+    """The ledger's engine; refuses to conjure an empty SQLite file where none is."""
+    url = make_url(settings.db_url)
+    database = url.database if url.get_backend_name() == "sqlite" else None
+    if database not in (None, "", ":memory:") and not Path(str(database)).exists():
+        _fail(f"no audit ledger at {url.database} (set LIFECYCLE_DB_URL or LIFECYCLE_DATA_DIR)")
+    engine = make_engine(settings.db_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _subject_ref(settings: Settings, subject_id: str) -> str:
+    from streams.keys import open_keystore
+
+    if not settings.master_key_file.exists():
+        _fail(
+            f"--subject needs the key store's master key, and {settings.master_key_file} does "
+            "not exist (set LIFECYCLE_MASTER_KEY_FILE, or use --subject-ref)"
+        )
+    engine = make_engine(settings.db_url)
+    try:
+        return open_keystore(engine, settings.master_key_file).subject_ref(subject_id)
+    finally:
+        engine.dispose()
+
+
+@click.group()
+def audit() -> None:
+    """The tamper-evident audit ledger: export it, verify it, replay privacy.audit."""
+
+
+@audit.command()
+@click.option(
+    "--subject",
+    "subject_id",
+    metavar="ID",
+    help="only this customer (their subject_id; looked up as its pseudonym)",
+)
+@click.option("--subject-ref", metavar="REF", help="only this pseudonym, as found in the ledger")
+@click.option("--since", type=Moment(), help="occurred at or after (ISO-8601; UTC if no zone)")
+@click.option("--until", type=Moment(), help="occurred before (ISO-8601; UTC if no zone)")
+@click.option("--kind", metavar="K", help="event kind: collected, used, shared, ...")
+@click.option("--decision", type=click.Choice(["allow", "deny"]), help="only this verdict")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["jsonl", "csv"]),
+    default="jsonl",
+    show_default=True,
+)
+def export(
+    subject_id: str | None,
+    subject_ref: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    kind: str | None,
+    decision: str | None,
+    output_format: str,
+) -> None:
+    """Write ledger records to stdout in seq order, one a line.
+
+    Each JSON line, without its "hash" key and encoded canonically (sorted keys, no spaces,
+    UTF-8), hashes (SHA-256) to "hash": anyone can recheck an export.
+    """
+    from sinks.ledger import count_records, iter_records
+
+    if subject_id is not None and subject_ref is not None:
+        raise click.UsageError("give --subject or --subject-ref, not both")
+    settings = load_settings()
+    try:
+        if subject_id is not None:
+            subject_ref = _subject_ref(settings, subject_id)
+        filters: dict[str, Any] = {
+            "subject_ref": subject_ref,
+            "since": since,
+            "until": until,
+            "kind": kind,
+            "decision": decision,
+        }
+        out = click.get_binary_stream("stdout")
+        with _ledger_engine(settings) as engine:
+            total = count_records(engine, **filters) if sys.stderr.isatty() else None
+            write = _jsonl_writer(out) if output_format == "jsonl" else _csv_writer(out)
+            with _progress_bar(total, "export") as bar:
+                for entry in iter_records(engine, **filters):
+                    write(entry.as_export())
+                    bar.update(1)
+            out.flush()
+    except LifecycleError as exc:
+        _fail(str(exc))
+
+
+def _jsonl_writer(out: IO[bytes]) -> Callable[[dict[str, Any]], None]:
+    def write(record: dict[str, Any]) -> None:
+        out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+
+    return write
+
+
+def _csv_writer(out: IO[bytes]) -> Callable[[dict[str, Any]], None]:
+    """Lists as ``a;b``, the erasure record as compact JSON, null as an empty cell."""
+    line = io.StringIO()
+    writer = csv.writer(line)
+
+    def cell(value: Any) -> Any:
+        if value is None:
+            return ""
+        if isinstance(value, list):
+            return ";".join(value)
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, dict):
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+        return value
+
+    def emit(cells: list[Any]) -> None:
+        writer.writerow(cells)
+        out.write(line.getvalue().encode())
+        line.seek(0)
+        line.truncate()
+
+    emit(list(EXPORT_FIELDS))
+    return lambda record: emit([cell(record[name]) for name in EXPORT_FIELDS])
+
+
+@audit.command("verify")
+@click.option(
+    "--public-key",
+    "public_keys",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Ed25519 public key (PEM) of the checkpoint signer; repeat after a key rotation. "
+    "Default: LIFECYCLE_SIGNING_KEY_FILE + .pub",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the report as one JSON object")
+def verify_command(public_keys: tuple[Path, ...], as_json: bool) -> None:
+    """Check the whole ledger: every hash, link and signed checkpoint.
+
+    Exit 0 and a one-line summary when intact; exit 1 naming the first bad seq and what is
+    wrong there; exit 2 when it cannot check.
+    """
+    from sinks.checkpoints import load_public_key, public_key_path
+    from sinks.ledger import verify
+
+    settings = load_settings()
+    try:
+        keys = [
+            load_public_key(path)
+            for path in (public_keys or (public_key_path(settings.signing_key_file),))
+        ]
+        with _ledger_engine(settings) as engine, _progress_bar(None, "verify") as bar:
+
+            def progress(checked: int) -> None:
+                bar.update(checked - bar.n)
+
+            report = verify(engine, keys, progress=progress)
+    except LifecycleError as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(orjson.dumps(dataclasses.asdict(report)).decode())
+    else:
+        click.echo(report.summary())
+    if not report.ok:
+        sys.exit(EXIT_TAMPERED)
+
+
+# --------------------------------------------------------------------------- audit replay
+# RESERVED for `lifecycle audit replay [--from-beginning] [--follow]` (the Kafka work): read
+# privacy.audit, decode each lifecycle.AuditRecord, feed it to sinks.chain.ChainFollower
+# (start at genesis with --from-beginning, else anchor_on_first=True), print the records it
+# returns as verified, and on its first problem print the report's summary() and exit
+# EXIT_TAMPERED. Register it here as `@audit.command("replay")`.
+# --------------------------------------------------------------------------- end of replay
+
+
+__all__ = ["EXIT_ERROR", "EXIT_TAMPERED", "EXPORT_FIELDS", "audit"]

@@ -1,0 +1,157 @@
+"""``lifecycle audit export`` and ``lifecycle audit verify``, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from audit_helpers import drop_triggers, erasure_decision, execute, make_decision
+from click.testing import CliRunner, Result
+
+from lifecycle.cli_audit import EXIT_ERROR, EXIT_TAMPERED, EXPORT_FIELDS, audit
+from lifecycle.config import load_settings
+from lifecycle.db import make_engine
+from sinks.checkpoints import load_signing_key, public_key_path
+from sinks.ledger import SqlAuditSink
+from streams.keys import open_keystore
+
+CLEAN_ENV = {  # empty: the defaults under LIFECYCLE_DATA_DIR, whatever the outer environment
+    "LIFECYCLE_DB_URL": "",
+    "LIFECYCLE_MASTER_KEY_FILE": "",
+    "LIFECYCLE_SIGNING_KEY_FILE": "",
+}
+
+
+@dataclass
+class Setup:
+    env: dict[str, str]
+    subject_ref: str  # the pseudonym of customer C-10042
+
+
+@pytest.fixture
+def setup(db_url: str, tmp_path: Path) -> Setup:
+    """A ledger of 40 decisions; every 4th is about customer C-10042."""
+    env = {**CLEAN_ENV, "LIFECYCLE_DATA_DIR": str(tmp_path / "data"), "LIFECYCLE_DB_URL": db_url}
+    settings = load_settings(env)
+    engine = make_engine(settings.db_url)
+    ref = open_keystore(engine, settings.master_key_file).subject_ref("C-10042")
+    sink = SqlAuditSink(engine, load_signing_key(settings.signing_key_file), checkpoint_every=10)
+    decisions = [
+        make_decision(n, subject_ref=ref) if n % 4 == 0 else make_decision(n) for n in range(1, 40)
+    ]
+    sink.append([*decisions, erasure_decision(40)])
+    sink.close()
+    engine.dispose()
+    return Setup(env, ref)
+
+
+def run(setup: Setup, *args: str) -> Result:
+    return CliRunner().invoke(audit, list(args), env=setup.env, catch_exceptions=False)
+
+
+def lines(result: Result) -> list[dict[str, object]]:
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_export_writes_every_record_as_a_json_line_in_seq_order(setup: Setup) -> None:
+    result = run(setup, "export")
+    assert result.exit_code == 0, result.output
+    records = lines(result)
+    assert [r["seq"] for r in records] == list(range(1, 41))
+    assert list(records[0]) == list(EXPORT_FIELDS)
+    assert records[-1]["erasure"]["shredded"] == ["email", "telephone"]  # type: ignore[index]
+    assert records[0]["occurred_at"] == "2025-03-01T09:01:00.000Z"
+
+
+def test_each_exported_line_rehashes_to_its_hash(setup: Setup) -> None:
+    for record in lines(run(setup, "export")):
+        claimed = record.pop("hash")
+        canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert hashlib.sha256(canonical.encode()).hexdigest() == claimed
+
+
+def test_export_filters_by_subject_time_kind_and_decision(setup: Setup) -> None:
+    by_subject = lines(run(setup, "export", "--subject", "C-10042"))
+    assert [r["seq"] for r in by_subject] == list(range(4, 40, 4))
+    assert {r["subject_ref"] for r in by_subject} == {setup.subject_ref}
+    by_ref = lines(run(setup, "export", "--subject-ref", setup.subject_ref))
+    assert by_ref == by_subject
+    window = lines(
+        run(setup, "export", "--since", "2025-03-01T09:10", "--until", "2025-03-01T10:20:00+01:00")
+    )
+    assert [r["seq"] for r in window] == list(range(10, 20))  # until is exclusive, zones honoured
+    denied = lines(run(setup, "export", "--decision", "deny", "--kind", "shared"))
+    assert [r["seq"] for r in denied] == [n for n in range(1, 40) if n % 5 == 0 and n % 3 == 1]
+    assert all(r["decision"] == "deny" and r["kind"] == "shared" for r in denied)
+    both = lines(run(setup, "export", "--subject", "C-10042", "--decision", "deny"))
+    assert [r["seq"] for r in both] == [20]
+    assert lines(run(setup, "export", "--since", "2030-01-01")) == []
+
+
+def test_export_as_csv_has_a_header_and_one_row_per_record(setup: Setup) -> None:
+    result = run(setup, "export", "--format", "csv", "--kind", "deletion_requested")
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert result.exit_code == 0
+    assert len(rows) == 1
+    assert list(rows[0]) == list(EXPORT_FIELDS)
+    row = rows[0]
+    assert (row["seq"], row["categories"], row["purpose"]) == ("40", "banking;service_account", "")
+    assert json.loads(row["erasure"])["retained"][0]["until"] == "2032-03-01"
+
+
+def test_export_refuses_bad_options(setup: Setup) -> None:
+    assert run(setup, "export", "--since", "last tuesday").exit_code == 2
+    assert run(setup, "export", "--decision", "maybe").exit_code == 2
+    assert run(setup, "export", "--subject", "C-1", "--subject-ref", "abc").exit_code == 2
+
+
+def test_export_by_subject_without_the_key_store_is_an_error(setup: Setup, tmp_path: Path) -> None:
+    env = {**setup.env, "LIFECYCLE_MASTER_KEY_FILE": str(tmp_path / "absent.key")}
+    result = CliRunner().invoke(audit, ["export", "--subject", "C-10042"], env=env)
+    assert result.exit_code == EXIT_ERROR
+    assert "master key" in result.stderr
+
+
+def test_verify_exits_zero_with_a_one_line_summary_when_intact(setup: Setup) -> None:
+    result = run(setup, "verify")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count("\n") == 1
+    assert result.stdout.startswith("ok: 40 records, ")
+    report = json.loads(run(setup, "verify", "--json").stdout)
+    assert report["ok"] is True and report["head_seq"] == 40 and report["signed_seq"] == 40
+
+
+def test_verify_exits_non_zero_naming_the_first_bad_seq(setup: Setup) -> None:
+    engine = make_engine(load_settings(setup.env).db_url)
+    drop_triggers(engine)
+    execute(engine, "UPDATE audit_ledger SET reason_code = 'consent_withdrawn' WHERE seq = 17")
+    execute(engine, "DELETE FROM audit_ledger WHERE seq = 30")
+    engine.dispose()
+    result = run(setup, "verify")
+    assert result.exit_code == EXIT_TAMPERED
+    assert result.stdout.startswith("TAMPERED at seq 17: record 17 was altered")
+    report = json.loads(run(setup, "verify", "--json").stdout)
+    assert (report["ok"], report["first_bad_seq"]) == (False, 17)
+
+
+def test_verify_with_another_public_key_fails(setup: Setup, tmp_path: Path) -> None:
+    load_signing_key(tmp_path / "other.key")
+    result = run(setup, "verify", "--public-key", str(public_key_path(tmp_path / "other.key")))
+    assert result.exit_code == EXIT_TAMPERED
+    assert "not one of the given public keys" in result.stdout
+
+
+def test_verify_without_a_public_key_or_a_ledger_cannot_check(setup: Setup, tmp_path: Path) -> None:
+    missing_key = run(setup, "verify", "--public-key", str(tmp_path / "nowhere.pub"))
+    assert missing_key.exit_code == EXIT_ERROR
+    assert "does not exist" in missing_key.stderr
+    no_ledger = {**CLEAN_ENV, "LIFECYCLE_DATA_DIR": str(tmp_path / "empty")}
+    load_signing_key(load_settings(no_ledger).signing_key_file)
+    result = CliRunner().invoke(audit, ["verify"], env=no_ledger)
+    assert result.exit_code == EXIT_ERROR
+    assert "no audit ledger" in result.stderr
