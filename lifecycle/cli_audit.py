@@ -3,7 +3,7 @@
 * ``export``: stream records (filtered by subject, time, kind, decision) as JSON lines or CSV.
 * ``verify``: check every hash, link and signed checkpoint; exit 0 when intact, 1 naming the
   first bad record when not, 2 when it cannot check (no ledger, no public key).
-* ``replay``: reads ``privacy.audit`` (added by the Kafka work; see the marked place below).
+* ``replay``: reads ``privacy.audit`` from the beginning (or follows it), checking the chain.
 
 Nothing here writes to the ledger. Records hold pseudonyms (``subject_ref``), never personal
 data; ``--subject`` turns a customer's id into its pseudonym with the key store's key.
@@ -267,12 +267,45 @@ def verify_command(public_keys: tuple[Path, ...], as_json: bool) -> None:
 
 
 # --------------------------------------------------------------------------- audit replay
-# RESERVED for `lifecycle audit replay [--from-beginning] [--follow]` (the Kafka work): read
-# privacy.audit, decode each lifecycle.AuditRecord, feed it to sinks.chain.ChainFollower
-# (start at genesis with --from-beginning, else anchor_on_first=True), print the records it
-# returns as verified, and on its first problem print the report's summary() and exit
-# EXIT_TAMPERED. Register it here as `@audit.command("replay")`.
-# --------------------------------------------------------------------------- end of replay
+
+
+@audit.command("replay")
+@click.option(
+    "--from-beginning",
+    is_flag=True,
+    help="from the first record (the default "
+    "unless --follow alone is given, which starts at the live end)",
+)
+@click.option("--follow", is_flag=True, help="keep reading new records")
+def replay_command(from_beginning: bool, follow: bool) -> None:
+    """Read privacy.audit, checking the hash chain as it goes (JSON lines on stdout)."""
+    from lifecycle.cli import bus
+    from lifecycle.runtime import Runtime
+    from sinks.replay import replay
+
+    with bus(load_settings()) as live:
+        codec = Runtime(live).codec
+        out = sys.stdout.buffer
+
+        def emit(record: dict[str, Any]) -> None:
+            out.write(orjson.dumps(record) + b"\n")
+            if follow:
+                out.flush()
+
+        try:
+            report = replay(
+                live.kafka_client_config(),
+                codec,
+                emit,
+                from_beginning=from_beginning or not follow,
+                follow=follow,
+            )
+        except KeyboardInterrupt:
+            return
+    out.flush()
+    click.echo(report.summary(), err=True)
+    if not report.ok:
+        sys.exit(EXIT_TAMPERED)
 
 
 __all__ = ["EXIT_ERROR", "EXIT_TAMPERED", "EXPORT_FIELDS", "audit"]

@@ -8,10 +8,12 @@ shredded key's bytes are overwritten rather than left in free pages. Any other S
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 
@@ -40,3 +42,27 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+_PG_DDL_LOCK = 0x6C69666563796331  # pg_advisory_xact_lock key shared by every schema creator
+
+
+@contextmanager
+def schema_lock(engine: Engine) -> Iterator[Connection]:
+    """A connection in a transaction that holds the database's schema lock, committed on exit:
+    several processes starting at once create tables one after another instead of racing
+    (SQLite: the write lock, ``BEGIN IMMEDIATE``; PostgreSQL: a transaction-scoped advisory
+    lock, DDL being transactional there)."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        elif engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_DDL_LOCK})
+        yield conn
+        conn.commit()
+
+
+def create_tables(engine: Engine, metadata: MetaData) -> None:
+    """``metadata.create_all`` under :func:`schema_lock`."""
+    with schema_lock(engine) as conn:
+        metadata.create_all(conn)

@@ -56,7 +56,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
 from lifecycle.config import Settings
-from lifecycle.db import make_engine
+from lifecycle.db import make_engine, schema_lock
 from sinks.chain import (
     CANONICAL_KEYS,
     GENESIS_HASH,
@@ -178,7 +178,6 @@ audit_chain_head = Table(
 
 APPEND_ONLY_TABLES = ("audit_ledger", "audit_checkpoints")
 
-_PG_DDL_LOCK = 0x6C69666563796331  # pg_advisory_xact_lock key: serializes concurrent create_all
 _PG_REFUSE_FUNCTION = "lifecycle_audit_refuse_change"
 _IN_CHUNK = 500
 
@@ -239,15 +238,12 @@ def create_ledger(engine: Engine) -> None:
     if dialect not in ("sqlite", "postgresql"):
         raise LedgerError(f"the audit ledger supports SQLite and PostgreSQL, not {dialect}")
     try:
-        with engine.connect() as conn:
+        with schema_lock(engine) as conn:
+            metadata.create_all(conn)
             if dialect == "sqlite":
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-                metadata.create_all(conn)
                 for statement in _sqlite_triggers():
                     conn.exec_driver_sql(statement)
             else:
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_DDL_LOCK})
-                metadata.create_all(conn)
                 existing = {
                     (str(table), str(trigger))
                     for table, trigger in conn.execute(
@@ -272,7 +268,6 @@ def create_ledger(engine: Engine) -> None:
                 ).first()
                 seq, hash_ = (0, GENESIS_HASH) if last is None else (int(last[0]), str(last[1]))
                 conn.execute(audit_chain_head.insert().values(id=1, seq=seq, hash=hash_))
-            conn.commit()
     except SQLAlchemyError as exc:
         raise _ledger_error(exc, "create") from exc
 

@@ -30,6 +30,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from lifecycle.db import create_tables
+
 metadata = MetaData()
 
 held_values = Table(
@@ -73,7 +75,7 @@ class Vault:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        metadata.create_all(engine)
+        create_tables(engine, metadata)
         dialect = engine.dialect.name
         self._insert: Any = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
 

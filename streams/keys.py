@@ -48,6 +48,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from lifecycle.db import create_tables
 from streams.exceptions import KeyShreddedError, KeyStoreError, WrongMasterKeyError
 
 IDENTITY_CATEGORY = "subject_id"
@@ -325,6 +326,7 @@ class EnvelopeKeyStore(ABC):
 
     def forget(self, subject_ref: str, categories: Iterable[str] | None = None) -> None:
         wanted = None if categories is None else set(categories)
+
         def doomed(keys: Iterable[tuple[Any, ...]]) -> list[Any]:
             return [k for k in keys if k[0] == subject_ref and (wanted is None or k[1] in wanted)]
 
@@ -419,7 +421,7 @@ class SqlKeyStore(EnvelopeKeyStore):
     def __init__(self, engine: Engine, master_key: bytes, **kwargs: int) -> None:
         self._engine = engine
         try:
-            metadata.create_all(engine)
+            create_tables(engine, metadata)
         except SQLAlchemyError as exc:
             raise KeyStoreError(f"key store database unreachable: {exc}") from exc
         super().__init__(master_key, **kwargs)
