@@ -7,6 +7,7 @@ that is known to carry personal data or key material, so a mistake elsewhere can
 from __future__ import annotations
 
 import logging
+import logging.config
 import sys
 from collections.abc import MutableMapping
 from typing import Any
@@ -27,21 +28,61 @@ def _drop_personal_data(
     return event_dict
 
 
+_SETTINGS: dict[str, Any] = {"level": "INFO", "json": True}
+
+
+def _renderer(as_json: bool) -> Any:
+    return structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
+
+
+def _shared_processors() -> list[Any]:
+    return [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _drop_personal_data,
+    ]
+
+
+def stdlib_logging_config() -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` that renders the standard library's records (Faust's,
+    aiokafka's, SQLAlchemy's) like ours: one JSON object a line off a terminal."""
+    level, as_json = _SETTINGS["level"], _SETTINGS["json"]
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "structlog": {
+                "()": structlog.stdlib.ProcessorFormatter,
+                "processors": [
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    _renderer(as_json),
+                ],
+                "foreign_pre_chain": [structlog.stdlib.add_logger_name, *_shared_processors()],
+            }
+        },
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": "structlog",
+                "level": level,
+            }
+        },
+        "root": {"level": level, "handlers": ["default"]},
+    }
+
+
 def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
     """Configure structlog and the standard library's root logger once per process."""
     as_json = (not sys.stderr.isatty()) if json is None else json
-    renderer: Any = (
-        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
-    )
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(message)s")
+    _SETTINGS.update(level=level, json=as_json)
+    logging.config.dictConfig(stdlib_logging_config())
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            _drop_personal_data,
+            *_shared_processors(),
             structlog.processors.format_exc_info,
-            renderer,
+            _renderer(as_json),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),

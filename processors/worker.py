@@ -30,4 +30,8 @@ def run_worker(app: faust.App, loglevel: str = "info") -> None:
     """Run until SIGTERM/SIGINT; leaves the consumer group cleanly."""
     from faust.worker import Worker
 
-    Worker(app, loglevel=loglevel, redirect_stdouts=False).execute_from_commandline()
+    from lifecycle.logging import stdlib_logging_config
+
+    Worker(
+        app, loglevel=loglevel, redirect_stdouts=False, logging_config=stdlib_logging_config()
+    ).execute_from_commandline()

@@ -6,6 +6,7 @@ import json
 import signal
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 
 from lifecycle.db import make_engine
@@ -74,20 +75,21 @@ def test_a_worker_killed_mid_batch_leaves_exactly_one_record_per_event(
     assert verify.returncode == 0, verify.stdout.decode() + verify.stderr.decode()
 
 
-def test_two_workers_share_the_partitions_and_build_one_ledger_that_verifies(
-    workers: Workers, lifecycle_env: dict[str, str], broker: str, tmp_path: Path
+@pytest.mark.parametrize("size", [2, 3])
+def test_several_workers_share_the_partitions_and_build_one_ledger_that_verifies(
+    size: int, workers: Workers, lifecycle_env: dict[str, str], broker: str, tmp_path: Path
 ) -> None:
     count = 3000
     path = traffic_file(tmp_path, count)
-    pair = [workers.start(), workers.start()]
-    for worker in pair:
+    group = [workers.start() for _ in range(size)]
+    for worker in group:
         worker.wait_for_log("[^Worker]: Ready", 90)
     assert run_cli(lifecycle_env, "publish", str(path)).returncode == 0
 
     records = audit_records(broker, CODEC, count, timeout=240)
 
     assert {r["decision"]["source_partition"] for r in records} == {0, 1, 2, 3}
-    for worker in pair:
+    for worker in group:
         assert '"event": "batch.decided"' in worker.log()
     assert ledger_counts(lifecycle_env) == (count, count, count)
     verify = run_cli(lifecycle_env, "audit", "verify")

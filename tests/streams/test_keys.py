@@ -19,10 +19,13 @@ from streams.keys import (
 )
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgresql"])
 def keystore(request: pytest.FixtureRequest, tmp_path: Path) -> EnvelopeKeyStore:
     if request.param == "memory":
         return MemoryKeyStore()
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres_db_url")
+        return open_keystore(make_engine(url), tmp_path / "master.key")
     return open_keystore(make_engine(f"sqlite:///{tmp_path / 'k.sqlite'}"), tmp_path / "master.key")
 
 
@@ -98,8 +101,15 @@ def test_shredded_key_bytes_do_not_survive_in_the_sqlite_file(tmp_path: Path) ->
     assert wrapped not in on_disk
 
 
-def test_a_wrong_master_key_is_refused_at_open(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'k.sqlite'}"
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_wrong_master_key_is_refused_at_open(
+    database: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = (
+        request.getfixturevalue("postgres_db_url")
+        if database == "postgresql"
+        else f"sqlite:///{tmp_path / 'k.sqlite'}"
+    )
     open_keystore(make_engine(url), tmp_path / "right.key")
     with pytest.raises(WrongMasterKeyError, match="does not open this key store"):
         open_keystore(make_engine(url), tmp_path / "other.key")
