@@ -9,11 +9,13 @@ from pathlib import Path
 import orjson
 from confluent_kafka import Producer
 
+from streams.codec import SingleObjectCodec
 from streams.topics import CUSTOMER_EVENTS, DEAD_LETTERS, TOPICS
 
-from fixtures.broker import REPO, Workers, read_topic, run_cli
+from fixtures.broker import REPO, Workers, audit_records, read_topic, run_cli
 
 EXAMPLES = REPO / "examples" / "events.jsonl"
+CODEC = SingleObjectCodec()
 
 
 def plaintexts(path: Path) -> set[bytes]:
@@ -42,16 +44,16 @@ def all_bytes_on_the_bus(bootstrap: str) -> list[tuple[str, bytes]]:
 
 
 def test_published_events_arrive_at_the_worker_decoded(
-    workers: Workers, lifecycle_env: dict[str, str]
+    workers: Workers, lifecycle_env: dict[str, str], broker: str
 ) -> None:
     worker = workers.start()
     published = run_cli(lifecycle_env, "publish", str(EXAMPLES))
     assert published.returncode == 0, published.stderr.decode()
 
     event_ids = [json.loads(line)["event_id"] for line in EXAMPLES.read_text().splitlines()]
-    for event_id in event_ids:
-        worker.wait_for_log(f'"event_id": "{event_id}"')
-    assert worker.log().count('"event": "event.decoded"') == len(event_ids)
+    records = audit_records(broker, CODEC, len(event_ids))
+    assert sorted(r["decision"]["event_id"] for r in records) == sorted(event_ids)
+    assert worker.process.poll() is None
 
 
 def test_no_plaintext_value_or_subject_id_on_any_topic(
@@ -59,7 +61,7 @@ def test_no_plaintext_value_or_subject_id_on_any_topic(
 ) -> None:
     worker = workers.start()
     assert run_cli(lifecycle_env, "publish", str(EXAMPLES)).returncode == 0
-    worker.wait_for_log('"event_id": "ex-0008"')
+    audit_records(broker, CODEC, 8)
 
     secrets = plaintexts(EXAMPLES)
     scanned = all_bytes_on_the_bus(broker)
@@ -72,7 +74,7 @@ def test_no_plaintext_value_or_subject_id_on_any_topic(
 def test_poison_records_are_dead_lettered_with_their_source_and_valid_ones_still_flow(
     workers: Workers, lifecycle_env: dict[str, str], broker: str
 ) -> None:
-    worker = workers.start()
+    workers.start()
     producer = Producer({"bootstrap.servers": broker})
     plain = orjson.dumps({"subject_id": "C-55555", "name": "Plain Text Person"})
     valid = run_cli(
@@ -91,7 +93,7 @@ def test_poison_records_are_dead_lettered_with_their_source_and_valid_ones_still
     run_cli(lifecycle_env, "publish", str(EXAMPLES))
 
     letters = read_topic(broker, DEAD_LETTERS, min_count=3, timeout=60)
-    worker.wait_for_log('"event_id": "ex-0008"')
+    audit_records(broker, CODEC, 8)
     assert len(letters) == 3
     for letter in letters:
         headers = dict(letter.headers())
@@ -153,8 +155,10 @@ def test_topics_are_created_with_the_contract_configs(broker: str) -> None:
     assert config["retention.ms"] == "-1"
 
 
-def test_a_worker_stops_cleanly_on_sigterm(workers: Workers, lifecycle_env: dict[str, str]) -> None:
+def test_a_worker_stops_cleanly_on_sigterm(
+    workers: Workers, lifecycle_env: dict[str, str], broker: str
+) -> None:
     worker = workers.start()
     assert run_cli(lifecycle_env, "publish", str(EXAMPLES)).returncode == 0
-    worker.wait_for_log('"event_id": "ex-0008"')
+    audit_records(broker, CODEC, 8)
     assert worker.stop(signal.SIGTERM) == 0
