@@ -69,12 +69,19 @@ def up(demo: bool) -> None:
         app = build_worker(runtime)
         from streams.revocations import RevocationListener
 
-        RevocationListener(live.kafka_client_config(), runtime.codec, runtime.keystore).start()
+        listener = RevocationListener(live.kafka_client_config(), runtime.codec, runtime.keystore)
+        listener.start()
+        demo_feed = None
         if demo:
             from lifecycle.demo import start_demo
 
-            start_demo(runtime)
-        run_worker(app)
+            demo_feed = start_demo(runtime)
+        try:
+            run_worker(app)
+        finally:  # before the embedded broker goes away
+            if demo_feed is not None:
+                demo_feed.stop()
+            listener.stop()
 
 
 @cli.command()

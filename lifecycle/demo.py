@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 
 from lifecycle.logging import get_logger
 from lifecycle.runtime import Runtime
@@ -13,12 +12,24 @@ from streams.publisher import Publisher
 log = get_logger(__name__)
 
 
-def start_demo(runtime: Runtime, *, every: float = 2.0, burst: int = 50) -> threading.Thread:
-    """Publish a burst of traffic every ``every`` seconds, with a refusal and an erasure now
-    and then, from a daemon thread."""
+class DemoFeed:
+    """Publishes a burst of traffic every ``every`` seconds, with refusals and an erasure now
+    and then, from a daemon thread, until :meth:`stop`."""
 
-    def feed() -> None:
-        time.sleep(3)  # let the worker join its group first
+    def __init__(self, runtime: Runtime, every: float, burst: int) -> None:
+        self._runtime, self._every, self._burst = runtime, every, burst
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._feed, name="demo-traffic", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _feed(self) -> None:
+        if self._stop.wait(3):  # let the worker join its group first
+            return
+        runtime = self._runtime
         publisher = Publisher(
             runtime.settings.kafka_client_config(),
             runtime.keystore,
@@ -27,19 +38,22 @@ def start_demo(runtime: Runtime, *, every: float = 2.0, burst: int = 50) -> thre
         )
         traffic = Traffic(subjects=500)
         rounds = 0
-        while True:
-            rounds += 1
-            events = list(traffic.events(burst))
-            if rounds % 3 == 0:
-                events += traffic.violations(rounds % 20)
-            if rounds % 5 == 0:
-                events.append(traffic.erasure(rounds % 40, f"DEMO-REQ-{rounds}"))
-            for event in events:
-                publisher.publish(event)
-            publisher.flush()
-            log.info("demo.published", events=len(events), round=rounds)
-            time.sleep(every)
+        try:
+            while not self._stop.is_set():
+                rounds += 1
+                events = list(traffic.events(self._burst))
+                if rounds % 3 == 0:
+                    events += traffic.violations(rounds % 20)
+                if rounds % 5 == 0:
+                    events.append(traffic.erasure(rounds % 40, f"DEMO-REQ-{rounds}"))
+                for event in events:
+                    publisher.publish(event)
+                publisher.flush()
+                log.info("demo.published", events=len(events), round=rounds)
+                self._stop.wait(self._every)
+        finally:
+            publisher.close()
 
-    thread = threading.Thread(target=feed, name="demo-traffic", daemon=True)
-    thread.start()
-    return thread
+
+def start_demo(runtime: Runtime, *, every: float = 2.0, burst: int = 50) -> DemoFeed:
+    return DemoFeed(runtime, every, burst)
