@@ -282,3 +282,24 @@ def test_every_running_worker_drops_the_shredded_keys_before_the_confirmation_is
         )
     with pytest.raises(KeyShreddedError):
         decrypt_value(warm, sealed[0], ref, sealed[1])
+
+
+def test_a_newer_collection_rectifies_the_value_the_report_shows(
+    pipeline: dict[str, str], broker: str
+) -> None:
+    corrected = event(
+        "collected",
+        "e50",
+        45,
+        "customer_service",
+        channel="telephone",
+        purposes=["billing"],
+        data={"address": "99 Corrected Road, Arima"},
+    )
+    assert run_cli(pipeline, "publish", "-", stdin=lines([corrected])).returncode == 0
+    audit_records(broker, CODEC, len(HISTORY) + 1)
+    report = json.loads(run_cli(pipeline, "subject", "report", SUBJECT, "--json").stdout)
+    held = {h["category"]: h for h in report["held"]}
+    assert held["address"]["value"] == "99 Corrected Road, Arima"
+    assert held["address"]["channel"] == "telephone"
+    assert held["name"]["value"] == PERSONAL["name"]
