@@ -58,15 +58,20 @@ def bus(settings: Settings, *, start_embedded: bool = False) -> Iterator[Setting
 @click.option("--demo", is_flag=True, help="feed sample billing and outage traffic")
 def up(demo: bool) -> None:
     """Run the pipeline (embedded broker unless KAFKA_BOOTSTRAP is set)."""
+    from lifecycle.observability import Health, Metrics, start_metrics_server
     from processors.worker import build_worker, run_worker
     from streams.topics import apply_topics
 
     settings = load_settings()
+    health = Health()
+    metrics = Metrics(health=health)
+    server = start_metrics_server(metrics, health)
+    click.echo(f"metrics and health on {server.url}", err=True)
     with bus(settings, start_embedded=True) as live:
         runtime = Runtime(live).open()
         replication = int(os.environ.get("LIFECYCLE_REPLICATION", "1"))
         apply_topics(live.kafka_client_config(), live.topic_partitions, replication)
-        app = build_worker(runtime)
+        app = build_worker(runtime, metrics=metrics, health=health)
         from streams.revocations import RevocationListener
 
         listener = RevocationListener(live.kafka_client_config(), runtime.codec, runtime.keystore)
@@ -77,7 +82,7 @@ def up(demo: bool) -> None:
 
             demo_feed = start_demo(runtime)
         try:
-            run_worker(app)
+            run_worker(app, health=health)
         finally:  # before the embedded broker goes away
             if demo_feed is not None:
                 demo_feed.stop()

@@ -27,6 +27,7 @@ import faust
 import orjson
 
 from lifecycle.logging import get_logger
+from lifecycle.observability import Metrics
 from lifecycle.runtime import Runtime
 from processors.intake import Decoded
 from processors.rules import (
@@ -119,7 +120,8 @@ def decision_record(
 class DecisionStage:
     """Decides batches of decoded events (see module docstring)."""
 
-    def __init__(self, app: faust.App, runtime: Runtime) -> None:
+    def __init__(self, app: faust.App, runtime: Runtime, metrics: Metrics) -> None:
+        self._metrics = metrics
         self._runtime = runtime
         self._codec = runtime.codec
         self._book = runtime.policy
@@ -155,6 +157,12 @@ class DecisionStage:
                 if entry is None:
                     entry = entries[ref] = Entry.load(self.table.get(ref.encode()))
                 record = await self._decide_one(item, entry, held, pending)
+                if record["kind"] == "deletion_requested":
+                    self._metrics.erasure_decided(
+                        (record["erasure"] or {}).get("status", "refused"),
+                        item.record["published_at"],
+                        record["decided_at"],
+                    )
                 pending.append(await self._emit(record))
             self._vault.hold(list(held.values()))
             for ref, entry in entries.items():
@@ -206,6 +214,7 @@ class DecisionStage:
             )
 
     async def _emit(self, record: dict[str, Any]) -> Any:
+        self._metrics.decided(record["decision"], record["reason_code"])
         key = record["subject_ref"].encode()
         if record["decision"] == "deny":
             await self._violations.send(
@@ -307,6 +316,7 @@ class DecisionStage:
                 if not due:
                     continue
                 shredded = await self.shred(ref, due, "retention_expired")
+                self._metrics.retention_shredded(len(due))
                 entry.state = mark_erased(entry.state, due, "retention_expired", as_of)
                 self.table[key] = entry.dump()
                 if shredded:

@@ -19,6 +19,7 @@ from typing import Any
 import faust
 
 from lifecycle.logging import get_logger
+from lifecycle.observability import Metrics
 from processors.deadletters import dead_letter
 from streams.codec import Codec
 from streams.exceptions import DecodeError
@@ -53,7 +54,7 @@ def fail_loudly(what: str, exc: BaseException) -> None:
 
 
 def register_intake(
-    app: faust.App, codec: Codec, keystore: KeyStore, handle: BatchHandler
+    app: faust.App, codec: Codec, keystore: KeyStore, handle: BatchHandler, metrics: Metrics
 ) -> faust.TopicT:
     source = app.topic(CUSTOMER_EVENTS, key_type=bytes, value_type=bytes)
     dlq = app.topic(DEAD_LETTERS, key_type=bytes, value_type=bytes, partitions=1)
@@ -69,6 +70,7 @@ def register_intake(
             value=message.value,
             error=error,
         )
+        metrics.dead_lettered(message.topic)
         log.warning(
             "event.dead_lettered", partition=message.partition, offset=message.offset, error=error
         )
@@ -98,6 +100,7 @@ def register_intake(
                 pending.append(await send_dead_letter(event, "record key is not its subject_ref"))
                 continue
             decoded.append(Decoded(record, message.partition, message.offset))
+            metrics.event_consumed(record["kind"])
         if decoded:
             await handle(decoded)
             log.info(

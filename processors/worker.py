@@ -1,4 +1,4 @@
-"""Assembles a worker process: the Faust app and its agents.
+"""Assembles a worker process: the Faust app, its agents, health and metrics.
 
 Every worker runs every stage (intake and decisions, retention, ledger) on the partitions the
 consumer group gives it; add workers to scale out.
@@ -6,8 +6,12 @@ consumer group gives it; add workers to scale out.
 
 from __future__ import annotations
 
+from typing import Any
+
 import faust
 
+from lifecycle.logging import get_logger
+from lifecycle.observability import Health, Metrics
 from lifecycle.runtime import Runtime
 from processors.decisions import DecisionStage
 from processors.intake import register_intake
@@ -16,22 +20,57 @@ from sinks.audit_stage import register_ledger
 from sinks.ledger import open_audit_sink
 from streams.app import create_app
 
+log = get_logger(__name__)
 
-def build_worker(runtime: Runtime) -> faust.App:
+LAG_INTERVAL = 10.0
+
+
+def build_worker(
+    runtime: Runtime, *, metrics: Metrics | None = None, health: Health | None = None
+) -> faust.App:
+    metrics = metrics or Metrics(process_collector=False)
+    health = health or Health()
     app = create_app(runtime.settings)
-    stage = DecisionStage(app, runtime)
-    register_intake(app, runtime.codec, runtime.keystore, stage.handle)
+    stage = DecisionStage(app, runtime, metrics)
+    register_intake(app, runtime.codec, runtime.keystore, stage.handle, metrics)
     register_retention(app, stage, runtime.codec)
-    register_ledger(app, runtime, open_audit_sink(runtime.settings))
+    register_ledger(app, runtime, open_audit_sink(runtime.settings), metrics)
+
+    @app.on_rebalance_complete.connect
+    async def ready(sender: Any, **_: Any) -> None:  # after table recovery, streams resume
+        health.set_ready(True)
+
+    @app.on_partitions_revoked.connect
+    async def rebalancing(sender: Any, *_: Any, **__: Any) -> None:
+        health.set_ready(False, "rebalancing")
+
+    @app.timer(LAG_INTERVAL, on_leader=False)
+    async def report_consumer_lag() -> None:
+        try:
+            consumer = app.consumer
+            partitions = consumer.assignment()
+            highs = await consumer.highwaters(*partitions) if partitions else {}
+            metrics.consumer_lag(
+                {
+                    (tp.topic, tp.partition): (consumer._committed_offset.get(tp), highs.get(tp))
+                    for tp in partitions
+                }
+            )
+        except Exception as exc:  # a metric must never stop the worker
+            log.warning("metrics.consumer_lag_failed", error=type(exc).__name__)
+
     return app
 
 
-def run_worker(app: faust.App, loglevel: str = "info") -> None:
+def run_worker(app: faust.App, *, health: Health | None = None, loglevel: str = "info") -> None:
     """Run until SIGTERM/SIGINT; leaves the consumer group cleanly."""
     from faust.worker import Worker
 
     from lifecycle.logging import stdlib_logging_config
 
-    Worker(
+    worker = Worker(
         app, loglevel=loglevel, redirect_stdouts=False, logging_config=stdlib_logging_config()
-    ).execute_from_commandline()
+    )
+    if health is not None:  # beats from the event loop itself, even during table recovery
+        health.attach(worker.loop)
+    worker.execute_from_commandline()

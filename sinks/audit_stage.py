@@ -19,6 +19,7 @@ from typing import Any
 import faust
 
 from lifecycle.logging import get_logger
+from lifecycle.observability import Metrics
 from lifecycle.runtime import Runtime
 from processors.deadletters import dead_letter
 from processors.intake import fail_loudly
@@ -54,7 +55,7 @@ def confirmation_record(entry: AuditEntry) -> dict[str, Any] | None:
     }
 
 
-def register_ledger(app: faust.App, runtime: Runtime, sink: SqlAuditSink) -> None:
+def register_ledger(app: faust.App, runtime: Runtime, sink: SqlAuditSink, metrics: Metrics) -> None:
     codec, keystore = runtime.codec, runtime.keystore
     raw = {"key_type": bytes, "value_type": bytes}
     source = app.topic(DECISIONS, **raw)
@@ -88,6 +89,7 @@ def register_ledger(app: faust.App, runtime: Runtime, sink: SqlAuditSink) -> Non
                 value=message.value,
                 error=error,
             )
+            metrics.dead_lettered(message.topic)
             log.error(
                 "decision.dead_lettered",
                 partition=message.partition,
@@ -104,6 +106,9 @@ def register_ledger(app: faust.App, runtime: Runtime, sink: SqlAuditSink) -> Non
                 sources.append(event)
             except DecodeError as exc:
                 await reject(event, str(exc))
+        metrics.ledger_batch_started(
+            len(decisions), min((d["decided_at"] for d in decisions), default=None)
+        )
         while True:
             try:
                 entries = await append(decisions)
@@ -111,6 +116,7 @@ def register_ledger(app: faust.App, runtime: Runtime, sink: SqlAuditSink) -> Non
             except InvalidDecisionError as exc:  # drop the bad one, keep the rest of the batch
                 await reject(sources.pop(exc.index), str(exc))
                 decisions.pop(exc.index)
+        metrics.ledger_batch_durable(len(entries))
         for entry in sorted(entries, key=lambda e: e.seq):
             key = entry.subject_ref.encode()
             pending.append(
