@@ -133,6 +133,34 @@ def topics_apply(partitions: int | None, replication: int | None) -> None:
         click.echo(f"{name}: {state}")
 
 
+@cli.group()
+def keys() -> None:
+    """The key store: master-key rotation."""
+
+
+@keys.command("new-master-key")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def keys_new_master_key(path: Path) -> None:
+    """Create a new master key file at PATH (mode 0600)."""
+    from streams.keys import load_master_key
+
+    if path.exists():
+        raise click.UsageError(f"{path} exists; refusing to overwrite a master key")
+    load_master_key(path)
+    click.echo(f"created {path}", err=True)
+
+
+@keys.command("rotate")
+def keys_rotate() -> None:
+    """Re-wrap every data key under LIFECYCLE_MASTER_KEY_FILE (the new key), opening those not
+    yet re-wrapped with LIFECYCLE_PREVIOUS_MASTER_KEY_FILE (the old one)."""
+    settings = load_settings()
+    if settings.previous_master_key_file is None:
+        raise click.UsageError("set LIFECYCLE_PREVIOUS_MASTER_KEY_FILE to the key being retired")
+    count = Runtime(settings).keystore.rotate_master_key()
+    click.echo(f"re-wrapped {count} keys under {settings.master_key_file}", err=True)
+
+
 def _register_subsystem_commands() -> None:
     """Commands that live beside their subsystem."""
     from lifecycle.cli_policy import policy

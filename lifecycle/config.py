@@ -36,11 +36,12 @@ class Settings:
     data_dir: Path
     db_url: str
     master_key_file: Path
+    previous_master_key_file: Path | None
     signing_key_file: Path
     policy_dir: Path
     tansu_bin: str | None
     topic_partitions: int
-    kafka_security: dict[str, str] = field(default_factory=dict)
+    kafka_security: dict[str, str] = field(default_factory=dict, repr=False)  # holds secrets
 
     @property
     def embedded(self) -> bool:
@@ -88,6 +89,11 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         data_dir=data_dir,
         db_url=db_url,
         master_key_file=master,
+        previous_master_key_file=(
+            Path(env["LIFECYCLE_PREVIOUS_MASTER_KEY_FILE"])
+            if env.get("LIFECYCLE_PREVIOUS_MASTER_KEY_FILE")
+            else None
+        ),
         signing_key_file=signing,
         policy_dir=policy_dir,
         tansu_bin=env.get("TANSU_BIN") or None,

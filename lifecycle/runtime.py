@@ -29,7 +29,9 @@ class Runtime:
 
     @cached_property
     def keystore(self) -> SqlKeyStore:
-        return open_keystore(self.engine, self.settings.master_key_file)
+        return open_keystore(
+            self.engine, self.settings.master_key_file, self.settings.previous_master_key_file
+        )
 
     @cached_property
     def codec(self) -> Codec:

@@ -16,6 +16,7 @@ from typing import Any
 import faust
 
 from lifecycle.config import Settings
+from streams.security import faust_credentials as _faust_credentials
 
 APP_ID = "lifecycle"
 
@@ -45,27 +46,3 @@ def create_app(settings: Settings, *, app_id: str | None = None, **overrides: An
         conf["broker_credentials"] = _faust_credentials(security)
     conf.update(overrides)
     return faust.App(app_id or os.environ.get("LIFECYCLE_APP_ID", APP_ID), **conf)
-
-
-def _faust_credentials(security: dict[str, str]) -> Any:
-    """Map librdkafka-style security settings onto Faust's credentials objects."""
-    import ssl
-
-    protocol = security["security.protocol"].upper()
-    context = None
-    if "SSL" in protocol:
-        context = ssl.create_default_context(cafile=security.get("ssl.ca.location"))
-        if security.get("ssl.certificate.location"):
-            context.load_cert_chain(
-                security["ssl.certificate.location"],
-                security.get("ssl.key.location"),
-                security.get("ssl.key.password"),
-            )
-    if "SASL" in protocol:
-        return faust.SASLCredentials(
-            username=security.get("sasl.username"),
-            password=security.get("sasl.password"),
-            mechanism=security.get("sasl.mechanism", "SCRAM-SHA-512"),
-            ssl_context=context,
-        )
-    return faust.SSLCredentials(context)

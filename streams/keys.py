@@ -149,8 +149,16 @@ class KeyStore(Protocol):
 class EnvelopeKeyStore(ABC):
     """Wrapping, pseudonyms and the bounded cache; subclasses store wrapped keys."""
 
-    def __init__(self, master_key: bytes, *, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+    def __init__(
+        self,
+        master_key: bytes,
+        *,
+        previous_master_keys: Sequence[bytes] = (),
+        cache_size: int = DEFAULT_CACHE_SIZE,
+    ) -> None:
         self._kek = AESGCM(master_key)
+        # During a master-key rotation, keys not yet re-wrapped still open with the old one.
+        self._keks = (self._kek, *(AESGCM(key) for key in previous_master_keys))
         self._lock = threading.RLock()
         # (subject_ref, category, version) -> DataKey ; (subject_ref, category) -> current version
         self._keys: LRUCache[tuple[str, str, int], DataKey] = LRUCache(cache_size)
@@ -196,12 +204,20 @@ class EnvelopeKeyStore(ABC):
         return nonce + self._kek.encrypt(nonce, key, label.encode())
 
     def _unwrap(self, wrapped: bytes, label: str) -> bytes:
+        for kek in self._keks:
+            try:
+                return kek.decrypt(wrapped[:_NONCE_LEN], wrapped[_NONCE_LEN:], label.encode())
+            except InvalidTag:
+                continue
+        raise WrongMasterKeyError(f"a data key ({label}) does not open with this master key")
+
+    def _rewrap(self, wrapped: bytes, label: str) -> bytes | None:
+        """``wrapped`` under the current master key; None when it already is."""
         try:
-            return self._kek.decrypt(wrapped[:_NONCE_LEN], wrapped[_NONCE_LEN:], label.encode())
-        except InvalidTag as exc:
-            raise WrongMasterKeyError(
-                f"a data key ({label}) does not open with this master key"
-            ) from exc
+            self._kek.decrypt(wrapped[:_NONCE_LEN], wrapped[_NONCE_LEN:], label.encode())
+            return None
+        except InvalidTag:
+            return self._wrap(self._unwrap(wrapped, label), label)
 
     def _open(self) -> bytes:
         check = self._put_meta_if_absent("kek_check", self._wrap(_KEK_CHECK_PLAINTEXT, "kek_check"))
@@ -343,7 +359,7 @@ class EnvelopeKeyStore(ABC):
 class MemoryKeyStore(EnvelopeKeyStore):
     """Keys in a dict: for unit tests of pure logic, never for data that must survive."""
 
-    def __init__(self, master_key: bytes | None = None, **kwargs: int) -> None:
+    def __init__(self, master_key: bytes | None = None, **kwargs: Any) -> None:
         self._meta: dict[str, bytes] = {}
         self._rows: dict[tuple[str, str, int], list[object]] = {}
         super().__init__(master_key or AESGCM.generate_key(256), **kwargs)
@@ -418,7 +434,7 @@ data_keys = Table(
 class SqlKeyStore(EnvelopeKeyStore):
     """Keys in a SQLAlchemy database (SQLite file by default, PostgreSQL in production)."""
 
-    def __init__(self, engine: Engine, master_key: bytes, **kwargs: int) -> None:
+    def __init__(self, engine: Engine, master_key: bytes, **kwargs: Any) -> None:
         self._engine = engine
         try:
             create_tables(engine, metadata)
@@ -540,7 +556,73 @@ class SqlKeyStore(EnvelopeKeyStore):
             ).all()
         return [KeyRecord(*row) for row in rows]
 
+    def rotate_master_key(self, batch: int = 1_000) -> int:
+        """Re-wrap every live data key (and the store's own keys) under the current master key;
+        how many were re-wrapped. Safe to run while workers run, and to run again: processes
+        that hold both keys (current and previous) open either wrapping meanwhile."""
+        rewrapped = 0
+        with self._engine.begin() as conn:
+            for name, value in conn.execute(
+                select(keystore_meta.c.name, keystore_meta.c.value)
+            ).all():
+                new = self._rewrap(value, name)
+                if new is not None:
+                    conn.execute(
+                        update(keystore_meta).where(keystore_meta.c.name == name).values(value=new)
+                    )
+                    rewrapped += 1
+        last: tuple[str, str, int] = ("", "", 0)
+        live = data_keys.c.wrapped_key.is_not(None)
+        while True:
+            with self._engine.begin() as conn:
+                rows = conn.execute(
+                    select(
+                        data_keys.c.subject_ref,
+                        data_keys.c.category,
+                        data_keys.c.version,
+                        data_keys.c.wrapped_key,
+                    )
+                    .where(
+                        live,
+                        tuple_(data_keys.c.subject_ref, data_keys.c.category, data_keys.c.version)
+                        > last,
+                    )
+                    .order_by(data_keys.c.subject_ref, data_keys.c.category, data_keys.c.version)
+                    .limit(batch)
+                ).all()
+                for ref, category, version, wrapped in rows:
+                    new = self._rewrap(wrapped, self._label(ref, category, version))
+                    if new is None:
+                        continue
+                    conn.execute(
+                        update(data_keys)
+                        .where(
+                            data_keys.c.subject_ref == ref,
+                            data_keys.c.category == category,
+                            data_keys.c.version == version,
+                            live,
+                        )
+                        .values(wrapped_key=new)
+                    )
+                    rewrapped += 1
+            if len(rows) < batch:
+                return rewrapped
+            last = (rows[-1][0], rows[-1][1], rows[-1][2])
 
-def open_keystore(engine: Engine, master_key_file: Path, **kwargs: int) -> SqlKeyStore:
-    """The configured key store: master key from its file (created when absent)."""
-    return SqlKeyStore(engine, load_master_key(master_key_file), **kwargs)
+
+def open_keystore(
+    engine: Engine,
+    master_key_file: Path,
+    previous_master_key_file: Path | None = None,
+    **kwargs: Any,
+) -> SqlKeyStore:
+    """The configured key store: master key from its file (created when absent), and during a
+    rotation the previous one (never created)."""
+    previous = (
+        [load_master_key(previous_master_key_file, create=False)]
+        if previous_master_key_file is not None
+        else []
+    )
+    return SqlKeyStore(
+        engine, load_master_key(master_key_file), previous_master_keys=previous, **kwargs
+    )

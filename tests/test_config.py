@@ -1,0 +1,33 @@
+"""Configuration from the environment."""
+
+from __future__ import annotations
+
+import pytest
+
+from lifecycle.config import load_settings
+from lifecycle.errors import ConfigurationError
+
+
+def test_broker_security_settings_are_read_and_secrets_never_appear_in_the_repr() -> None:
+    settings = load_settings(
+        {
+            "KAFKA_BOOTSTRAP": "kafka-1:9093",
+            "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "KAFKA_SASL_USERNAME": "lifecycle",
+            "KAFKA_SASL_PASSWORD": "TOPSECRET-pw",
+        }
+    )
+    config = settings.kafka_client_config()
+    assert config["security.protocol"] == "SASL_SSL" and config["sasl.password"] == "TOPSECRET-pw"
+    assert "TOPSECRET" not in repr(settings) and "TOPSECRET" not in str(settings)
+
+
+def test_a_bad_partition_count_is_named() -> None:
+    with pytest.raises(ConfigurationError, match="LIFECYCLE_PARTITIONS"):
+        load_settings({"LIFECYCLE_PARTITIONS": "four"})
+
+
+def test_without_a_bootstrap_the_embedded_broker_is_the_default() -> None:
+    settings = load_settings({})
+    assert settings.embedded and settings.previous_master_key_file is None
