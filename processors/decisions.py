@@ -44,12 +44,13 @@ from sinks.vault import HeldValue, Vault
 from streams.exceptions import KeyStoreError
 from streams.keys import IDENTITY_CATEGORY
 from streams.revocations import revocation_record
-from streams.topics import DECISIONS, KEY_REVOCATIONS, VIOLATIONS
+from streams.topics import CUSTOMER_EVENTS, DECISIONS, KEY_REVOCATIONS, VIOLATIONS
 
 log = get_logger(__name__)
 
-RECENT = 64
-"""Decisions remembered per subject for redelivered events."""
+RECENT = 16
+"""At most this many decisions are remembered per subject for redelivered events; those whose
+offset the group has committed are dropped first (they cannot be redelivered)."""
 
 SUBJECTS_TABLE = "subjects"
 RETRY_FIRST, RETRY_MAX = 0.2, 5.0
@@ -57,7 +58,8 @@ RETRY_FIRST, RETRY_MAX = 0.2, 5.0
 
 @dataclass(slots=True)
 class Entry:
-    """A subject's table entry: its state plus its most recent decisions."""
+    """A subject's table entry: its state plus the decisions of its events that may still be
+    redelivered (event_id -> verdict, decided_at in ms, source offset, erasure)."""
 
     state: SubjectState
     recent: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -69,8 +71,37 @@ class Entry:
         data = orjson.loads(raw)
         return cls(SubjectState.from_dict(data["state"]), dict(data.get("recent", {})))
 
-    def dump(self) -> bytes:
+    def remember(self, record: dict[str, Any]) -> None:
+        self.recent[record["event_id"]] = {
+            "d": record["decision"],
+            "r": record["reason_code"],
+            "u": record["rule"],
+            "v": record["policy_version"],
+            "o": record["source_offset"],
+            "t": int(record["decided_at"].timestamp() * 1000),
+            "e": record["erasure"],
+        }
+
+    def recall(self, event: dict[str, Any], partition: int) -> dict[str, Any] | None:
+        """The decision an event got before (None: never decided)."""
+        seen = self.recent.get(event["event_id"])
+        if seen is None:
+            return None
+        verdict = Verdict(seen["d"], seen["r"], seen["u"], seen["v"], ())
+        decided_at = datetime.fromtimestamp(seen["t"] / 1000, UTC)
+        return decision_record(
+            event,
+            verdict,
+            partition=partition,
+            offset=seen["o"],
+            erasure=seen["e"],
+            decided_at=decided_at,
+        )
+
+    def dump(self, committed: int | None = None) -> bytes:
         recent = self.recent
+        if committed is not None:
+            recent = {e: seen for e, seen in recent.items() if seen["o"] >= committed}
         if len(recent) > RECENT:
             recent = dict(list(recent.items())[-RECENT:])
         return orjson.dumps({"state": self.state.to_dict(), "recent": recent})
@@ -121,6 +152,7 @@ class DecisionStage:
     """Decides batches of decoded events (see module docstring)."""
 
     def __init__(self, app: faust.App, runtime: Runtime, metrics: Metrics) -> None:
+        self._app = app
         self._metrics = metrics
         self._runtime = runtime
         self._codec = runtime.codec
@@ -148,6 +180,7 @@ class DecisionStage:
     async def handle(self, batch: Sequence[Decoded]) -> None:
         async with self.lock:
             entries: dict[str, Entry] = {}
+            partition_of: dict[str, int] = {}
             held: dict[tuple[str, str], HeldValue] = {}
             pending: list[Any] = []
             for item in batch:
@@ -156,6 +189,7 @@ class DecisionStage:
                 entry = entries.get(ref)
                 if entry is None:
                     entry = entries[ref] = Entry.load(self.table.get(ref.encode()))
+                    partition_of[ref] = item.partition
                 record = await self._decide_one(item, entry, held, pending)
                 if record["kind"] == "deletion_requested":
                     self._metrics.erasure_decided(
@@ -165,9 +199,23 @@ class DecisionStage:
                     )
                 pending.append(await self._emit(record))
             self._vault.hold(list(held.values()))
+            committed = self._committed_offsets()
             for ref, entry in entries.items():
-                self.table[ref.encode()] = entry.dump()
+                self.table[ref.encode()] = entry.dump(committed.get(partition_of[ref]))
             await asyncio.gather(*pending)
+
+    def _committed_offsets(self) -> dict[int, int]:
+        """customer.events partition -> offset the group has committed (what a restart
+        resumes from: decisions of events before it can never be needed again)."""
+        try:
+            offsets = self._app.consumer._committed_offset
+        except Exception:  # no consumer yet (or Faust changed): keep everything, bounded
+            return {}
+        return {
+            tp.partition: offset
+            for tp, offset in offsets.items()
+            if tp.topic == CUSTOMER_EVENTS and offset is not None
+        }
 
     async def _decide_one(
         self,
@@ -177,9 +225,9 @@ class DecisionStage:
         pending: list[Any],
     ) -> dict[str, Any]:
         event = item.record
-        seen = entry.recent.get(event["event_id"])
-        if seen is not None:  # processed before a crash: same decision again
-            return self._codec.decode("lifecycle.Decision", bytes.fromhex(seen["record"]))
+        seen = entry.recall(event, item.partition)
+        if seen is not None:  # processed before a crash: the same decision again
+            return seen
         verdict = decide(event, entry.state, self._book)
         erasure = None
         if event["kind"] == "deletion_requested" and verdict.decision == "allow":
@@ -191,9 +239,7 @@ class DecisionStage:
         record = decision_record(
             event, verdict, partition=item.partition, offset=item.offset, erasure=erasure
         )
-        entry.recent[event["event_id"]] = {
-            "record": self._codec.encode("lifecycle.Decision", record, DECISIONS).hex()
-        }
+        entry.remember(record)
         return record
 
     def _hold(self, event: dict[str, Any], held: dict[tuple[str, str], HeldValue]) -> None:
