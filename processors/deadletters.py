@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
+from lifecycle.logging import get_logger
+from lifecycle.observability import Metrics
 from streams.envelope import encrypt_value
 from streams.keys import KeyStore
+from streams.topics import DEAD_LETTERS
+
+log = get_logger(__name__)
 
 QUARANTINE_SUBJECT = "quarantine"
 QUARANTINE_CATEGORY = "dead_letter"
@@ -53,3 +59,34 @@ def dead_letter(
         ("lifecycle.quarantine.key_version", str(sealed["key_version"]).encode()),
     ]
     return DeadLetter(sealed["nonce"] + sealed["ciphertext"], headers)
+
+
+class DeadLetterQueue:
+    """Sends records a stage cannot use to ``customer.events.dlq`` (see :func:`dead_letter`)."""
+
+    def __init__(self, app: Any, keystore: KeyStore, metrics: Metrics) -> None:
+        self._topic = app.topic(DEAD_LETTERS, key_type=bytes, value_type=bytes, partitions=1)
+        self._keystore = keystore
+        self._metrics = metrics
+
+    async def send(self, event: Any, error: str) -> Any:
+        """Dead-letter a Faust event; the delivery future (await it before acknowledging)."""
+        message = event.message
+        letter = dead_letter(
+            self._keystore,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value,
+            error=error,
+        )
+        self._metrics.dead_lettered(message.topic)
+        log.warning(
+            "record.dead_lettered",
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            error=error,
+        )
+        return await self._topic.send(value=letter.value, headers=letter.headers)

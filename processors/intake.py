@@ -20,11 +20,11 @@ import faust
 
 from lifecycle.logging import get_logger
 from lifecycle.observability import Metrics
-from processors.deadletters import dead_letter
+from processors.deadletters import DeadLetterQueue
 from streams.codec import Codec
 from streams.exceptions import DecodeError
 from streams.keys import KeyStore
-from streams.topics import CUSTOMER_EVENTS, DEAD_LETTERS
+from streams.topics import CUSTOMER_EVENTS
 
 log = get_logger(__name__)
 
@@ -57,24 +57,7 @@ def register_intake(
     app: faust.App, codec: Codec, keystore: KeyStore, handle: BatchHandler, metrics: Metrics
 ) -> faust.TopicT:
     source = app.topic(CUSTOMER_EVENTS, key_type=bytes, value_type=bytes)
-    dlq = app.topic(DEAD_LETTERS, key_type=bytes, value_type=bytes, partitions=1)
-
-    async def send_dead_letter(event: faust.EventT, error: str) -> Any:
-        message = event.message
-        letter = dead_letter(
-            keystore,
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=message.key,
-            value=message.value,
-            error=error,
-        )
-        metrics.dead_lettered(message.topic)
-        log.warning(
-            "event.dead_lettered", partition=message.partition, offset=message.offset, error=error
-        )
-        return await dlq.send(value=letter.value, headers=letter.headers)
+    dlq = DeadLetterQueue(app, keystore, metrics)
 
     @app.agent(source, name="lifecycle.intake")
     async def intake(stream: faust.StreamT) -> None:
@@ -94,10 +77,10 @@ def register_intake(
                     "lifecycle.CustomerEvent", message.value or b"", message.topic
                 )
             except DecodeError as exc:
-                pending.append(await send_dead_letter(event, str(exc)))
+                pending.append(await dlq.send(event, str(exc)))
                 continue
             if (message.key or b"") != record["subject_ref"].encode():
-                pending.append(await send_dead_letter(event, "record key is not its subject_ref"))
+                pending.append(await dlq.send(event, "record key is not its subject_ref"))
                 continue
             decoded.append(Decoded(record, message.partition, message.offset))
             metrics.event_consumed(record["kind"])

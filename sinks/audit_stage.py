@@ -21,13 +21,13 @@ import faust
 from lifecycle.logging import get_logger
 from lifecycle.observability import Metrics
 from lifecycle.runtime import Runtime
-from processors.deadletters import dead_letter
+from processors.deadletters import DeadLetterQueue
 from processors.intake import fail_loudly
 from sinks.chain import AuditEntry
 from sinks.exceptions import InvalidDecisionError, LedgerUnavailableError
 from sinks.ledger import SqlAuditSink
 from streams.exceptions import DecodeError
-from streams.topics import AUDIT, CONFIRMATIONS, DEAD_LETTERS, DECISIONS
+from streams.topics import AUDIT, CONFIRMATIONS, DECISIONS
 
 log = get_logger(__name__)
 
@@ -61,7 +61,7 @@ def register_ledger(app: faust.App, runtime: Runtime, sink: SqlAuditSink, metric
     source = app.topic(DECISIONS, **raw)
     audit = app.topic(AUDIT, partitions=1, **raw)
     confirmations = app.topic(CONFIRMATIONS, partitions=1, **raw)
-    dlq = app.topic(DEAD_LETTERS, partitions=1, **raw)
+    dlq = DeadLetterQueue(app, keystore, metrics)
 
     async def append(decisions: list[dict[str, Any]]) -> list[AuditEntry]:
         delay = RETRY_FIRST
@@ -79,24 +79,7 @@ def register_ledger(app: faust.App, runtime: Runtime, sink: SqlAuditSink, metric
         pending: list[Any] = []
 
         async def reject(event: faust.EventT, error: str) -> None:
-            message = event.message
-            letter = dead_letter(
-                keystore,
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-                key=message.key,
-                value=message.value,
-                error=error,
-            )
-            metrics.dead_lettered(message.topic)
-            log.error(
-                "decision.dead_lettered",
-                partition=message.partition,
-                offset=message.offset,
-                error=error,
-            )
-            pending.append(await dlq.send(value=letter.value, headers=letter.headers))
+            pending.append(await dlq.send(event, error))
 
         for event in events:
             try:
