@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 
 from sinks.ledger import iter_records
 from sinks.vault import Vault
-from streams.envelope import SHREDDED, reveal
+from streams.envelope import reveal
 from streams.keys import IDENTITY_CATEGORY, KeyStore
 
 DISCLOSING_ROLE = "privacy_officer"
@@ -151,8 +151,4 @@ def subject_report(
                     key.category, key.shred_reason or "shredded", key.shredded_at.isoformat()
                 )
             )
-    held = {item.category for item in report.held}
-    for item in report.held:
-        if item.value == SHREDDED:
-            held.discard(item.category)
     return report
