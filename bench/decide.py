@@ -1,0 +1,136 @@
+"""decide: a worker consuming ``customer.events`` and publishing one decision per event on
+``privacy.decisions`` (intake batches, decoding, every policy check, the per-subject table and
+its changelog, vault copies of collected values): the decision stage of ``lifecycle up``
+without the ledger stage (measured apart, see ``ledger``).
+
+Baseline: a bare Faust agent on the same app settings and broker, in the same run, that sends
+every record it reads to another topic (``async for key, value in stream.items(): await
+out.send(...)``): Faust's own per-event cost. Both run as separate processes over the same
+records (published once through the real publisher), first one worker, then one worker per
+core (two in one group). The clock starts when the group is settled and the records are
+produced all at once; the rate is taken from the output records' broker timestamps between
+their 10th and 90th percentile (no start-up, no last partial batch).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.base import Row, Scale, Target
+from bench.environment import (
+    PARTITIONS,
+    BenchEnv,
+    Child,
+    children,
+    create_topic,
+    produce_all,
+    raw_producer,
+    read_records,
+    steady_rate,
+)
+from bench.roles import PASSTHROUGH_TOPIC
+from bench.workload import traffic_lines
+from lifecycle.runtime import Runtime
+from streams.publisher import Publisher
+from streams.topics import CUSTOMER_EVENTS, DECISIONS
+
+NAME = "decide"
+Record = tuple[bytes, bytes, int]
+
+
+def run(env: BenchEnv, scale: Scale, settings: tuple[str, ...] = ()) -> list[Row]:
+    data = env.folder(NAME)
+    records = encoded_events(env, data, scale.pick(60_000, 1_500), scale.pick(10_000, 300))
+    measured: dict[tuple[str, int], dict[str, float]] = {}
+    for workers in (1, 2):
+        for mode in ("passthrough", "decide"):
+            measured[(mode, workers)] = measure(env, data, mode, workers, records, settings)
+    one, bare_one = measured[("decide", 1)], measured[("passthrough", 1)]
+    two, bare_two = measured[("decide", 2)], measured[("passthrough", 2)]
+    notes = {"events": len(records), "partitions": PARTITIONS}
+    return [
+        Row(
+            NAME,
+            "consume -> decision published, 1 worker",
+            "events/s",
+            one["rate"],
+            bare_one["rate"],
+            "bare Faust pass-through agent, 1 worker",
+            Target("ratio_at_least", 0.7),
+            {**notes, "cpu_us_per_event": one["cpu_us"], "bare_cpu_us": bare_one["cpu_us"]},
+        ),
+        Row(
+            NAME,
+            "consume -> decision published, 2 workers (1 per core)",
+            "events/s",
+            two["rate"],
+            bare_two["rate"],
+            "bare Faust pass-through agent, 2 workers",
+            Target("at_least", 10_000),
+            {**notes, "cpu_us_per_event": two["cpu_us"], "bare_cpu_us": bare_two["cpu_us"]},
+        ),
+    ]
+
+
+def encoded_events(env: BenchEnv, data: Path, count: int, subjects: int) -> list[Record]:
+    """Traffic published once through the real publisher: (key, value, partition) records."""
+    with env.broker(f"{NAME}-source") as bootstrap:
+        settings = env.settings(bootstrap, data)
+        runtime = Runtime(settings).open()
+        publisher = Publisher(
+            settings.kafka_client_config(),
+            runtime.keystore,
+            runtime.codec,
+            runtime.policy.vocabulary(),
+            listen_for_revocations=False,
+        )
+        try:
+            publisher.publish_lines(traffic_lines(count, subjects))
+        finally:
+            publisher.close()
+        del publisher
+        published = read_records(bootstrap, CUSTOMER_EVENTS, count)
+        return [(m.key(), m.value(), m.partition()) for m in published]
+
+
+def settled(workers: list[Child]) -> bool:
+    """Every worker's latest assignment is known and together they hold each partition once."""
+    latest = []
+    for worker in workers:
+        ready = [line.split("READY ", 1)[1] for line in worker.lines if "READY " in line]
+        if not ready:  # (Faust may put a terminal control sequence before the word)
+            return False
+        latest.append(json.loads(ready[-1])["assigned"])
+    held = [p for assigned in latest for p in assigned]
+    return all(latest) and sorted(held) == list(range(PARTITIONS))
+
+
+def measure(
+    env: BenchEnv,
+    data: Path,
+    mode: str,
+    workers: int,
+    records: list[Record],
+    settings: tuple[str, ...] = (),
+) -> dict[str, float]:
+    """Rate (events/s) and worker CPU (microseconds an event) of ``workers`` workers."""
+    label = f"{NAME}-{mode}-{workers}"
+    out_topic = PASSTHROUGH_TOPIC if mode == "passthrough" else DECISIONS
+    with env.broker(label) as bootstrap, children() as started:
+        if mode == "passthrough":
+            create_topic(bootstrap, PASSTHROUGH_TOPIC, PARTITIONS)
+        process_env = env.process_env(bootstrap, data)
+        extra = [arg for setting in settings for arg in ("--setting", setting)]
+        for n in range(workers):
+            log = env.folder("logs") / f"{label}-{n}.log"
+            started.append(Child(["worker", "--mode", mode, *extra], process_env, log))
+        for child in started:
+            child.wait_for(lambda _lines: settled(started), 120, f"{label}: group settled")
+        cpu_before = sum(child.cpu_seconds() for child in started)
+        produce_all(raw_producer(bootstrap), CUSTOMER_EVENTS, records)
+        stamps = read_records(
+            bootstrap, out_topic, len(records), timeout=60 + len(records) / 500, values=False
+        )
+        cpu = sum(child.cpu_seconds() for child in started) - cpu_before
+    return {"rate": steady_rate(stamps), "cpu_us": round(cpu / len(records) * 1e6, 1)}

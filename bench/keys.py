@@ -1,0 +1,201 @@
+"""keys: the key store at 1,000,000 subjects x 3 personal categories (SQLite, the default).
+
+Measured in a fresh helper process (``bench.roles keys``), as a publisher uses the store:
+
+* data-key lookup on a cache miss (``encryption_keys`` for one pair no process has asked for):
+  p99; baseline: the same row read with a plain primary-key ``SELECT`` through the driver.
+* cache hit ratio under Zipf traffic (subjects drawn with the traffic's skew, a category
+  each, in the publisher's chunks, the cache warmed by the first half of the lookups and
+  measured over the second); baseline: the best any cache could do on the same lookups (1 -
+  first-time lookups).
+* resident memory of the process with the cache full (the cache's default size; the memory
+  an entry takes is measured over the entries the run filled, and scaled to that size: a
+  short run does not fill it); baseline: the same process with the store open, cache empty.
+
+The populated store is kept in ``bench/results/cache/`` (it takes a while to write) and reused
+by later runs of the same size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from bench.base import Row, Scale, Target
+from bench.environment import REPO, BenchEnv, percentile, process_rss_mb
+from bench.workload import Zipf
+from lifecycle.db import make_engine
+from streams.keys import SqlKeyStore, load_master_key
+
+NAME = "keys"
+CATEGORIES = ("name", "email", "address")
+CACHE = Path(__file__).resolve().parent / "results" / "cache"
+CHUNK = 2_000  # lookups per encryption_keys call, as the publisher's chunks
+MISS_BUDGET = 20.0  # seconds of miss probes at most
+
+
+def run(env: BenchEnv, scale: Scale) -> list[Row]:
+    subjects = scale.pick(1_000_000, 5_000)
+    folder = populated_store(subjects, CACHE if not scale.tiny else env.folder(NAME))
+    command = [
+        sys.executable, "-m", "bench.roles", "keys",
+        "--db", str(folder / "lifecycle.sqlite"),
+        "--master-key", str(folder / "master.key"),
+        "--subjects", str(subjects),
+        "--lookups", str(scale.pick(200_000, 20_000)),
+        "--misses", str(scale.pick(500, 50)),
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, cwd=REPO, capture_output=True, check=False, timeout=900,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    results = [line for line in done.stdout.decode().splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not results:
+        raise RuntimeError(f"keys probe failed ({done.returncode}): {done.stderr.decode()[-3000:]}")
+    found: dict[str, Any] = json.loads(results[-1][7:])
+    scope = f"{subjects:,} subjects x {len(CATEGORIES)}"
+    return [
+        Row(
+            NAME,
+            f"data-key lookup on a cache miss, p99 ({scope})",
+            "ms",
+            found["miss_p99_ms"],
+            found["select_p99_ms"],
+            "plain primary-key SELECT of the same row, p99",
+            Target("at_most", 1.0),
+            {k: found[k] for k in ("miss_p50_ms", "miss_probes", "select_p50_ms")},
+        ),
+        Row(
+            NAME,
+            "cache hit ratio under Zipf traffic",
+            "%",
+            found["hit_ratio"] * 100,
+            found["best_ratio"] * 100,
+            "best any cache could do (1 - first-time lookups)",
+            Target("at_least", 99.0),
+            {k: found[k] for k in ("lookups_measured", "cache_entries", "cache_size")},
+        ),
+        Row(
+            NAME,
+            "process RSS with the key cache full",
+            "MB",
+            found["rss_full_mb"],
+            found["rss_open_mb"],
+            "the same process with the store open, cache empty",
+            Target("at_most", 500),
+            {k: found[k] for k in ("rss_mb", "cache_entries", "cache_size", "bytes_per_entry")},
+        ),
+    ]
+
+
+def populated_store(subjects: int, parent: Path) -> Path:
+    """A SQLite key store holding a live key for every subject and category (made once)."""
+    folder = parent / f"keys-{subjects}"
+    done = folder / "complete"
+    if done.exists():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("lifecycle.sqlite*"):
+        stale.unlink()
+    master = load_master_key(folder / "master.key")
+    engine = make_engine(f"sqlite:///{folder / 'lifecycle.sqlite'}")
+    store = SqlKeyStore(engine, master, cache_size=1)
+    # Written straight in, wrapped by the store itself: creating 3,000,000 keys through
+    # encryption_keys() would take many minutes (each call first looks the pairs up).
+    refs = sorted(store.subject_ref(subject_id(i)) for i in range(subjects))
+    step = 50_000
+    for start in range(0, len(refs), step):
+        rows = [
+            (
+                ref,
+                category,
+                1,
+                store._wrap(AESGCM.generate_key(256), store._label(ref, category, 1)),
+            )
+            for ref in refs[start : start + step]
+            for category in CATEGORIES
+        ]
+        store._insert_keys(rows)
+    engine.dispose()
+    done.write_text(f"{subjects * len(CATEGORIES)} keys\n")
+    return folder
+
+
+def subject_id(index: int) -> str:
+    return f"C-{100000 + index}"
+
+
+def probe(args: argparse.Namespace) -> dict[str, Any]:
+    """The measurements, in the helper process (see the module docstring)."""
+    store = SqlKeyStore(
+        make_engine(f"sqlite:///{args.db}"), load_master_key(Path(args.master_key), create=False)
+    )
+    rss_open = process_rss_mb()
+    zipf, rng = Zipf(args.subjects), random.Random(17)
+    seen = bytearray(args.subjects * len(CATEGORIES))
+    half = args.lookups // 2
+    hits = misses = first_time = 0
+    for start in range(0, args.lookups, CHUNK):
+        pairs, fresh = [], 0
+        for _ in range(min(CHUNK, args.lookups - start)):
+            index, category = zipf.draw(), rng.randrange(len(CATEGORIES))
+            slot = index * len(CATEGORIES) + category
+            fresh += seen[slot] == 0
+            seen[slot] = 1
+            pairs.append((store.subject_ref(subject_id(index)), CATEGORIES[category]))
+        hits_before, misses_before = store.cache_hits, store.cache_misses
+        store.encryption_keys(pairs)
+        if start >= half:
+            hits += store.cache_hits - hits_before
+            misses += store.cache_misses - misses_before
+            first_time += fresh
+    measured = hits + misses
+    unseen = [slot for slot in rng.sample(range(len(seen)), 20 * args.misses) if not seen[slot]]
+    miss_times: list[float] = []
+    select_times: list[float] = []
+    plain = sqlite3.connect(args.db)
+    deadline = time.monotonic() + MISS_BUDGET
+    for slot in unseen[: args.misses]:
+        if time.monotonic() > deadline:
+            break
+        ref = store.subject_ref(subject_id(slot // len(CATEGORIES)))
+        category = CATEGORIES[slot % len(CATEGORIES)]
+        began = time.perf_counter()
+        plain.execute(
+            "SELECT version, wrapped_key FROM data_keys WHERE subject_ref = ? AND category = ?",
+            (ref, category),
+        ).fetchall()
+        select_times.append(time.perf_counter() - began)
+        began = time.perf_counter()
+        store.encryption_keys([(ref, category)])
+        miss_times.append(time.perf_counter() - began)
+    plain.close()
+    rss = process_rss_mb()
+    entries = len(store._keys)
+    per_entry = (rss - rss_open) / max(entries, 1)  # MiB an entry, measured
+    return {
+        "miss_p99_ms": percentile(miss_times, 0.99) * 1000,
+        "miss_p50_ms": percentile(miss_times, 0.5) * 1000,
+        "miss_probes": len(miss_times),
+        "select_p99_ms": percentile(select_times, 0.99) * 1000,
+        "select_p50_ms": percentile(select_times, 0.5) * 1000,
+        "hit_ratio": hits / measured,
+        "best_ratio": 1 - first_time / measured,
+        "lookups_measured": measured,
+        "cache_entries": len(store._keys),
+        "cache_size": store._keys.maxsize,
+        "rss_mb": rss,
+        "rss_open_mb": rss_open,
+        "rss_full_mb": rss_open + per_entry * store._keys.maxsize,
+        "bytes_per_entry": round(per_entry * 1024 * 1024),
+    }

@@ -1,0 +1,105 @@
+"""replay: ``lifecycle audit replay --from-beginning`` (``sinks.replay.replay``) over
+``privacy.audit``: every record decoded, re-hashed and linked by ``ChainFollower``, and written
+out as a JSON line (to nowhere here), until the end of the topic.
+
+Baseline: a plain confluent-kafka consumer reading the same records (the same poll loop,
+nothing done with them), in the same run. Rounds alternate, medians count. The records are the
+ledger the ``ledger`` benchmark wrote (else one written here), published as the ledger stage
+publishes them.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from bench import ledger, verify
+from bench.base import Row, Scale, Target
+from bench.environment import BenchEnv, produce_all, raw_producer
+from lifecycle.db import make_engine
+from sinks.ledger import iter_records
+from sinks.replay import replay
+from streams.codec import SingleObjectCodec
+from streams.topics import AUDIT
+
+NAME = "replay"
+ROUNDS = 3
+
+
+def run(env: BenchEnv, scale: Scale) -> list[Row]:
+    path, _public_key, count = env.cache.get(ledger.NAME) or verify.write_ledger(env, scale)
+    codec = SingleObjectCodec()
+    engine = make_engine(f"sqlite:///{path}")
+    records = [
+        (
+            entry.subject_ref.encode(),
+            codec.encode("lifecycle.AuditRecord", entry.as_audit_record()),
+            0,
+        )
+        for entry in iter_records(engine)
+    ]
+    engine.dispose()
+    figures, baselines = [], []
+    with env.broker(NAME) as bootstrap:
+        produce_all(raw_producer(bootstrap), AUDIT, records)
+        config = {"bootstrap.servers": bootstrap}
+        for _ in range(ROUNDS):
+            baselines.append(count / raw_consume(config, count))
+            emitted = 0
+
+            def emit(record: dict[str, object]) -> None:
+                nonlocal emitted
+                orjson.dumps(record)
+                emitted += 1
+
+            began = time.perf_counter()
+            report = replay(config, codec, emit)
+            figures.append(count / (time.perf_counter() - began))
+            assert report.ok and emitted == count, report.summary()
+    return [
+        Row(
+            NAME,
+            "audit replay of privacy.audit with chain check",
+            "records/s",
+            statistics.median(figures),
+            statistics.median(baselines),
+            "raw consume of the same records (same poll loop)",
+            Target("at_least", 100_000),
+            {"records": count, "rounds": ROUNDS},
+        )
+    ]
+
+
+def raw_consume(config: dict[str, str], count: int) -> float:
+    """Seconds for a plain consumer to read ``privacy.audit`` to its end."""
+    consumer = Consumer(
+        {
+            **config,
+            "group.id": f"bench-raw-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        began = time.perf_counter()
+        consumer.assign([TopicPartition(AUDIT, 0, 0)])
+        seen = 0
+        while True:
+            message = consumer.poll(0.2)
+            if message is None:
+                continue
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    break
+                continue
+            seen += 1
+        elapsed = time.perf_counter() - began
+        assert seen == count, (seen, count)
+        return elapsed
+    finally:
+        consumer.close()
