@@ -74,16 +74,19 @@ def fingerprint(parsed: Mapping[str, Any]) -> bytes:
 class SingleObjectCodec:
     """Avro single-object encoding with writer schemas resolved from ``schemas/``."""
 
-    __slots__ = ("_current", "_fingerprints", "_writers")
+    __slots__ = ("_current", "_writers")
 
     def __init__(self, schema_dir: Path = SCHEMA_DIR, history_dir: Path = HISTORY_DIR) -> None:
-        # record name -> (parsed schema, fingerprint)
-        self._current: dict[str, tuple[dict[str, Any], bytes]] = {}
+        # record name -> (schema parsed for fastavro, fingerprint). Parsed *with* fastavro's
+        # "already parsed" hint: without it fastavro parses the schema again on every call
+        # (measured: 17.6 us per Decision encoded instead of 7.6 us).
+        self._current: dict[str, tuple[Any, bytes]] = {}
         # fingerprint -> (record name, writer schema, needs resolution into current)
-        self._writers: dict[bytes, tuple[str, dict[str, Any], bool]] = {}
+        self._writers: dict[bytes, tuple[str, Any, bool]] = {}
         for name in TOPIC_RECORDS:
-            parsed = load_topic_schema(name, schema_dir)
-            fp = fingerprint(parsed)
+            plain = load_topic_schema(name, schema_dir)
+            fp = fingerprint(plain)
+            parsed = fastavro.parse_schema(plain)
             self._current[name] = (parsed, fp)
             self._writers[fp] = (name, parsed, False)
         for path in sorted(history_dir.glob("*.avsc")) if history_dir.is_dir() else []:
@@ -97,11 +100,7 @@ class SingleObjectCodec:
             name = old["name"]  # fastavro stores the full name
             fp = fingerprint(old)
             if fp not in self._writers and name in self._current:
-                self._writers[fp] = (name, old, True)
-        self._fingerprints = {name: fp for name, (_, fp) in self._current.items()}
-
-    def schema(self, record_name: str) -> dict[str, Any]:
-        return self._current[record_name][0]
+                self._writers[fp] = (name, fastavro.parse_schema(old), True)
 
     def encode(self, record_name: str, record: Mapping[str, Any], topic: str = "") -> bytes:
         try:

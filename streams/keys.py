@@ -24,7 +24,7 @@ import stat
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -97,12 +97,20 @@ def load_master_key(path: Path, *, create: bool = True) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class DataKey:
-    """An unwrapped data key, ready to encrypt or decrypt."""
+    """An unwrapped data key, ready to encrypt or decrypt.
+
+    The cache keeps the 32 secret bytes, not a cipher object: an ``AESGCM`` object costs about
+    2.4 KB, building one costs about a microsecond (measured by the benchmarks).
+    """
 
     subject_ref: str
     category: str
     version: int
-    aead: AESGCM
+    secret: bytes = field(repr=False)
+
+    @property
+    def aead(self) -> AESGCM:
+        return AESGCM(self.secret)
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +296,7 @@ class EnvelopeKeyStore(ABC):
                     pair[0],
                     pair[1],
                     version,
-                    AESGCM(self._unwrap(wrapped, self._label(*pair, version))),
+                    self._unwrap(wrapped, self._label(*pair, version)),
                 )
                 self._keys[(*pair, version)] = key
                 self._current[pair] = version
@@ -323,7 +331,7 @@ class EnvelopeKeyStore(ABC):
             raise KeyShreddedError(f"data key {category} v{version} of {subject_ref} is shredded")
         self.cache_misses += 1
         label = self._label(subject_ref, category, version)
-        key = DataKey(subject_ref, category, version, AESGCM(self._unwrap(wrapped, label)))
+        key = DataKey(subject_ref, category, version, self._unwrap(wrapped, label))
         with self._lock:
             self._keys[(subject_ref, category, version)] = key
         return key
@@ -475,10 +483,15 @@ class SqlKeyStore(EnvelopeKeyStore):
                         data_keys.c.category,
                         data_keys.c.version,
                         data_keys.c.wrapped_key,
-                    ).where(tuple_(data_keys.c.subject_ref, data_keys.c.category).in_(chunk))
+                    )
+                    # two plain INs use the primary key's index; SQLite scans the whole table
+                    # for a row-value IN (EXPLAIN QUERY PLAN: SCAN data_keys)
+                    .where(data_keys.c.subject_ref.in_({ref for ref, _ in chunk}))
+                    .where(data_keys.c.category.in_({cat for _, cat in chunk}))
                 )
+                wanted = set(chunk)
                 for ref, cat, version, wrapped in rows:
-                    if version > out.get((ref, cat), (0, None))[0]:
+                    if (ref, cat) in wanted and version > out.get((ref, cat), (0, None))[0]:
                         out[(ref, cat)] = (version, wrapped)
         return out
 
