@@ -43,6 +43,7 @@ def worker(mode: str, overrides: dict[str, Any], loop: str) -> None:
     from processors.intake import register_intake
     from processors.worker import build_worker, run_worker
     from streams.app import create_app
+    from streams.outbox import Outbox
 
     # as `lifecycle up` does; and at "info", like it: at "warning" or above, Faust's worker
     # turns the root logger to DEBUG for its terminal spinner, and every debug call in Faust
@@ -70,8 +71,9 @@ def worker(mode: str, overrides: dict[str, Any], loop: str) -> None:
         runtime = Runtime(settings).open()
         metrics = Metrics(process_collector=False)
         app = create_app(settings, **overrides)
-        stage = DecisionStage(app, runtime, metrics)
-        register_intake(app, runtime.codec, runtime.keystore, stage.handle, metrics)
+        outbox = Outbox(settings.kafka_client_config())
+        stage = DecisionStage(app, runtime, metrics, outbox)
+        register_intake(app, runtime.codec, runtime.keystore, stage.handle, metrics, outbox)
     else:
         if overrides:
             raise SystemExit("settings overrides apply to passthrough and decide only")

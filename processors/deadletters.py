@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
 
 from lifecycle.logging import get_logger
 from lifecycle.observability import Metrics
 from streams.envelope import encrypt_value
 from streams.keys import KeyStore
+from streams.outbox import Outbox
 from streams.topics import DEAD_LETTERS
 
 log = get_logger(__name__)
@@ -62,31 +62,35 @@ def dead_letter(
 
 
 class DeadLetterQueue:
-    """Sends records a stage cannot use to ``customer.events.dlq`` (see :func:`dead_letter`)."""
+    """Sends records a stage cannot use to ``customer.events.dlq`` (see :func:`dead_letter`),
+    through the stage's outbox: delivered when the outbox is flushed."""
 
-    def __init__(self, app: Any, keystore: KeyStore, metrics: Metrics) -> None:
-        self._topic = app.topic(DEAD_LETTERS, key_type=bytes, value_type=bytes, partitions=1)
+    def __init__(self, outbox: Outbox, keystore: KeyStore, metrics: Metrics) -> None:
+        self._outbox = outbox
         self._keystore = keystore
         self._metrics = metrics
 
-    async def send(self, event: Any, error: str) -> Any:
-        """Dead-letter a Faust event; the delivery future (await it before acknowledging)."""
-        message = event.message
+    def send(
+        self,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        error: str,
+    ) -> None:
         letter = dead_letter(
             self._keystore,
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=message.key,
-            value=message.value,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            value=value,
             error=error,
         )
-        self._metrics.dead_lettered(message.topic)
+        self._metrics.dead_lettered(topic)
         log.warning(
-            "record.dead_lettered",
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            error=error,
+            "record.dead_lettered", topic=topic, partition=partition, offset=offset, error=error
         )
-        return await self._topic.send(value=letter.value, headers=letter.headers)
+        self._outbox.produce(DEAD_LETTERS, letter.value, headers=letter.headers)

@@ -43,6 +43,7 @@ from processors.rules import (
 from sinks.vault import HeldValue, Vault
 from streams.exceptions import KeyStoreError
 from streams.keys import IDENTITY_CATEGORY
+from streams.outbox import Outbox
 from streams.revocations import revocation_record
 from streams.topics import CUSTOMER_EVENTS, DECISIONS, KEY_REVOCATIONS, VIOLATIONS
 
@@ -151,8 +152,9 @@ def decision_record(
 class DecisionStage:
     """Decides batches of decoded events (see module docstring)."""
 
-    def __init__(self, app: faust.App, runtime: Runtime, metrics: Metrics) -> None:
+    def __init__(self, app: faust.App, runtime: Runtime, metrics: Metrics, outbox: Outbox) -> None:
         self._app = app
+        self._outbox = outbox
         self._metrics = metrics
         self._runtime = runtime
         self._codec = runtime.codec
@@ -168,10 +170,6 @@ class DecisionStage:
             use_partitioner=True,
         )
         """subject_ref (bytes) -> JSON of its :class:`Entry` (bytes)."""
-        raw = {"key_type": bytes, "value_type": bytes}
-        self._decisions = app.topic(DECISIONS, **raw)
-        self._violations = app.topic(VIOLATIONS, partitions=1, **raw)
-        self._revocations = app.topic(KEY_REVOCATIONS, partitions=1, **raw)
         self.lock = asyncio.Lock()
         """Held while a batch (or a retention sweep) reads and writes subjects' entries."""
 
@@ -182,7 +180,6 @@ class DecisionStage:
             entries: dict[str, Entry] = {}
             partition_of: dict[str, int] = {}
             held: dict[tuple[str, str], HeldValue] = {}
-            pending: list[Any] = []
             for item in batch:
                 event = item.record
                 ref = event["subject_ref"]
@@ -190,19 +187,18 @@ class DecisionStage:
                 if entry is None:
                     entry = entries[ref] = Entry.load(self.table.get(ref.encode()))
                     partition_of[ref] = item.partition
-                record = await self._decide_one(item, entry, held, pending)
+                record = await self._decide_one(item, entry, held)
                 if record["kind"] == "deletion_requested":
                     self._metrics.erasure_decided(
                         (record["erasure"] or {}).get("status", "refused"),
                         item.record["published_at"],
                         record["decided_at"],
                     )
-                pending.append(await self._emit(record))
+                self._emit(record)
             self._vault.hold(list(held.values()))
             committed = self._committed_offsets()
             for ref, entry in entries.items():
                 self.table[ref.encode()] = entry.dump(committed.get(partition_of[ref]))
-            await asyncio.gather(*pending)
 
     def _committed_offsets(self) -> dict[int, int]:
         """customer.events partition -> offset the group has committed (what a restart
@@ -222,7 +218,6 @@ class DecisionStage:
         item: Decoded,
         entry: Entry,
         held: dict[tuple[str, str], HeldValue],
-        pending: list[Any],
     ) -> dict[str, Any]:
         event = item.record
         seen = entry.recall(event, item.partition)
@@ -231,7 +226,7 @@ class DecisionStage:
         verdict = decide(event, entry.state, self._book)
         erasure = None
         if event["kind"] == "deletion_requested" and verdict.decision == "allow":
-            erasure = await self._erase(event, entry, held, pending)
+            erasure = await self._erase(event, entry, held)
         else:
             entry.state = apply(event, verdict, entry.state)
         if event["kind"] == "collected" and verdict.decision == "allow":
@@ -259,12 +254,13 @@ class DecisionStage:
                 tuple(body["purposes"]),
             )
 
-    async def _emit(self, record: dict[str, Any]) -> Any:
+    def _emit(self, record: dict[str, Any]) -> None:
+        """Into the outbox: the decision, and a refusal for the privacy team too."""
         self._metrics.decided(record["decision"], record["reason_code"])
         key = record["subject_ref"].encode()
         if record["decision"] == "deny":
-            await self._violations.send(
-                key=key, value=self._codec.encode("lifecycle.Decision", record, VIOLATIONS)
+            self._outbox.produce(
+                VIOLATIONS, self._codec.encode("lifecycle.Decision", record, VIOLATIONS), key
             )
             log.info(
                 "decision.deny",
@@ -272,8 +268,8 @@ class DecisionStage:
                 reason=record["reason_code"],
                 subject_ref=record["subject_ref"],
             )
-        return await self._decisions.send(
-            key=key, value=self._codec.encode("lifecycle.Decision", record, DECISIONS)
+        self._outbox.produce(
+            DECISIONS, self._codec.encode("lifecycle.Decision", record, DECISIONS), key
         )
 
     # -- erasure ------------------------------------------------------------------------
@@ -283,7 +279,6 @@ class DecisionStage:
         event: dict[str, Any],
         entry: Entry,
         held: dict[tuple[str, str], HeldValue],
-        pending: list[Any],
     ) -> dict[str, Any]:
         ref, body = event["subject_ref"], event["body"]
         at = event["occurred_at"]
@@ -296,7 +291,7 @@ class DecisionStage:
         for category in plan.shred:
             held.pop((ref, category), None)
         if shredded:
-            pending.append(await self._revoke(ref, shredded))
+            self._revoke(ref, shredded)
         log.info(
             "erasure.done",
             request_id=body["request_id"],
@@ -334,11 +329,11 @@ class DecisionStage:
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
 
-    async def _revoke(self, subject_ref: str, categories: Iterable[str]) -> Any:
+    def _revoke(self, subject_ref: str, categories: Iterable[str]) -> None:
         value = self._codec.encode(
             "lifecycle.KeyRevocation", revocation_record(subject_ref, categories), KEY_REVOCATIONS
         )
-        return await self._revocations.send(key=subject_ref.encode(), value=value)
+        self._outbox.produce(KEY_REVOCATIONS, value, subject_ref.encode())
 
     # -- retention ----------------------------------------------------------------------
 
@@ -352,7 +347,6 @@ class DecisionStage:
         count = self._runtime.settings.topic_partitions
         swept = 0
         async with self.lock:
-            pending: list[Any] = []
             for key, raw in list(self.table.items()):
                 if partitions is not None and (murmur2(key) & 0x7FFFFFFF) % count not in partitions:
                     continue
@@ -366,7 +360,7 @@ class DecisionStage:
                 entry.state = mark_erased(entry.state, due, "retention_expired", as_of)
                 self.table[key] = entry.dump()
                 if shredded:
-                    pending.append(await self._revoke(ref, shredded))
+                    self._revoke(ref, shredded)
                 policy = self._book.in_force(as_of)
                 record = {
                     "event_id": f"{sweep_id}/{ref}",
@@ -394,7 +388,7 @@ class DecisionStage:
                         "retained": [],
                     },
                 }
-                pending.append(await self._emit(record))
+                self._emit(record)
                 swept += 1
-            await asyncio.gather(*pending)
+            await self._outbox.flush()
         return swept

@@ -9,7 +9,6 @@ silently.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,6 +23,7 @@ from processors.deadletters import DeadLetterQueue
 from streams.codec import Codec
 from streams.exceptions import DecodeError
 from streams.keys import KeyStore
+from streams.outbox import Outbox
 from streams.topics import CUSTOMER_EVENTS
 
 log = get_logger(__name__)
@@ -54,10 +54,17 @@ def fail_loudly(what: str, exc: BaseException) -> None:
 
 
 def register_intake(
-    app: faust.App, codec: Codec, keystore: KeyStore, handle: BatchHandler, metrics: Metrics
+    app: faust.App,
+    codec: Codec,
+    keystore: KeyStore,
+    handle: BatchHandler,
+    metrics: Metrics,
+    outbox: Outbox,
 ) -> faust.TopicT:
+    """The intake agent; ``handle`` produces its outputs into ``outbox``, which is flushed
+    (every output acknowledged) before the batch's offsets are."""
     source = app.topic(CUSTOMER_EVENTS, key_type=bytes, value_type=bytes)
-    dlq = DeadLetterQueue(app, keystore, metrics)
+    dlq = DeadLetterQueue(outbox, keystore, metrics)
 
     @app.agent(source, name="lifecycle.intake")
     async def intake(stream: faust.StreamT) -> None:
@@ -69,18 +76,28 @@ def register_intake(
 
     async def _process(stream: faust.StreamT, events: Sequence[faust.EventT]) -> None:
         decoded: list[Decoded] = []
-        pending: list[Any] = []
         for event in events:
             message = event.message
+
+            def reject(error: str, message: Any = message) -> None:
+                dlq.send(
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                    key=message.key,
+                    value=message.value,
+                    error=error,
+                )
+
             try:
                 record = codec.decode(
                     "lifecycle.CustomerEvent", message.value or b"", message.topic
                 )
             except DecodeError as exc:
-                pending.append(await dlq.send(event, str(exc)))
+                reject(str(exc))
                 continue
             if (message.key or b"") != record["subject_ref"].encode():
-                pending.append(await dlq.send(event, "record key is not its subject_ref"))
+                reject("record key is not its subject_ref")
                 continue
             decoded.append(Decoded(record, message.partition, message.offset))
             metrics.event_consumed(record["kind"])
@@ -91,8 +108,7 @@ def register_intake(
                 events=len(decoded),
                 partitions=sorted({item.partition for item in decoded}),
             )
-        if pending:
-            await asyncio.gather(*pending)  # raises if the broker refused a dead letter
+        await outbox.flush()  # raises if the broker refused a decision or a dead letter
         for event in events:
             await stream.ack(event)
 

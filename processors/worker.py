@@ -16,9 +16,10 @@ from lifecycle.runtime import Runtime
 from processors.decisions import DecisionStage
 from processors.intake import register_intake
 from processors.retention import register_retention
-from sinks.audit_stage import register_ledger
+from sinks.audit_stage import LedgerService, LedgerStage
 from sinks.ledger import open_audit_sink
 from streams.app import create_app
+from streams.outbox import Outbox
 
 log = get_logger(__name__)
 
@@ -31,10 +32,13 @@ def build_worker(
     metrics = metrics or Metrics(process_collector=False)
     health = health or Health()
     app = create_app(runtime.settings)
-    stage = DecisionStage(app, runtime, metrics)
-    register_intake(app, runtime.codec, runtime.keystore, stage.handle, metrics)
+    outbox = Outbox(runtime.settings.kafka_client_config())
+    stage = DecisionStage(app, runtime, metrics, outbox)
+    register_intake(app, runtime.codec, runtime.keystore, stage.handle, metrics, outbox)
     register_retention(app, stage, runtime.codec)
-    register_ledger(app, runtime, open_audit_sink(runtime.settings), metrics)
+    sink = open_audit_sink(runtime.settings)
+    ledger = LedgerStage(runtime, sink, metrics, group=f"{app.conf.id}-ledger")
+    app.add_dependency(LedgerService(ledger))
 
     @app.on_rebalance_complete.connect
     async def ready(sender: Any, **_: Any) -> None:  # after table recovery, streams resume

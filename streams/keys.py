@@ -49,6 +49,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from lifecycle.db import create_tables
+from lifecycle.secretfiles import create_secret_file
 from streams.exceptions import KeyShreddedError, KeyStoreError, WrongMasterKeyError
 
 IDENTITY_CATEGORY = "subject_id"
@@ -70,13 +71,9 @@ def load_master_key(path: Path, *, create: bool = True) -> bytes:
             raise KeyStoreError(f"master key file {path} does not exist")
         path.parent.mkdir(parents=True, exist_ok=True)
         key = AESGCM.generate_key(bit_length=256)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return load_master_key(path, create=False)  # another process won the race
-        with os.fdopen(fd, "w") as out:
-            out.write(base64.b64encode(key).decode() + "\n")
-        return key
+        if create_secret_file(path, base64.b64encode(key) + b"\n"):
+            return key
+        return load_master_key(path, create=False)  # another process created it first
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyStoreError(
