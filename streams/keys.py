@@ -24,6 +24,7 @@ import stat
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,8 +50,11 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from lifecycle.db import create_tables
+from lifecycle.logging import get_logger
 from lifecycle.secretfiles import create_secret_file
 from streams.exceptions import KeyShreddedError, KeyStoreError, WrongMasterKeyError
+
+log = get_logger(__name__)
 
 IDENTITY_CATEGORY = "subject_id"
 """The reserved category whose key encrypts ``subject_id`` itself."""
@@ -441,6 +445,9 @@ class SqlKeyStore(EnvelopeKeyStore):
 
     def __init__(self, engine: Engine, master_key: bytes, **kwargs: Any) -> None:
         self._engine = engine
+        self._wiper = ThreadPoolExecutor(1, thread_name_prefix="key-wipe")
+        self._wiping: Future[None] | None = None
+        self._wipe_again = False
         try:
             create_tables(engine, metadata)
         except SQLAlchemyError as exc:
@@ -543,12 +550,42 @@ class SqlKeyStore(EnvelopeKeyStore):
                 .where(live)
                 .values(wrapped_key=None, shredded_at=datetime.now(UTC), shred_reason=reason)
             )
-        if self._engine.dialect.name == "sqlite":
-            # Overwrite the old pages in the main file and empty the write-ahead log, so no
-            # copy of the wrapped key survives on disk (secure_delete zeroes freed content).
-            with self._engine.connect() as conn:
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        if shredded and self._engine.dialect.name == "sqlite":
+            self._wipe_soon()
         return shredded
+
+    def _wipe_soon(self) -> None:
+        """Overwrite the old pages in the main file and empty the write-ahead log, so no copy
+        of a shredded wrapped key survives on disk (secure_delete zeroes freed content).
+
+        A TRUNCATE checkpoint waits until no other connection reads an older snapshot; with
+        the ledger writing all the time that can take a second, so it runs in a thread of its
+        own instead of holding up the erasure (the shred itself is already committed)."""
+        with self._lock:
+            if self._wiping is not None and not self._wiping.done():
+                self._wipe_again = True
+                return
+            self._wiping = self._wiper.submit(self._wipe)
+
+    def _wipe(self) -> None:
+        while True:
+            with self._lock:
+                self._wipe_again = False
+            try:
+                with self._engine.connect() as conn:
+                    conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            except SQLAlchemyError as exc:
+                log.warning("keys.wipe_failed", error=type(exc).__name__)
+            with self._lock:
+                if not self._wipe_again:
+                    return
+
+    def wait_for_wipe(self, timeout: float = 60.0) -> None:
+        """Block until the on-disk wipe after the last shred finished (tests, shutdown)."""
+        with self._lock:
+            wiping = self._wiping
+        if wiping is not None:
+            wiping.result(timeout)
 
     def keys_of(self, subject_ref: str) -> list[KeyRecord]:
         with self._engine.connect() as conn:

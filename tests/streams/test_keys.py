@@ -96,6 +96,7 @@ def test_shredded_key_bytes_do_not_survive_in_the_sqlite_file(tmp_path: Path) ->
         Path(f"{db}-wal").read_bytes() if Path(f"{db}-wal").exists() else b""
     )
     store.shred(refs[7], None, "subject_erased")
+    store.wait_for_wipe()
     store._engine.dispose()
     on_disk = b"".join(p.read_bytes() for p in tmp_path.glob("k.sqlite*"))
     assert wrapped not in on_disk
