@@ -10,6 +10,7 @@ silently.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -46,9 +47,40 @@ class Decoded:
 BatchHandler = Callable[[list[Decoded]], Awaitable[None]]
 
 
+_BODY_FIELDS = {
+    "collected": {"channel", "purposes", "data"},
+    "used": {"categories", "purpose"},
+    "shared": {"categories", "recipient", "purpose"},
+    "deletion_requested": {"request_id", "categories"},
+    "consent_changed": {"purpose", "granted"},
+}
+_SUBJECT_REF = re.compile(r"^[0-9a-f]{64}$")
+
+
+def invalid_event(record: dict[str, Any]) -> str | None:
+    """Why a record that decodes is still not an event we can decide (None: it is one).
+
+    The schema cannot say that the body must be the one its kind names, nor that ids are not
+    empty: a foreign producer can break both, and such a record would otherwise stop the
+    decision stage on every restart."""
+    body = record["body"]
+    if set(body) != _BODY_FIELDS[record["kind"]]:
+        return f"body does not match kind {record['kind']}"
+    if not record["event_id"] or not record["source"]:
+        return "empty event_id or source"
+    if not _SUBJECT_REF.match(record["subject_ref"]):
+        return "subject_ref is not an HMAC-SHA256 pseudonym"
+    if record["kind"] == "deletion_requested" and not body["request_id"]:
+        return "empty request_id"
+    return None
+
+
 def fail_loudly(what: str, exc: BaseException) -> None:
     """Log and end the process now, without acknowledging anything in flight."""
-    log.critical("worker.failed", stage=what, error=f"{type(exc).__name__}: {exc}")
+    # the first line only: a database error's text goes on to quote the statement and its
+    # parameters (subject_refs, event ids, ciphertext)
+    first_line = (str(exc).splitlines() or [""])[0][:300]
+    log.critical("worker.failed", stage=what, error=f"{type(exc).__name__}: {first_line}")
     sys.stderr.flush()
     os._exit(EXIT_AGENT_FAILED)
 
@@ -98,6 +130,10 @@ def register_intake(
                 continue
             if (message.key or b"") != record["subject_ref"].encode():
                 reject("record key is not its subject_ref")
+                continue
+            problem = invalid_event(record)
+            if problem is not None:
+                reject(problem)
                 continue
             decoded.append(Decoded(record, message.partition, message.offset))
             metrics.event_consumed(record["kind"])

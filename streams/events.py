@@ -81,10 +81,16 @@ def _text(
     return value
 
 
+def _shown(value: str) -> str:
+    """A name from the input, quoted, only when it looks like a name: anything else may be
+    personal data put in the wrong field, and is never repeated."""
+    return repr(value) if _NAME.match(value) else "(a value that is not a name)"
+
+
 def _name(obj: Mapping[str, Any], name: str, known: frozenset[str], what: str) -> str:
     value = _text(obj, name)
     if value not in known:
-        raise ValidationError(name, f"unknown {what} {value!r} (not in the policy)")
+        raise ValidationError(name, f"unknown {what} {_shown(value)} (not in the policy)")
     return value
 
 
@@ -100,7 +106,9 @@ def _names(
         if not isinstance(item, str):
             raise ValidationError(f"{name}[{i}]", f"must be a string, got {type(item).__name__}")
         if item not in known:
-            raise ValidationError(f"{name}[{i}]", f"unknown {what} {item!r} (not in the policy)")
+            raise ValidationError(
+                f"{name}[{i}]", f"unknown {what} {_shown(item)} (not in the policy)"
+            )
     if len(set(value)) != len(value):
         raise ValidationError(name, f"lists a {what} twice")
     return list(value)
@@ -120,7 +128,10 @@ def _timestamp(obj: Mapping[str, Any], now: datetime) -> datetime:
         raise ValidationError("occurred_at", "is not an ISO-8601 date-time") from None
     if parsed.tzinfo is None:
         raise ValidationError("occurred_at", "must include a time zone (e.g. +00:00 or Z)")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValidationError("occurred_at", "is out of range") from None
 
 
 def validate(obj: Any, vocabulary: Vocabulary, *, now: datetime | None = None) -> InputEvent:
@@ -128,12 +139,14 @@ def validate(obj: Any, vocabulary: Vocabulary, *, now: datetime | None = None) -
     if not isinstance(obj, dict):
         raise ValidationError("(line)", f"must be a JSON object, got {type(obj).__name__}")
     kind = obj.get("kind")
-    if kind not in _PER_KIND:
-        shown = kind if isinstance(kind, str) and len(kind) <= 40 else type(kind).__name__
+    if not isinstance(kind, str) or kind not in _PER_KIND:
+        shown = kind if isinstance(kind, str) and _NAME.match(kind) else type(kind).__name__
         raise ValidationError("kind", f"unknown kind {shown!r}; expected one of {', '.join(KINDS)}")
     unknown = set(obj) - _COMMON - _PER_KIND[kind]
     if unknown:
-        raise ValidationError(sorted(unknown)[0], f"is not a field of a {kind} event")
+        field = sorted(unknown)[0]
+        shown = field if _NAME.match(field) else "(an unknown field)"
+        raise ValidationError(shown, f"is not a field of a {kind} event")
     event_id = _text(obj, "event_id", required=False) or str(uuid.uuid4())
     occurred_at = _timestamp(obj, now or datetime.now(UTC))
     source = _text(obj, "source")

@@ -82,19 +82,23 @@ def test_poison_records_are_dead_lettered_with_their_source_and_valid_ones_still
     )
     assert valid.returncode == 0
     encoded = read_topic(broker, CUSTOMER_EVENTS, min_count=1)[0].value()
+    decoded = CODEC.decode("lifecycle.CustomerEvent", encoded)
+    mismatched = CODEC.encode("lifecycle.CustomerEvent", {**decoded, "kind": "deletion_requested"})
     poison = {
+        "body does not match kind": mismatched,
         "not Avro": plain,
         "unknown schema fingerprint": encoded[:2] + b"\xff" * 8 + encoded[10:],
         "corrupt": encoded[:-7],
     }
     for value in poison.values():
-        producer.produce(CUSTOMER_EVENTS, value, b"some-key", partition=0)
+        key = decoded["subject_ref"].encode() if value is mismatched else b"some-key"
+        producer.produce(CUSTOMER_EVENTS, value, key, partition=0)
     producer.flush(10)
     run_cli(lifecycle_env, "publish", str(EXAMPLES))
 
-    letters = read_topic(broker, DEAD_LETTERS, min_count=3, timeout=60)
+    letters = read_topic(broker, DEAD_LETTERS, min_count=4, timeout=60)
     audit_records(broker, CODEC, 8)
-    assert len(letters) == 3
+    assert len(letters) == 4
     for letter in letters:
         headers = dict(letter.headers())
         assert headers["lifecycle.source.topic"] == CUSTOMER_EVENTS.encode()
@@ -106,8 +110,9 @@ def test_poison_records_are_dead_lettered_with_their_source_and_valid_ones_still
     assert any("not an Avro single-object record" in e for e in errors)
     assert any("unknown schema fingerprint" in e for e in errors)
     assert any("corrupt" in e or "trailing" in e for e in errors)
+    assert any("body does not match kind" in e for e in errors)
     offsets = sorted(int(dict(m.headers())["lifecycle.source.offset"]) for m in letters)
-    assert len(set(offsets)) == 3
+    assert len(set(offsets)) == 4
 
 
 def test_bad_lines_are_refused_by_number_and_field_while_the_rest_is_published(

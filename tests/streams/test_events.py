@@ -135,3 +135,26 @@ def test_bad_lines_name_the_field_and_never_echo_a_value(raw: bytes, field: str)
         parse_line(raw, Vocab())
     assert caught.value.field == field
     assert SECRET not in str(caught.value) and "C-1" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (line(kind=["used"]), "kind"),
+        (
+            line(
+                kind="used",
+                categories=["email"],
+                purpose="billing",
+                occurred_at="9999-12-31T23:59:59-23:59",
+            ),
+            "occurred_at",
+        ),
+        (line(kind="used", categories=["email"], purpose="Odette Example"), "purpose"),
+    ],
+)
+def test_hostile_lines_get_a_field_error_and_no_value_is_repeated(raw: bytes, field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        parse_line(raw, Vocab())
+    assert caught.value.field == field
+    assert "Odette" not in str(caught.value)
