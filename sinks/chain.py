@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -89,8 +89,21 @@ _RETAINED_FIELDS = ("category", "basis", "until")
 # --------------------------------------------------------------------------- time as text
 
 
+_UTC_TEXTS: dict[datetime, str] = {}
+_UTC_TEXTS_MAX = 4096
+
+
 def utc_text(moment: datetime) -> str:
     """``moment`` as canonical text: ISO-8601, UTC, milliseconds, ``Z``. Refuses naive times."""
+    if moment.tzinfo is UTC and type(moment) is datetime:
+        # A batch's decisions share a few instants (decided_at, recorded_at): remember them.
+        # Only plain UTC datetimes, whose equality is that of their text.
+        text = _UTC_TEXTS.get(moment)
+        if text is None:
+            if len(_UTC_TEXTS) >= _UTC_TEXTS_MAX:
+                _UTC_TEXTS.clear()
+            text = _UTC_TEXTS[moment] = moment.isoformat(timespec="milliseconds")[:-6] + "Z"
+        return text
     if moment.tzinfo is not UTC:
         if moment.tzinfo is None or moment.utcoffset() is None:
             raise ValueError(f"naive datetime {moment.isoformat()} (a time zone is required)")
@@ -129,7 +142,12 @@ def decision_row(decision: Mapping[str, Any], index: int = 0) -> dict[str, Any]:
 
 
 def _is_text_list(values: Any) -> bool:
-    return type(values) in (list, tuple) and all(type(v) is str for v in values)
+    if type(values) is not list and type(values) is not tuple:
+        return False
+    for value in values:  # noqa: SIM110 - a loop: twice as fast as all() over a generator
+        if type(value) is not str:
+            return False
+    return True
 
 
 def _fast_row(decision: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -275,11 +293,105 @@ def _erasure_text(erasure: object, fail: Any) -> str | None:
 
 
 _BOOLEAN = {0: False, 1: True}  # SQLite hands booleans back as 0/1
+_Fragment = orjson.Fragment
+_sha256 = hashlib.sha256
 
 
 def canonical_bytes(row: Mapping[str, Any]) -> bytes:
-    """The canonical encoding (version 1) of a stored record (``hash`` itself is ignored)."""
-    return encode_canonical({key: row[key] for key in CANONICAL_KEYS})
+    """The canonical encoding (version 1) of a stored record (``hash`` itself is ignored).
+
+    Raises TypeError or KeyError when a value cannot be part of a record (see
+    :func:`encode_canonical`, which this spells out key by key, in order, for speed).
+    """
+    granted, erasure = row["consent_granted"], row["erasure"]
+    return orjson.dumps(
+        {
+            "actor_role": row["actor_role"],
+            "categories": _Fragment(row["categories"]),
+            "consent_granted": granted if granted is None else _BOOLEAN[granted],
+            "decided_at": row["decided_at"],
+            "decision": row["decision"],
+            "erasure": erasure if erasure is None else _Fragment(erasure),
+            "event_id": row["event_id"],
+            "kind": row["kind"],
+            "occurred_at": row["occurred_at"],
+            "policy_version": row["policy_version"],
+            "prev_hash": row["prev_hash"],
+            "purpose": row["purpose"],
+            "purposes": _Fragment(row["purposes"]),
+            "reason_code": row["reason_code"],
+            "recipient": row["recipient"],
+            "recorded_at": row["recorded_at"],
+            "rule": row["rule"],
+            "seq": row["seq"],
+            "source": row["source"],
+            "source_offset": row["source_offset"],
+            "source_partition": row["source_partition"],
+            "subject_ref": row["subject_ref"],
+        }
+    )
+
+
+def stored_values_hash(values: Sequence[Any]) -> str:
+    """SHA-256 (lowercase hex) of a stored record given as its :data:`CANONICAL_KEYS` values in
+    that order followed by its stored ``hash`` (ignored): a row of ``verify``'s SELECT.
+
+    The same bytes as :func:`canonical_bytes`; raises TypeError, KeyError or ValueError when
+    a value cannot be part of a record.
+    """
+    (
+        actor_role,
+        categories,
+        granted,
+        decided_at,
+        decision,
+        erasure,
+        event_id,
+        kind,
+        occurred_at,
+        policy_version,
+        prev_hash,
+        purpose,
+        purposes,
+        reason_code,
+        recipient,
+        recorded_at,
+        rule,
+        seq,
+        source,
+        source_offset,
+        source_partition,
+        subject_ref,
+        _hash,
+    ) = values
+    return _sha256(
+        orjson.dumps(
+            {
+                "actor_role": actor_role,
+                "categories": _Fragment(categories),
+                "consent_granted": granted if granted is None else _BOOLEAN[granted],
+                "decided_at": decided_at,
+                "decision": decision,
+                "erasure": erasure if erasure is None else _Fragment(erasure),
+                "event_id": event_id,
+                "kind": kind,
+                "occurred_at": occurred_at,
+                "policy_version": policy_version,
+                "prev_hash": prev_hash,
+                "purpose": purpose,
+                "purposes": _Fragment(purposes),
+                "reason_code": reason_code,
+                "recipient": recipient,
+                "recorded_at": recorded_at,
+                "rule": rule,
+                "seq": seq,
+                "source": source,
+                "source_offset": source_offset,
+                "source_partition": source_partition,
+                "subject_ref": subject_ref,
+            }
+        )
+    ).hexdigest()
 
 
 def encode_canonical(document: dict[str, Any]) -> bytes:
@@ -299,7 +411,7 @@ def encode_canonical(document: dict[str, Any]) -> bytes:
 
 def row_hash(row: Mapping[str, Any]) -> str:
     """SHA-256 (lowercase hex) of the record's canonical encoding."""
-    return hashlib.sha256(canonical_bytes(row)).hexdigest()
+    return _sha256(canonical_bytes(row)).hexdigest()
 
 
 def chain_rows(

@@ -28,7 +28,6 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from hashlib import sha256
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -52,7 +51,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
 from lifecycle.config import Settings
@@ -65,7 +64,7 @@ from sinks.chain import (
     VerifyReport,
     chain_rows,
     decision_row,
-    encode_canonical,
+    stored_values_hash,
     truncate_millis,
     utc_text,
 )
@@ -462,12 +461,47 @@ def _writing(engine: Engine) -> Iterator[tuple[Connection, int, str]]:
 
 
 def _stored_rows(conn: Connection, event_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The stored rows of those of ``event_ids`` the ledger already holds (usually none)."""
+    if conn.dialect.name == "sqlite":
+        # which ones, straight from the unique index; only a redelivery needs whole rows
+        event_ids = _sqlite_known_event_ids(conn, event_ids)
     found: dict[str, dict[str, Any]] = {}
     for start in range(0, len(event_ids), _IN_CHUNK):
         chunk = event_ids[start : start + _IN_CHUNK]
         for row in conn.execute(select(audit_ledger).where(audit_ledger.c.event_id.in_(chunk))):
             found[row.event_id] = dict(row._mapping)
     return found
+
+
+def _sqlite_known_event_ids(conn: Connection, event_ids: list[str]) -> list[str]:
+    known: list[str] = []
+    with _driver_cursor(conn) as cursor:
+        for start in range(0, len(event_ids), _IN_CHUNK):
+            chunk = event_ids[start : start + _IN_CHUNK]
+            statement = _SQLITE_KNOWN if len(chunk) == _IN_CHUNK else _sqlite_known(len(chunk))
+            known.extend(event_id for (event_id,) in cursor.execute(statement, chunk))
+    return known
+
+
+def _sqlite_known(count: int) -> str:
+    return f"SELECT event_id FROM audit_ledger WHERE event_id IN ({', '.join('?' * count)})"
+
+
+_SQLITE_KNOWN = _sqlite_known(_IN_CHUNK)
+
+
+@contextmanager
+def _driver_cursor(conn: Connection) -> Iterator[Any]:
+    """A cursor of the DB-API connection under ``conn`` (inside its transaction), for the hot
+    statements; driver errors come out as SQLAlchemy's, as through ``conn.execute``."""
+    dbapi = conn.dialect.loaded_dbapi
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        yield cursor
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(None, None, exc, dbapi.Error, dialect=conn.dialect) from exc
+    finally:
+        cursor.close()
 
 
 _LEDGER_COLUMNS = tuple(column.name for column in audit_ledger.columns)
@@ -483,7 +517,8 @@ _PG_COPY = f"COPY audit_ledger ({', '.join(_LEDGER_COLUMNS)}) FROM STDIN"
 def _insert(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """One executemany for the batch (on SQLite straight to the driver: no per-row overhead)."""
     if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql(_SQLITE_INSERT, [_ledger_values(row) for row in rows])
+        with _driver_cursor(conn) as cursor:
+            cursor.executemany(_SQLITE_INSERT, map(_ledger_values, rows))
     elif conn.dialect.driver == "psycopg":
         driver = conn.connection.driver_connection
         with driver.cursor() as cursor, cursor.copy(_PG_COPY) as copy:  # type: ignore[union-attr]
@@ -669,20 +704,21 @@ def _walk(
             signed_seq=signed_seq,
         )
 
-    keys = CANONICAL_KEYS
+    check, hash_of, checkpoint_at = checker.check, stored_values_hash, checkpoints.get
+    repeat_seq = None if repeat is None else repeat[0]
     for values in result:
         seq, stored = values[_SEQ_AT], values[_HASH_AT]
         try:
-            computed = sha256(encode_canonical(dict(zip(keys, values, strict=False)))).hexdigest()
+            computed = hash_of(values)
         except (TypeError, ValueError, KeyError) as exc:
             return report(seq, f"record {seq} cannot be encoded (a column was altered): {exc!r}")
-        problem = checker.check(seq, values[_PREV_AT], stored, computed)
+        problem = check(seq, values[_PREV_AT], stored, computed)
         if problem is not None:
             return report(problem.seq, problem.message)
-        if repeat is not None and seq == repeat[0]:
+        if seq == repeat_seq and repeat is not None:
             return report(seq, repeat[1])
         checked += 1
-        checkpoint = checkpoints.get(seq)
+        checkpoint = checkpoint_at(seq)
         if checkpoint is not None:
             bad_signature = checkpoint_problem(checkpoint, key_ids)
             if bad_signature is not None:

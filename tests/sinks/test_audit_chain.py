@@ -20,6 +20,7 @@ from sinks.chain import (
     canonical_bytes,
     decision_row,
     row_hash,
+    stored_values_hash,
     utc_text,
 )
 from sinks.exceptions import InvalidDecisionError
@@ -53,6 +54,49 @@ def test_erasure_is_encoded_with_sorted_keys_inside_the_record() -> None:
     row.update(seq=1, prev_hash=GENESIS_HASH, recorded_at="2025-03-01T09:00:00.000Z")
     encoded = canonical_bytes(row).decode()
     assert '"erasure":{"request_id":"req-2","retained":[{"basis":' in encoded
+
+
+def test_the_stored_values_hash_is_the_row_hash_of_the_same_record() -> None:
+    rows = [
+        decision_row(make_decision(1)),
+        decision_row(make_decision(2, consent_granted=True, purposes=["billing", "é"])),
+        decision_row(make_decision(3, consent_granted=False, recipient="authorities")),
+        decision_row(erasure_decision(4)),
+    ]
+    for seq, row in enumerate(rows, 1):
+        row.update(seq=seq, prev_hash=GENESIS_HASH, recorded_at="2025-03-01T09:00:00.125Z")
+        row["hash"] = "f" * 64
+        values = (*(row[key] for key in CANONICAL_KEYS), row["hash"])
+        assert stored_values_hash(values) == row_hash(row)
+        if row["consent_granted"] is not None:  # SQLite hands booleans back as 0/1
+            as_int = (*(int(v) if v is row["consent_granted"] else v for v in values),)
+            assert stored_values_hash(as_int) == row_hash(row)
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "error"),
+    [("categories", None, TypeError), ("consent_granted", 2, KeyError), ("rule", b"x", TypeError)],
+)
+def test_a_value_that_cannot_be_in_a_record_is_refused_by_every_encoder(
+    column: str, value: Any, error: type[Exception]
+) -> None:
+    row = decision_row(make_decision(1))
+    row.update(seq=1, prev_hash=GENESIS_HASH, recorded_at="2025-03-01T09:00:00.125Z", hash="")
+    row[column] = value
+    with pytest.raises(error):
+        canonical_bytes(row)
+    with pytest.raises(error):
+        stored_values_hash((*(row[key] for key in CANONICAL_KEYS), row["hash"]))
+
+
+def test_utc_text_remembers_instants_without_confusing_them() -> None:
+    start = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+    moments = [start + timedelta(microseconds=997 * n) for n in range(10_000)]  # > the memo
+    expected = [m.isoformat(timespec="milliseconds").replace("+00:00", "Z") for m in moments]
+    assert [utc_text(m) for m in moments] == expected
+    assert [utc_text(m) for m in reversed(moments)] == expected[::-1]
+    paris = timezone(timedelta(hours=1))
+    assert utc_text(start.astimezone(paris)) == utc_text(start) == "2025-03-01T09:00:00.000Z"
 
 
 KNOWN_RECORD = {

@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from lifecycle.db import make_engine
 from sinks.chain import GENESIS_HASH
 from sinks.checkpoints import CheckpointSigner, load_signing_key
-from sinks.exceptions import InvalidDecisionError, LedgerUnavailableError
+from sinks.exceptions import InvalidDecisionError, LedgerError, LedgerUnavailableError
 from sinks.ledger import SqlAuditSink, count_records, iter_records, verify
 
 
@@ -183,6 +183,29 @@ def test_a_locked_or_unreachable_database_is_reported_as_unavailable(
     with pytest.raises(LedgerUnavailableError):
         gone.append([make_decision(3)])
     assert verify(engine, signer.public_key).ok
+
+
+def test_a_database_error_in_the_batch_insert_writes_nothing_and_is_a_ledger_error(
+    tmp_path: Path, signer: CheckpointSigner
+) -> None:
+    # SQLite's batch insert runs on the driver's own cursor: its errors must still come out as
+    # the ledger's, with the transaction rolled back
+    engine = make_engine(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    sink = SqlAuditSink(engine, signer)
+    sink.append([make_decision(1)])
+    execute(
+        engine,
+        "CREATE TRIGGER refuse_seven BEFORE INSERT ON audit_ledger "
+        "WHEN NEW.event_id = 'evt-000007' BEGIN SELECT RAISE(ABORT, 'refused'); END",
+    )
+    with pytest.raises(LedgerError, match="append failed: IntegrityError: refused") as failed:
+        sink.append([make_decision(n) for n in range(5, 10)])
+    assert not isinstance(failed.value, LedgerUnavailableError)
+    assert [e.seq for e in iter_records(engine)] == [1]
+    execute(engine, "DROP TRIGGER refuse_seven")
+    assert [e.seq for e in sink.append([make_decision(n) for n in range(5, 10)])] == [2, 3, 4, 5, 6]
+    assert verify(engine, signer.public_key).ok
+    engine.dispose()
 
 
 # --------------------------------------------------------------------------- many writers
