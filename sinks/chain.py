@@ -32,7 +32,7 @@ and ``erasure`` as their canonical JSON text), so the bytes hashed are the bytes
 from __future__ import annotations
 
 import hashlib
-from collections import deque
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -409,6 +409,19 @@ def encode_canonical(document: dict[str, Any]) -> bytes:
     return orjson.dumps(document)
 
 
+def flat_canonical_bytes(record: Mapping[str, Any]) -> bytes:
+    """The canonical encoding of a record given as one mapping of exactly
+    :data:`CANONICAL_KEYS`, in any order, in its stored form except that ``categories`` and
+    ``purposes`` are lists of strings and ``erasure`` is None: the same bytes as
+    :func:`canonical_bytes` (orjson sorts the keys)."""
+    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+
+
+def canonical_hash(encoded: bytes) -> str:
+    """The ``hash`` of a record from its canonical encoding: SHA-256, lowercase hex."""
+    return _sha256(encoded).hexdigest()
+
+
 def row_hash(row: Mapping[str, Any]) -> str:
     """SHA-256 (lowercase hex) of the record's canonical encoding."""
     return _sha256(canonical_bytes(row)).hexdigest()
@@ -682,10 +695,9 @@ class ChainFollower:
         self._window = window
         self._checker = ChainChecker(start_seq, start_hash)
         self._anchor = anchor_on_first
-        self._pending: dict[int, tuple[Mapping[str, Any], str, str]] = {}
+        self._pending: dict[int, tuple[Any, str, str, str]] = {}
         self._max_pending = 0
-        self._recent: dict[int, str] = {}
-        self._recent_order: deque[int] = deque()
+        self._recent: dict[int, str] = {}  # seq -> hash of verified records, ascending
         self.problem: ChainProblem | None = None
         self.verified = 0
         self.duplicates = 0
@@ -708,8 +720,9 @@ class ChainFollower:
         """Records received ahead of a gap, waiting for the missing ones."""
         return len(self._pending)
 
-    def feed(self, record: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-        """Take one record; return the records that this made verified, in seq order."""
+    def feed(self, record: Mapping[str, Any], item: Any = None) -> list[Any]:
+        """Take one record (a decoded ``lifecycle.AuditRecord``); return what this made
+        verified, in seq order: each record's ``item`` (by default the record itself)."""
         if self.problem is not None:
             return []
         try:
@@ -719,35 +732,58 @@ class ChainFollower:
             at = seq if isinstance(seq, int) else self.head_seq + 1
             self.problem = ChainProblem(at, f"record {at} cannot be read: {exc}")
             return []
-        seq, stored = row["seq"], row["hash"]
-        computed = row_hash(row)
+        return self.feed_hashed(
+            record if item is None else item,
+            row["seq"],
+            row["prev_hash"],
+            row["hash"],
+            row_hash(row),
+        )
+
+    def feed_hashed(
+        self, item: Any, seq: int, prev_hash: str, stored_hash: str, computed_hash: str
+    ) -> list[Any]:
+        """:meth:`feed` for a record the caller has read and hashed: its ``seq``, ``prev_hash``
+        and stored ``hash``, and ``computed_hash`` of its content in the canonical encoding
+        (as :func:`audit_record_row` and :func:`row_hash` would give). Returns the ``item`` of
+        each record this made verified, in seq order."""
+        if self.problem is not None:
+            return []
         if self._anchor:
             self._anchor = False
-            self._checker = ChainChecker(seq - 1, row["prev_hash"])
-        if seq <= self.head_seq or seq in self._pending:
-            known = self._recent.get(seq) if seq <= self.head_seq else self._pending[seq][1]
-            if known is None or (known == stored and computed == stored):
+            self._checker = ChainChecker(seq - 1, prev_hash)
+        checker = self._checker
+        if seq == checker.head_seq + 1 and not self._pending:  # in order: the usual case
+            problem = checker.check(seq, prev_hash, stored_hash, computed_hash)
+            if problem is not None:
+                self.problem = problem
+                return []
+            self._remember(seq, stored_hash)
+            self.verified += 1
+            return [item]
+        if seq <= checker.head_seq or seq in self._pending:
+            known = self._recent_hash(seq) if seq <= checker.head_seq else self._pending[seq][2]
+            if known is None or (known == stored_hash and computed_hash == stored_hash):
                 self.duplicates += 1  # a redelivery (or older than the window: not checkable)
                 return []
             self.problem = ChainProblem(
                 seq, f"record {seq} was delivered twice with different content"
             )
             return []
-        self._pending[seq] = (record, stored, computed)
+        self._pending[seq] = (item, prev_hash, stored_hash, computed_hash)
         self._max_pending = max(self._max_pending, seq)
-        verified: list[Mapping[str, Any]] = []
-        while self.head_seq + 1 in self._pending:
-            next_seq = self.head_seq + 1
-            item, item_stored, item_computed = self._pending.pop(next_seq)
-            item_prev = item["prev_hash"]
-            problem = self._checker.check(next_seq, item_prev, item_stored, item_computed)
+        verified: list[Any] = []
+        while checker.head_seq + 1 in self._pending:
+            next_seq = checker.head_seq + 1
+            next_item, next_prev, next_stored, next_computed = self._pending.pop(next_seq)
+            problem = checker.check(next_seq, next_prev, next_stored, next_computed)
             if problem is not None:
                 self.problem = problem
                 return verified
-            self._remember(next_seq, item_stored)
+            self._remember(next_seq, next_stored)
             self.verified += 1
-            verified.append(item)
-        if self._pending and self._max_pending - self.head_seq > self._window:
+            verified.append(next_item)
+        if self._pending and self._max_pending - checker.head_seq > self._window:
             self.problem = self._gap()
         return verified
 
@@ -773,7 +809,12 @@ class ChainFollower:
         )
 
     def _remember(self, seq: int, hash_: str) -> None:
-        self._recent[seq] = hash_
-        self._recent_order.append(seq)
-        if len(self._recent_order) > self._window:
-            self._recent.pop(self._recent_order.popleft(), None)
+        """Keep the hash of a verified record (seqs arrive here one by one, ascending)."""
+        recent = self._recent
+        recent[seq] = hash_
+        if len(recent) > 2 * self._window:  # forget all but the window, now and then
+            self._recent = dict(itertools.islice(recent.items(), len(recent) - self._window, None))
+
+    def _recent_hash(self, seq: int) -> str | None:
+        """The hash of verified record ``seq`` if it is one of the last ``window`` verified."""
+        return self._recent.get(seq) if self.head_seq - seq < self._window else None

@@ -4,20 +4,37 @@ The topic is at-least-once (a record is published again when the ledger stage re
 after a crash) and, with several workers, records may arrive slightly out of ``seq`` order:
 :class:`~sinks.chain.ChainFollower` deduplicates by seq and reorders within a window, and the
 first record that breaks the chain stops the replay, naming its seq.
+
+Records are read in batches. Those in the single-object encoding of the current
+``lifecycle.AuditRecord`` schema without an erasure (nearly all) are read by
+:class:`AuditRecordReader` straight into the flat record that is emitted; anything else goes
+through the codec, :func:`~sinks.chain.audit_record_row` and :func:`~sinks.chain.row_hash`,
+which stay the reference the reader is tested against.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from sinks.chain import ChainFollower, ChainProblem, VerifyReport
-from streams.codec import Codec
+from sinks.chain import (
+    ChainFollower,
+    ChainProblem,
+    VerifyReport,
+    canonical_hash,
+    flat_canonical_bytes,
+)
+from streams.codec import SINGLE_OBJECT_MAGIC, Codec, SingleObjectCodec
 from streams.exceptions import DecodeError
 from streams.topics import AUDIT
+
+BATCH = 1_000
+"""Messages taken from the consumer at a time."""
 
 
 def flat(record: dict[str, Any]) -> dict[str, Any]:
@@ -41,44 +58,335 @@ def replay(
     follow: bool = False,
     stop: Callable[[], bool] = lambda: False,
 ) -> VerifyReport:
-    """Emit every verified record in seq order; the report when the topic's end is reached
-    (or, with ``follow``, when ``stop()`` says so or the chain breaks)."""
+    """Emit every verified record (flat, see :func:`flat`) in seq order; the report when the
+    topic's end is reached (or, with ``follow``, when ``stop()`` says so or the chain breaks)."""
     consumer = Consumer(
         {
             **client_config,
             "group.id": f"lifecycle-replay-{uuid.uuid4()}",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
         }
     )
-    partition = TopicPartition(AUDIT, 0)
-    start = OFFSET_BEGINNING
-    if not from_beginning:
-        _low, start = consumer.get_watermark_offsets(partition, timeout=10)
-    consumer.assign([TopicPartition(AUDIT, 0, start)])
+    # The first offset asked for, not OFFSET_BEGINNING: librdkafka resolves that one only
+    # after a back-off (half a second here, before the first record arrives).
+    low, high = consumer.get_watermark_offsets(TopicPartition(AUDIT, 0), timeout=10)
+    consumer.assign([TopicPartition(AUDIT, 0, low if from_beginning else high)])
     follower = ChainFollower(anchor_on_first=not from_beginning)
+    reader = AuditRecordReader.for_codec(codec)
+    read = reader.read if reader is not None else _never
     try:
         while not stop():
-            message = consumer.poll(0.2)
-            if message is None:
-                continue
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF and not follow:
-                    break
-                continue
-            try:
-                record = codec.decode("lifecycle.AuditRecord", message.value() or b"", AUDIT)
-            except DecodeError as exc:
-                follower.problem = ChainProblem(
-                    follower.head_seq + 1,
-                    f"privacy.audit offset {message.offset()} is not an audit record: {exc}",
-                )
-                break
-            for verified in follower.feed(record):
-                emit(flat(dict(verified)))
-            if follower.problem is not None:
-                break
+            for message in consumer.consume(BATCH, 0.2):
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF and not follow:
+                        return follower.finish()
+                    continue
+                value = message.value() or b""
+                fast = read(value)
+                if fast is not None:
+                    verified = follower.feed_hashed(*fast)
+                else:
+                    try:
+                        record = codec.decode("lifecycle.AuditRecord", value, AUDIT)
+                    except DecodeError as exc:
+                        follower.problem = ChainProblem(
+                            follower.head_seq + 1,
+                            f"privacy.audit offset {message.offset()} is not an audit record: "
+                            f"{exc}",
+                        )
+                        return follower.finish()
+                    verified = follower.feed(record, flat(record))
+                for item in verified:
+                    emit(item)
+                if follower.problem is not None:
+                    return follower.finish()
     finally:
         consumer.close()
     return follower.finish()
+
+
+def _never(_value: bytes) -> None:
+    return None
+
+
+# --------------------------------------------------------------------------- the fast reader
+
+AUDIT_RECORD_FINGERPRINT = bytes.fromhex("5a030c94f5a53305")
+"""CRC-64-AVRO fingerprint of the ``lifecycle.AuditRecord`` schema (with ``lifecycle.Decision``
+inlined) that :class:`AuditRecordReader` was written for. A test compares it with
+``schemas/``: a schema change must revisit the reader (until then it reads nothing)."""
+
+Read = tuple[dict[str, Any], int, str, str, str]
+"""(flat record, seq, prev_hash, stored hash, hash of its content): what
+:meth:`~sinks.chain.ChainFollower.feed_hashed` takes."""
+
+
+class _Unusual(Exception):
+    """Something the reader leaves to the codec (which decodes it, or says what is wrong)."""
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_VERDICTS = ("allow", "deny")  # the Verdict enum's symbols, in order
+_MOMENTS_MAX = 4096
+_MILLIS = tuple(timedelta(milliseconds=n) for n in range(1000))
+_MILLIS_TEXT = tuple(f".{n:03d}Z" for n in range(1000))
+
+
+class AuditRecordReader:
+    """Reads a ``privacy.audit`` value written with :data:`AUDIT_RECORD_FINGERPRINT` and no
+    erasure, as the codec would decode it and :func:`flat` would flatten it, and hashes its
+    content as :func:`~sinks.chain.row_hash` would.
+
+    Declines (returns None) anything else or anything unusual: another schema, an erasure,
+    text that is not ASCII, a text of 64 bytes or more (other than the 64-digit hashes and
+    pseudonym, and ``rule``), an array of 64 texts or more, an empty required text, a varint
+    longer than 63 bits, a non-canonical union, enum or boolean byte, a negative length, a
+    time out of range, trailing or missing bytes. The caller then takes the codec's path, so
+    a declined record is checked (or refused) exactly as before.
+
+    Texts are cut from the value decoded as Latin-1, which is its UTF-8 decoding when they are
+    ASCII; that is checked once per record, on the canonical bytes (any other character would
+    be encoded there as non-ASCII UTF-8).
+    """
+
+    __slots__ = ("_moments", "_seconds")
+
+    def __init__(self) -> None:
+        self._moments: dict[bytes, tuple[datetime, str]] = {}  # varint -> (datetime, text)
+        self._seconds: dict[int, tuple[datetime, str]] = {}  # whole second -> (datetime, text)
+
+    @classmethod
+    def for_codec(cls, codec: Codec) -> AuditRecordReader | None:
+        """A reader when ``codec`` writes audit records the way this reader reads them."""
+        if not isinstance(codec, SingleObjectCodec):
+            return None
+        if codec.writer_fingerprint("lifecycle.AuditRecord") != AUDIT_RECORD_FINGERPRINT:
+            return None
+        return cls()
+
+    def read(self, value: bytes) -> Read | None:
+        if value[:10] != _HEADER:
+            return None
+        try:
+            return self._read_body(value)
+        except (_Unusual, IndexError, OverflowError, AttributeError):
+            return None  # AttributeError: a varint that does not end (no match)
+
+    def _moment(self, varint: bytes) -> tuple[datetime, str]:
+        """A timestamp-millis (its varint bytes) as fastavro decodes it, and its text."""
+        known = self._moments.get(varint)
+        if known is None:
+            if len(self._moments) >= _MOMENTS_MAX:
+                self._moments.clear()
+            if len(varint) == 6:  # 2001..2112, unrolled
+                b0, b1, b2, b3, b4, b5 = varint
+                raw = (
+                    (b0 & 0x7F)
+                    | (b1 & 0x7F) << 7
+                    | (b2 & 0x7F) << 14
+                    | (b3 & 0x7F) << 21
+                    | (b4 & 0x7F) << 28
+                    | b5 << 35
+                )
+                second, millis = divmod((raw >> 1) ^ -(raw & 1), 1000)
+            else:
+                second, millis = divmod(_long(varint, 0)[0], 1000)
+            whole = self._seconds.get(second)
+            if whole is None:
+                if len(self._seconds) >= _MOMENTS_MAX:
+                    self._seconds.clear()
+                moment = _EPOCH + timedelta(seconds=second)
+                whole = self._seconds[second] = (moment, moment.isoformat()[:-6])  # no "+00:00"
+            # as utc_text(_EPOCH + timedelta(milliseconds=...)), without formatting each time
+            known = (whole[0] + _MILLIS[millis], whole[1] + _MILLIS_TEXT[millis])
+            self._moments[varint] = known
+        return known
+
+    def _read_body(self, data: bytes) -> Read:
+        # Field by field in the schema's order, inline: this runs once per record. A text
+        # shorter than 64 bytes has a one-byte length (even: zig-zag), 64 is 0x80 0x01.
+        text = data.decode("latin-1")
+        varint_end = _VARINT_END
+        at = varint_end(data, 10).end()
+        seq = _long(data, 10)[0]
+        if data[at] != 0x80 or data[at + 1] != 1:
+            raise _Unusual
+        prev_hash, at = text[at + 2 : at + 66], at + 66
+        if data[at] != 0x80 or data[at + 1] != 1:
+            raise _Unusual
+        stored_hash, at = text[at + 2 : at + 66], at + 66
+        end = varint_end(data, at).end()
+        recorded_at, recorded_text = self._moment(data[at:end])
+        at = end
+        byte = data[at]
+        if byte & 0x81:
+            raise _Unusual
+        end = at + 1 + (byte >> 1)
+        event_id, at = text[at + 1 : end], end
+        byte = data[at]
+        if byte & 0x81:
+            raise _Unusual
+        end = at + 1 + (byte >> 1)
+        kind, at = text[at + 1 : end], end
+        if data[at] != 0x80 or data[at + 1] != 1:
+            raise _Unusual
+        subject_ref, at = text[at + 2 : at + 66], at + 66
+        byte = data[at]
+        if byte & 0x81:
+            raise _Unusual
+        end = at + 1 + (byte >> 1)
+        source, at = text[at + 1 : end], end
+        categories, at = _short_texts(data, text, at)
+        byte = data[at]
+        if byte == 0:
+            purpose, at = None, at + 1
+        elif byte == 2 and not data[at + 1] & 0x81:
+            end = at + 2 + (data[at + 1] >> 1)
+            purpose, at = text[at + 2 : end], end
+        else:
+            raise _Unusual
+        purposes, at = _short_texts(data, text, at)
+        byte = data[at]
+        if byte == 0:
+            granted, at = None, at + 1
+        elif byte == 2 and data[at + 1] < 2:
+            granted, at = data[at + 1] == 1, at + 2
+        else:
+            raise _Unusual
+        byte = data[at]
+        if byte == 0:
+            recipient, at = None, at + 1
+        elif byte == 2 and not data[at + 1] & 0x81:
+            end = at + 2 + (data[at + 1] >> 1)
+            recipient, at = text[at + 2 : end], end
+        else:
+            raise _Unusual
+        byte = data[at]
+        if byte == 0:
+            actor_role, at = None, at + 1
+        elif byte == 2 and not data[at + 1] & 0x81:
+            end = at + 2 + (data[at + 1] >> 1)
+            actor_role, at = text[at + 2 : end], end
+        else:
+            raise _Unusual
+        byte = data[at]
+        if byte != 0 and byte != 2:
+            raise _Unusual
+        verdict, at = _VERDICTS[byte >> 1], at + 1
+        byte = data[at]
+        if byte & 0x81:
+            raise _Unusual
+        end = at + 1 + (byte >> 1)
+        reason_code, at = text[at + 1 : end], end
+        length, at = _long(data, at)  # rule: often 64 bytes or more
+        if length < 0:
+            raise _Unusual
+        rule, at = text[at : at + length], at + length
+        byte = data[at]
+        if byte & 0x81:
+            raise _Unusual
+        end = at + 1 + (byte >> 1)
+        policy_version, at = text[at + 1 : end], end
+        end = varint_end(data, at).end()
+        occurred_at, occurred_text = self._moment(data[at:end])
+        at = end
+        end = varint_end(data, at).end()
+        decided_at, decided_text = self._moment(data[at:end])
+        at = end
+        source_partition, at = _long(data, at)
+        source_offset, at = _long(data, at)
+        if data[at] != 0 or at + 1 != len(data):  # an erasure, or bytes missing or left over
+            raise _Unusual
+        if not (
+            event_id and kind and subject_ref and source and reason_code and rule and policy_version
+        ):
+            raise _Unusual  # the codec's path says which field
+        record = {
+            "seq": seq,
+            "event_id": event_id,
+            "kind": kind,
+            "subject_ref": subject_ref,
+            "source": source,
+            "categories": categories,
+            "purpose": purpose,
+            "purposes": purposes,
+            "consent_granted": granted,
+            "recipient": recipient,
+            "actor_role": actor_role,
+            "decision": verdict,
+            "reason_code": reason_code,
+            "rule": rule,
+            "policy_version": policy_version,
+            "occurred_at": occurred_text,
+            "decided_at": decided_text,
+            "source_partition": source_partition,
+            "source_offset": source_offset,
+            "erasure": None,
+            "recorded_at": recorded_text,
+            "prev_hash": prev_hash,
+        }
+        canonical = flat_canonical_bytes(record)  # the canonical keys, timestamps as text
+        if not (canonical.isascii() and stored_hash.isascii()):
+            raise _Unusual  # a text that was not ASCII: cut as Latin-1, it is wrong
+        record["occurred_at"] = occurred_at
+        record["decided_at"] = decided_at
+        record["recorded_at"] = recorded_at
+        record["hash"] = stored_hash
+        return record, seq, prev_hash, stored_hash, canonical_hash(canonical)
+
+
+_HEADER = SINGLE_OBJECT_MAGIC + AUDIT_RECORD_FINGERPRINT
+# Where the varint at a position ends (up to 63 bits); None (AttributeError on .end()) if not
+_VARINT_END = cast(
+    Callable[[bytes, int], re.Match[bytes]], re.compile(rb"[\x80-\xff]{0,8}[\x00-\x7f]").match
+)
+
+
+def _long(data: bytes, at: int) -> tuple[int, int]:
+    """The Avro long (zig-zag varint) at ``at``, and where it ends."""
+    byte = data[at]
+    if byte < 0x80:
+        return (byte >> 1) ^ -(byte & 1), at + 1
+    second = data[at + 1]  # two and three bytes unrolled: seqs, offsets, lengths
+    if second < 0x80:
+        value = (byte & 0x7F) | second << 7
+        return (value >> 1) ^ -(value & 1), at + 2
+    third = data[at + 2]
+    if third < 0x80:
+        value = (byte & 0x7F) | (second & 0x7F) << 7 | third << 14
+        return (value >> 1) ^ -(value & 1), at + 3
+    value, shift = byte & 0x7F, 7
+    while byte & 0x80:
+        if shift > 56:  # past 63 bits: the codec's business
+            raise _Unusual
+        at += 1
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        shift += 7
+    return (value >> 1) ^ -(value & 1), at + 1
+
+
+def _short_texts(data: bytes, text: str, at: int) -> tuple[list[str], int]:
+    """An Avro array of texts shorter than 64 bytes (blocks shorter than 64 items) at ``at``,
+    cut from ``text`` (see :class:`AuditRecordReader`), and where it ends."""
+    out: list[str] = []
+    while True:
+        count = data[at]
+        at += 1
+        if count == 0:
+            return out, at
+        if count & 0x81:
+            raise _Unusual
+        for _ in range(count >> 1):
+            byte = data[at]
+            if byte & 0x81:
+                raise _Unusual
+            end = at + 1 + (byte >> 1)
+            out.append(text[at + 1 : end])
+            at = end
+
+
+__all__ = ["AUDIT_RECORD_FINGERPRINT", "BATCH", "AuditRecordReader", "flat", "replay"]

@@ -102,6 +102,13 @@ class SingleObjectCodec:
             if fp not in self._writers and name in self._current:
                 self._writers[fp] = (name, fastavro.parse_schema(old), True)
 
+    def writer_fingerprint(self, record_name: str) -> bytes:
+        """The fingerprint :meth:`encode` writes for ``record_name`` (its current schema)."""
+        try:
+            return self._current[record_name][1]
+        except KeyError:
+            raise EncodeError(f"no topic schema named {record_name}") from None
+
     def encode(self, record_name: str, record: Mapping[str, Any], topic: str = "") -> bytes:
         try:
             parsed, fp = self._current[record_name]
