@@ -17,6 +17,7 @@ from lifecycle.cli import bus
 from lifecycle.config import load_settings
 from lifecycle.runtime import Runtime
 from streams.codec import Codec
+from streams.offsets import end_offsets
 from streams.topics import CONFIRMATIONS
 
 
@@ -44,10 +45,9 @@ class ConfirmationReader:
                 "enable.partition.eof": True,
             }
         )
-        partition = TopicPartition(CONFIRMATIONS, 0)
         start = OFFSET_BEGINNING
         if from_end:
-            _low, start = self._consumer.get_watermark_offsets(partition, timeout=10)
+            start = end_offsets(client_config, [(CONFIRMATIONS, 0)])[(CONFIRMATIONS, 0)]
         self._consumer.assign([TopicPartition(CONFIRMATIONS, 0, start)])
 
     def read(self, *, follow: bool, timeout: float | None = None) -> Iterator[dict[str, Any]]:
