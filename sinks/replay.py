@@ -168,10 +168,9 @@ class AuditRecordReader:
         return cls()
 
     def read(self, value: bytes) -> Read | None:
-        if value[:10] != _HEADER:
-            return None
+        """The record in ``value``, or None: leave it to the codec."""
         try:
-            return self._read_body(value)
+            return self._read(value)
         except (_Unusual, IndexError, OverflowError, AttributeError):
             return None  # AttributeError: a varint that does not end (no match)
 
@@ -205,22 +204,27 @@ class AuditRecordReader:
             self._moments[varint] = known
         return known
 
-    def _read_body(self, data: bytes) -> Read:
+    def _read(self, data: bytes) -> Read:
         # Field by field in the schema's order, inline: this runs once per record. A text
         # shorter than 64 bytes has a one-byte length (even: zig-zag), 64 is 0x80 0x01.
+        if data[:10] != _HEADER:
+            raise _Unusual
         text = data.decode("latin-1")
-        varint_end = _VARINT_END
-        at = varint_end(data, 10).end()
-        seq = _long(data, 10)[0]
+        varint_end, moments = _VARINT_END, self._moments
+        seq, at = _long(data, 10)
         if data[at] != 0x80 or data[at + 1] != 1:
             raise _Unusual
         prev_hash, at = text[at + 2 : at + 66], at + 66
         if data[at] != 0x80 or data[at + 1] != 1:
             raise _Unusual
         stored_hash, at = text[at + 2 : at + 66], at + 66
-        end = varint_end(data, at).end()
-        recorded_at, recorded_text = self._moment(data[at:end])
-        at = end
+        known = moments.get(data[at : at + 6])  # a 6-byte varint (2001..2112) seen before
+        if known is None:
+            end = varint_end(data, at).end()
+            known = self._moment(data[at:end])
+        else:
+            end = at + 6
+        (recorded_at, recorded_text), at = known, end
         byte = data[at]
         if byte & 0x81:
             raise _Unusual
@@ -239,7 +243,12 @@ class AuditRecordReader:
             raise _Unusual
         end = at + 1 + (byte >> 1)
         source, at = text[at + 1 : end], end
-        categories, at = _short_texts(data, text, at)
+        categories: list[str]
+        if data[at] == 2 and not data[at + 1] & 0x81 and not data[at + 2 + (data[at + 1] >> 1)]:
+            end = at + 2 + (data[at + 1] >> 1)  # one category: usually
+            categories, at = [text[at + 2 : end]], end + 1
+        else:
+            categories, at = _short_texts(data, text, at)
         byte = data[at]
         if byte == 0:
             purpose, at = None, at + 1
@@ -248,7 +257,11 @@ class AuditRecordReader:
             purpose, at = text[at + 2 : end], end
         else:
             raise _Unusual
-        purposes, at = _short_texts(data, text, at)
+        purposes: list[str]
+        if data[at] == 0:  # usually
+            purposes, at = [], at + 1
+        else:
+            purposes, at = _short_texts(data, text, at)
         byte = data[at]
         if byte == 0:
             granted, at = None, at + 1
@@ -290,12 +303,20 @@ class AuditRecordReader:
             raise _Unusual
         end = at + 1 + (byte >> 1)
         policy_version, at = text[at + 1 : end], end
-        end = varint_end(data, at).end()
-        occurred_at, occurred_text = self._moment(data[at:end])
-        at = end
-        end = varint_end(data, at).end()
-        decided_at, decided_text = self._moment(data[at:end])
-        at = end
+        known = moments.get(data[at : at + 6])  # a 6-byte varint (2001..2112) seen before
+        if known is None:
+            end = varint_end(data, at).end()
+            known = self._moment(data[at:end])
+        else:
+            end = at + 6
+        (occurred_at, occurred_text), at = known, end
+        known = moments.get(data[at : at + 6])  # a 6-byte varint (2001..2112) seen before
+        if known is None:
+            end = varint_end(data, at).end()
+            known = self._moment(data[at:end])
+        else:
+            end = at + 6
+        (decided_at, decided_text), at = known, end
         source_partition, at = _long(data, at)
         source_offset, at = _long(data, at)
         if data[at] != 0 or at + 1 != len(data):  # an erasure, or bytes missing or left over
