@@ -218,7 +218,7 @@ def _worker(
     engine = make_engine(url)
     sink = SqlAuditSink(engine, load_signing_key(Path(key_file)), checkpoint_every=25)
     numbers = list(range(first, last + 1))
-    go.wait(30)
+    go.wait(120)
     began = time.time()
     for start in range(0, len(numbers), batch):
         sink.append([make_decision(n) for n in numbers[start : start + batch]])
@@ -241,7 +241,7 @@ def test_two_worker_processes_build_one_valid_chain_with_every_event_once(
     ]
     for worker in workers:
         worker.start()
-    go.wait(60)
+    go.wait(180)
     for worker in workers:
         worker.join(60)
         assert worker.exitcode == 0
