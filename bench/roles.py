@@ -73,7 +73,15 @@ def worker(mode: str, overrides: dict[str, Any], loop: str) -> None:
         app = create_app(settings, **overrides)
         outbox = Outbox(settings.kafka_client_config())
         stage = DecisionStage(app, runtime, metrics, outbox)
-        register_intake(app, runtime.codec, runtime.keystore, stage.handle, metrics, outbox)
+        register_intake(
+            app,
+            runtime.codec,
+            runtime.keystore,
+            stage.handle,
+            metrics,
+            outbox,
+            partitions=settings.topic_partitions,
+        )
     else:
         if overrides:
             raise SystemExit("settings overrides apply to passthrough and decide only")

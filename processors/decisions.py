@@ -18,18 +18,19 @@ the erasure decision emitted; the ledger publishes the confirmation once that de
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import faust
 import orjson
+from sqlalchemy import Engine, select
 
 from lifecycle.logging import get_logger
 from lifecycle.observability import Metrics
 from lifecycle.runtime import Runtime
-from processors.intake import Decoded
+from processors.intake import Decoded, Refused
 from processors.rules import (
     SubjectState,
     Verdict,
@@ -40,18 +41,27 @@ from processors.rules import (
     mark_erased,
     plan_erasure,
 )
+from sinks.ledger import audit_ledger, create_ledger
 from sinks.vault import HeldValue, Vault
 from streams.exceptions import KeyStoreError
 from streams.keys import IDENTITY_CATEGORY
 from streams.outbox import Outbox
 from streams.revocations import revocation_record
-from streams.topics import CUSTOMER_EVENTS, DECISIONS, KEY_REVOCATIONS, VIOLATIONS
+from streams.topics import (
+    CUSTOMER_EVENTS,
+    DECISIONS,
+    KEY_REVOCATIONS,
+    VIOLATIONS,
+    home_partition,
+)
 
 log = get_logger(__name__)
 
 RECENT = 16
 """At most this many decisions are remembered per subject for redelivered events; those whose
 offset the group has committed are dropped first (they cannot be redelivered)."""
+
+T = TypeVar("T")
 
 SUBJECTS_TABLE = "subjects"
 RETRY_FIRST, RETRY_MAX = 0.2, 5.0
@@ -108,6 +118,19 @@ class Entry:
         return orjson.dumps({"state": self.state.to_dict(), "recent": recent})
 
 
+def recorded_events(engine: Engine, event_ids: Sequence[str]) -> dict[str, tuple[str, str, int]]:
+    """event_id -> (subject_ref, kind, seq) for those of ``event_ids`` the audit ledger holds."""
+    found: dict[str, tuple[str, str, int]] = {}
+    columns = (audit_ledger.c.event_id, audit_ledger.c.subject_ref, audit_ledger.c.kind)
+    with engine.connect() as conn:
+        for start in range(0, len(event_ids), 500):
+            chunk = event_ids[start : start + 500]
+            query = select(*columns, audit_ledger.c.seq).where(audit_ledger.c.event_id.in_(chunk))
+            for event_id, subject_ref, kind, seq in conn.execute(query):
+                found[event_id] = (subject_ref, kind, seq)
+    return found
+
+
 def decision_record(
     event: dict[str, Any],
     verdict: Verdict,
@@ -161,6 +184,7 @@ class DecisionStage:
         self._book = runtime.policy
         self._keys = runtime.keystore
         self._vault = Vault(runtime.engine)
+        create_ledger(runtime.engine)  # looked up by event_id before deciding
         self.table = app.Table(
             SUBJECTS_TABLE,
             default=None,
@@ -175,12 +199,17 @@ class DecisionStage:
 
     # -- the batch ----------------------------------------------------------------------
 
-    async def handle(self, batch: Sequence[Decoded]) -> None:
+    async def handle(self, batch: Sequence[Decoded]) -> Refused:
+        """Decide ``batch``; the events refused instead (an ``event_id`` the audit ledger
+        already holds for another event), for the caller to dead-letter."""
+        refused = await self._reused_ids(batch)
         async with self.lock:
             entries: dict[str, Entry] = {}
             partition_of: dict[str, int] = {}
             held: dict[tuple[str, str], HeldValue] = {}
-            for item in batch:
+            for index, item in enumerate(batch):
+                if index in refused:
+                    continue
                 event = item.record
                 ref = event["subject_ref"]
                 entry = entries.get(ref)
@@ -195,10 +224,39 @@ class DecisionStage:
                         record["decided_at"],
                     )
                 self._emit(record)
-            self._vault.hold(list(held.values()))
+            values = list(held.values())
+            if values:
+                await self._until_done("vault.hold", lambda: self._vault.hold(values))
             committed = self._committed_offsets()
             for ref, entry in entries.items():
                 self.table[ref.encode()] = entry.dump(committed.get(partition_of[ref]))
+        return [(batch[index], reason) for index, reason in sorted(refused.items())]
+
+    async def _reused_ids(self, batch: Sequence[Decoded]) -> dict[int, str]:
+        """Index -> reason, for events whose ``event_id`` names another event: already in the
+        audit ledger with another subject or kind, or earlier in this batch. Deciding one
+        would change state (or shred keys) under a decision the ledger then drops as a
+        repeat. (A repeat of the same event is not refused: it is decided again and the
+        ledger keeps its first record.) Two such events decided before the first reaches the
+        ledger are not caught here: see README, "Guarantees and limits"."""
+        ids = list({item.record["event_id"] for item in batch})
+        recorded = await self._until_done(
+            "ledger.lookup", lambda: recorded_events(self._runtime.engine, ids)
+        )
+        seen: dict[str, tuple[str, str]] = {}
+        refused: dict[int, str] = {}
+        for index, item in enumerate(batch):
+            event = item.record
+            identity = (event["subject_ref"], event["kind"])
+            event_id = event["event_id"]
+            earlier = recorded.get(event_id)
+            if earlier is not None and earlier[:2] != identity:
+                refused[index] = (
+                    f"event_id is already recorded for another event (audit seq {earlier[2]})"
+                )
+            elif seen.setdefault(event_id, identity) != identity:
+                refused[index] = "event_id is used by another event earlier in its batch"
+        return refused
 
     def _committed_offsets(self) -> dict[int, int]:
         """customer.events partition -> offset the group has committed (what a restart
@@ -309,23 +367,27 @@ class DecisionStage:
 
     async def shred(self, subject_ref: str, categories: list[str], reason: str) -> list[str]:
         """Destroy keys, retrying until the key store confirms; release the vault copies."""
+
+        def destroy() -> list[str]:
+            shredded = self._keys.shred(subject_ref, categories, reason)
+            self._vault.release(subject_ref, categories)
+            return shredded
+
+        return await self._until_done("shred", destroy, subject_ref=subject_ref)
+
+    async def _until_done(self, what: str, work: Callable[[], T], **context: str) -> T:
+        """``work()`` in a thread (the event loop keeps serving the group), retried with
+        backoff while the database is unavailable: the batch waits, unacknowledged, and
+        nothing is decided twice or skipped."""
         delay = RETRY_FIRST
         while True:
             try:
-                shredded = self._keys.shred(subject_ref, categories, reason)
-                self._vault.release(subject_ref, categories)
-                return shredded
+                return await asyncio.to_thread(work)
             except KeyStoreError as exc:
-                log.error(
-                    "shred.retrying", subject_ref=subject_ref, error=str(exc), in_seconds=delay
-                )
-            except Exception as exc:  # the vault's database, same retry
-                log.error(
-                    "shred.retrying",
-                    subject_ref=subject_ref,
-                    error=f"{type(exc).__name__}",
-                    in_seconds=delay,
-                )
+                error = str(exc)
+            except Exception as exc:  # a database error's text quotes its parameters: not logged
+                error = type(exc).__name__
+            log.error(f"{what}.retrying", error=error, in_seconds=delay, **context)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
 
@@ -342,13 +404,11 @@ class DecisionStage:
     ) -> int:
         """Shred every category whose retention ran out by ``as_of``, for the subjects this
         worker holds (of ``partitions``, when given); the number of subjects swept."""
-        from aiokafka.partitioner import murmur2
-
         count = self._runtime.settings.topic_partitions
         swept = 0
         async with self.lock:
             for key, raw in list(self.table.items()):
-                if partitions is not None and (murmur2(key) & 0x7FFFFFFF) % count not in partitions:
+                if partitions is not None and home_partition(key, count) not in partitions:
                     continue
                 ref = key.decode()
                 entry = Entry.load(raw)

@@ -25,7 +25,7 @@ from streams.codec import Codec
 from streams.exceptions import DecodeError
 from streams.keys import KeyStore
 from streams.outbox import Outbox
-from streams.topics import CUSTOMER_EVENTS
+from streams.topics import CUSTOMER_EVENTS, home_partition
 
 log = get_logger(__name__)
 
@@ -44,7 +44,10 @@ class Decoded:
     offset: int
 
 
-BatchHandler = Callable[[list[Decoded]], Awaitable[None]]
+Refused = list[tuple[Decoded, str]]
+"""Events the decision stage would not decide, each with the reason (they are dead-lettered)."""
+
+BatchHandler = Callable[[list[Decoded]], Awaitable[Refused]]
 
 
 _BODY_FIELDS = {
@@ -92,11 +95,30 @@ def register_intake(
     handle: BatchHandler,
     metrics: Metrics,
     outbox: Outbox,
+    *,
+    partitions: int,
 ) -> faust.TopicT:
     """The intake agent; ``handle`` produces its outputs into ``outbox``, which is flushed
-    (every output acknowledged) before the batch's offsets are."""
+    (every output acknowledged) before the batch's offsets are. ``partitions``: how many
+    ``customer.events`` has when the broker's metadata does not say."""
     source = app.topic(CUSTOMER_EVENTS, key_type=bytes, value_type=bytes)
     dlq = DeadLetterQueue(outbox, keystore, metrics)
+
+    def reject(message: Any, error: str) -> None:
+        dlq.send(
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=message.value,
+            error=error,
+        )
+
+    def partition_count(topic: str) -> int:
+        try:
+            return int(app.consumer.topic_partitions(topic) or partitions)
+        except Exception:  # no consumer metadata yet
+            return partitions
 
     @app.agent(source, name="lifecycle.intake")
     async def intake(stream: faust.StreamT) -> None:
@@ -110,38 +132,39 @@ def register_intake(
         decoded: list[Decoded] = []
         for event in events:
             message = event.message
-
-            def reject(error: str, message: Any = message) -> None:
-                dlq.send(
-                    topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                    key=message.key,
-                    value=message.value,
-                    error=error,
-                )
-
             try:
                 record = codec.decode(
                     "lifecycle.CustomerEvent", message.value or b"", message.topic
                 )
             except DecodeError as exc:
-                reject(str(exc))
+                reject(message, str(exc))
                 continue
-            if (message.key or b"") != record["subject_ref"].encode():
-                reject("record key is not its subject_ref")
+            key = message.key or b""
+            if key != record["subject_ref"].encode():
+                reject(message, "record key is not its subject_ref")
                 continue
             problem = invalid_event(record)
             if problem is not None:
-                reject(problem)
+                reject(message, problem)
+                continue
+            home = home_partition(key, partition_count(message.topic))
+            if home != message.partition:
+                # its subject's state lives with partition `home`: deciding it here would
+                # judge it against nothing (and split the subject's state in two)
+                reject(message, f"record is on partition {message.partition}, its key's is {home}")
                 continue
             decoded.append(Decoded(record, message.partition, message.offset))
             metrics.event_consumed(record["kind"])
         if decoded:
-            await handle(decoded)
+            refused = await handle(decoded)
+            if refused:
+                by_position = {(e.message.partition, e.message.offset): e.message for e in events}
+                for item, error in refused:
+                    reject(by_position[(item.partition, item.offset)], error)
             log.info(
                 "batch.decided",
-                events=len(decoded),
+                events=len(decoded) - len(refused),
+                refused=len(refused),
                 partitions=sorted({item.partition for item in decoded}),
             )
         await outbox.flush()  # raises if the broker refused a decision or a dead letter

@@ -34,7 +34,15 @@ def build_worker(
     app = create_app(runtime.settings)
     outbox = Outbox(runtime.settings.kafka_client_config())
     stage = DecisionStage(app, runtime, metrics, outbox)
-    register_intake(app, runtime.codec, runtime.keystore, stage.handle, metrics, outbox)
+    register_intake(
+        app,
+        runtime.codec,
+        runtime.keystore,
+        stage.handle,
+        metrics,
+        outbox,
+        partitions=runtime.settings.topic_partitions,
+    )
     register_retention(app, stage, runtime.codec)
     sink = open_audit_sink(runtime.settings)
     ledger = LedgerStage(runtime, sink, metrics, group=f"{app.conf.id}-ledger")
@@ -53,10 +61,14 @@ def build_worker(
         try:
             consumer = app.consumer
             partitions = consumer.assignment()
-            highs = await consumer.highwaters(*partitions) if partitions else {}
+            # the high watermark of the latest fetch (no request; ListOffsets would be one
+            # per partition, and the embedded broker answers it short)
             metrics.consumer_lag(
                 {
-                    (tp.topic, tp.partition): (consumer._committed_offset.get(tp), highs.get(tp))
+                    (tp.topic, tp.partition): (
+                        consumer._committed_offset.get(tp),
+                        consumer.highwater(tp),
+                    )
                     for tp in partitions
                 }
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from aiokafka.partitioner import murmur2
 from confluent_kafka import KafkaError
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
@@ -18,6 +19,13 @@ VIOLATIONS = "privacy.violations"
 CONFIRMATIONS = "privacy.deletion-confirmations"
 KEY_REVOCATIONS = "privacy.key-revocations"
 RETENTION_SWEEPS = "privacy.retention-sweeps"
+
+
+def home_partition(key: bytes, partitions: int) -> int:
+    """The partition a keyed record belongs on: murmur2 of the key bytes, as the publisher,
+    the Java client and Faust's tables compute it (so a subject's events and state meet)."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
 
 _FOREVER = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
 
