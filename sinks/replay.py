@@ -69,14 +69,14 @@ def replay(
             "auto.offset.reset": "earliest",
         }
     )
-    # The first offset asked for, not OFFSET_BEGINNING: librdkafka resolves that one only
-    # after a back-off (half a second here, before the first record arrives).
-    low, high = consumer.get_watermark_offsets(TopicPartition(AUDIT, 0), timeout=10)
-    consumer.assign([TopicPartition(AUDIT, 0, low if from_beginning else high)])
     follower = ChainFollower(anchor_on_first=not from_beginning)
     reader = AuditRecordReader.for_codec(codec)
     read = reader.read if reader is not None else _never
     try:
+        # The first offset asked for, not OFFSET_BEGINNING: librdkafka resolves that one only
+        # after a back-off (half a second here, before the first record arrives).
+        low, high = consumer.get_watermark_offsets(TopicPartition(AUDIT, 0), timeout=10)
+        consumer.assign([TopicPartition(AUDIT, 0, low if from_beginning else high)])
         while not stop():
             for message in consumer.consume(BATCH, 0.2):
                 error = message.error()
