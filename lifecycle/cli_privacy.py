@@ -86,7 +86,11 @@ def erase(
         runtime = Runtime(live).open()
         config = live.kafka_client_config()
         # listen from the end before publishing, so the answer cannot slip past
-        reader = ConfirmationReader(config, runtime.codec, from_end=True) if wait else None
+        reader = (
+            ConfirmationReader(live.kafka_consumer_config(), runtime.codec, from_end=True)
+            if wait
+            else None
+        )
         event: dict[str, object] = {
             "kind": "deletion_requested",
             "source": "privacy-team",
@@ -116,7 +120,7 @@ def confirmations(follow: bool) -> None:
     """Read privacy.deletion-confirmations (one JSON object a line)."""
     with bus(load_settings()) as live:
         runtime = Runtime(live)
-        reader = ConfirmationReader(live.kafka_client_config(), runtime.codec, from_end=False)
+        reader = ConfirmationReader(live.kafka_consumer_config(), runtime.codec, from_end=False)
         for record in reader.read(follow=follow):
             click.echo(_json(record))
 

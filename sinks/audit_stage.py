@@ -69,6 +69,7 @@ class LedgerStage:
 
     def __init__(self, runtime: Runtime, sink: SqlAuditSink, metrics: Metrics, group: str) -> None:
         config = runtime.settings.kafka_client_config()
+        consumer_config = runtime.settings.kafka_consumer_config()
         self._codec = runtime.codec
         self._sink = sink
         self._metrics = metrics
@@ -76,7 +77,7 @@ class LedgerStage:
         self._dlq = DeadLetterQueue(self._outbox, runtime.keystore, metrics)
         self._consumer = Consumer(
             {
-                **config,
+                **consumer_config,
                 "group.id": group,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
+from lifecycle.config import FETCH_WAIT_MS
 from lifecycle.logging import get_logger
 from streams.codec import Codec
 from streams.exceptions import DecodeError
@@ -39,6 +40,7 @@ class RevocationListener:
     def __init__(self, client_config: dict[str, str], codec: Codec, keystore: KeyStore) -> None:
         self._consumer = Consumer(
             {
+                "fetch.wait.max.ms": str(FETCH_WAIT_MS),  # unless client_config says
                 **client_config,
                 "group.id": "lifecycle-revocations",  # required by the client; never joined
                 "enable.auto.commit": False,

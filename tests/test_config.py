@@ -31,3 +31,13 @@ def test_a_bad_partition_count_is_named() -> None:
 def test_without_a_bootstrap_the_embedded_broker_is_the_default() -> None:
     settings = load_settings({})
     assert settings.embedded and settings.previous_master_key_file is None
+
+
+def test_consumers_fetch_wait_is_configurable_and_checked() -> None:
+    settings = load_settings({"KAFKA_BOOTSTRAP": "k:9092", "LIFECYCLE_FETCH_WAIT_MS": "20"})
+    assert settings.kafka_consumer_config()["fetch.wait.max.ms"] == "20"
+    assert "fetch.wait.max.ms" not in settings.kafka_client_config()  # producers: no such thing
+    with pytest.raises(ConfigurationError, match="LIFECYCLE_FETCH_WAIT_MS must be at least 0"):
+        load_settings({"LIFECYCLE_FETCH_WAIT_MS": "-5"})
+    with pytest.raises(ConfigurationError, match="LIFECYCLE_PARTITIONS must be at least 1"):
+        load_settings({"LIFECYCLE_PARTITIONS": "0"})
