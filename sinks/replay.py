@@ -31,6 +31,7 @@ from sinks.chain import (
 )
 from streams.codec import SINGLE_OBJECT_MAGIC, Codec, SingleObjectCodec
 from streams.exceptions import DecodeError
+from streams.offsets import end_offsets
 from streams.topics import AUDIT
 
 BATCH = 1_000
@@ -75,8 +76,11 @@ def replay(
     try:
         # The first offset asked for, not OFFSET_BEGINNING: librdkafka resolves that one only
         # after a back-off (half a second here, before the first record arrives).
-        low, high = consumer.get_watermark_offsets(TopicPartition(AUDIT, 0), timeout=10)
-        consumer.assign([TopicPartition(AUDIT, 0, low if from_beginning else high)])
+        if from_beginning:
+            start, _high = consumer.get_watermark_offsets(TopicPartition(AUDIT, 0), timeout=10)
+        else:  # the end as a fetch sees it (see streams.offsets)
+            start = end_offsets(client_config, [(AUDIT, 0)])[(AUDIT, 0)]
+        consumer.assign([TopicPartition(AUDIT, 0, start)])
         while not stop():
             for message in consumer.consume(BATCH, 0.2):
                 error = message.error()
