@@ -18,6 +18,7 @@ the erasure decision emitted; the ledger publishes the confirmation once that de
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -202,7 +203,7 @@ class DecisionStage:
     async def handle(self, batch: Sequence[Decoded]) -> Refused:
         """Decide ``batch``; the events refused instead (an ``event_id`` the audit ledger
         already holds for another event), for the caller to dead-letter."""
-        refused = await self._reused_ids(batch)
+        refused = self._reused_ids(batch)
         async with self.lock:
             entries: dict[str, Entry] = {}
             partition_of: dict[str, int] = {}
@@ -226,13 +227,13 @@ class DecisionStage:
                 self._emit(record)
             values = list(held.values())
             if values:
-                await self._until_done("vault.hold", lambda: self._vault.hold(values))
+                self._until_done("vault.hold", lambda: self._vault.hold(values))
             committed = self._committed_offsets()
             for ref, entry in entries.items():
                 self.table[ref.encode()] = entry.dump(committed.get(partition_of[ref]))
         return [(batch[index], reason) for index, reason in sorted(refused.items())]
 
-    async def _reused_ids(self, batch: Sequence[Decoded]) -> dict[int, str]:
+    def _reused_ids(self, batch: Sequence[Decoded]) -> dict[int, str]:
         """Index -> reason, for events whose ``event_id`` names another event: already in the
         audit ledger with another subject or kind, or earlier in this batch. Deciding one
         would change state (or shred keys) under a decision the ledger then drops as a
@@ -240,7 +241,7 @@ class DecisionStage:
         ledger keeps its first record.) Two such events decided before the first reaches the
         ledger are not caught here: see README, "Guarantees and limits"."""
         ids = list({item.record["event_id"] for item in batch})
-        recorded = await self._until_done(
+        recorded = self._until_done(
             "ledger.lookup", lambda: recorded_events(self._runtime.engine, ids)
         )
         seen: dict[str, tuple[str, str]] = {}
@@ -373,22 +374,26 @@ class DecisionStage:
             self._vault.release(subject_ref, categories)
             return shredded
 
-        return await self._until_done("shred", destroy, subject_ref=subject_ref)
+        return self._until_done("shred", destroy, subject_ref=subject_ref)
 
-    async def _until_done(self, what: str, work: Callable[[], T], **context: str) -> T:
-        """``work()`` in a thread (the event loop keeps serving the group), retried with
-        backoff while the database is unavailable: the batch waits, unacknowledged, and
-        nothing is decided twice or skipped."""
+    def _until_done(self, what: str, work: Callable[[], T], **context: str) -> T:
+        """``work()``, retried with backoff while the database is unavailable.
+
+        It blocks the event loop on purpose, retries included: a rebalance's callbacks run on
+        that loop, so partitions cannot move while a batch is half decided (the consumer's own
+        thread keeps the group's heartbeats going). Awaiting here instead let a worker that
+        joined during a PostgreSQL outage take partitions mid-batch; Faust then re-fetched
+        them behind events already read and the group stalled (fault test, issue 7)."""
         delay = RETRY_FIRST
         while True:
             try:
-                return await asyncio.to_thread(work)
+                return work()
             except KeyStoreError as exc:
                 error = str(exc)
             except Exception as exc:  # a database error's text quotes its parameters: not logged
                 error = type(exc).__name__
             log.error(f"{what}.retrying", error=error, in_seconds=delay, **context)
-            await asyncio.sleep(delay)
+            time.sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
 
     def _revoke(self, subject_ref: str, categories: Iterable[str]) -> None:
