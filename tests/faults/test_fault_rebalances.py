@@ -12,7 +12,14 @@ import signal
 import time
 
 import pytest
-from faults.harness import Feeder, fault_seed, scaled, settle_and_check, traffic_stream
+from faults.harness import (
+    PARTITIONS_MOVE_MID_BATCH,
+    Feeder,
+    fault_seed,
+    scaled,
+    settle_and_check,
+    traffic_stream,
+)
 
 from fixtures.broker import Workers
 
@@ -21,6 +28,7 @@ CYCLES = scaled(1, 4)
 ERASURES = scaled(12, 60)
 
 
+@PARTITIONS_MOVE_MID_BATCH
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_workers_joining_and_leaving_mid_stream_lose_and_duplicate_nothing(
