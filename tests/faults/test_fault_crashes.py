@@ -12,7 +12,14 @@ import random
 import time
 
 import pytest
-from faults.harness import Feeder, fault_seed, scaled, settle_and_check, traffic_stream
+from faults.harness import (
+    PARTITIONS_MOVE_MID_BATCH,
+    Feeder,
+    fault_seed,
+    scaled,
+    settle_and_check,
+    traffic_stream,
+)
 
 from fixtures.broker import WorkerProcess, Workers
 
@@ -35,6 +42,7 @@ def kill_when_logged(worker: WorkerProcess, text: str, timeout: float) -> bool:
     return True
 
 
+@PARTITIONS_MOVE_MID_BATCH  # a restarted worker takes every partition back mid-stream
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_a_sigkilled_and_restarted_worker_loses_and_duplicates_nothing(
