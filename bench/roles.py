@@ -41,6 +41,7 @@ def worker(mode: str, overrides: dict[str, Any], loop: str) -> None:
     from lifecycle.runtime import Runtime
     from processors.decisions import DecisionStage
     from processors.intake import register_intake
+    from processors.progress import Progress
     from processors.worker import build_worker, run_worker
     from streams.app import create_app
     from streams.outbox import Outbox
@@ -72,7 +73,8 @@ def worker(mode: str, overrides: dict[str, Any], loop: str) -> None:
         metrics = Metrics(process_collector=False)
         app = create_app(settings, **overrides)
         outbox = Outbox(settings.kafka_client_config())
-        stage = DecisionStage(app, runtime, metrics, outbox)
+        progress = Progress(app, settings.kafka_client_config())
+        stage = DecisionStage(app, runtime, metrics, outbox, committed=progress.committed)
         register_intake(
             app,
             runtime.codec,
@@ -80,6 +82,7 @@ def worker(mode: str, overrides: dict[str, Any], loop: str) -> None:
             stage.handle,
             metrics,
             outbox,
+            progress,
             partitions=settings.topic_partitions,
         )
     else:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -49,7 +49,6 @@ from streams.keys import IDENTITY_CATEGORY
 from streams.outbox import Outbox
 from streams.revocations import revocation_record
 from streams.topics import (
-    CUSTOMER_EVENTS,
     DECISIONS,
     KEY_REVOCATIONS,
     VIOLATIONS,
@@ -176,8 +175,19 @@ def decision_record(
 class DecisionStage:
     """Decides batches of decoded events (see module docstring)."""
 
-    def __init__(self, app: faust.App, runtime: Runtime, metrics: Metrics, outbox: Outbox) -> None:
+    def __init__(
+        self,
+        app: faust.App,
+        runtime: Runtime,
+        metrics: Metrics,
+        outbox: Outbox,
+        *,
+        committed: Callable[[], Mapping[int, int]] = dict,
+    ) -> None:
         self._app = app
+        self._committed_offsets = committed
+        """customer.events partition -> offset the group has committed (what a restart
+        resumes from: decisions of events before it can never be needed again)."""
         self._outbox = outbox
         self._metrics = metrics
         self._runtime = runtime
@@ -258,19 +268,6 @@ class DecisionStage:
             elif seen.setdefault(event_id, identity) != identity:
                 refused[index] = "event_id is used by another event earlier in its batch"
         return refused
-
-    def _committed_offsets(self) -> dict[int, int]:
-        """customer.events partition -> offset the group has committed (what a restart
-        resumes from: decisions of events before it can never be needed again)."""
-        try:
-            offsets = self._app.consumer._committed_offset
-        except Exception:  # no consumer yet (or Faust changed): keep everything, bounded
-            return {}
-        return {
-            tp.partition: offset
-            for tp, offset in offsets.items()
-            if tp.topic == CUSTOMER_EVENTS and offset is not None
-        }
 
     async def _decide_one(
         self,

@@ -1,10 +1,11 @@
 """The intake agent: consumes ``customer.events`` in batches, decodes every record, dead-letters
 what cannot be decoded, and hands the decoded events of each batch to the decision stage.
 
-Offsets are acknowledged only after the batch's outputs (decisions, dead letters) are
-acknowledged by the broker. Any unexpected error stops the worker process at once, without
-acknowledging the batch, so that a restart processes it again: no offset is ever skipped
-silently.
+Events are taken strictly in offset order per partition, and an offset is committed only after
+the batch's outputs (decisions, dead letters) are acknowledged by the broker: both kept by
+:class:`processors.progress.Progress`, not by Faust's acks. Any unexpected error stops the
+worker process at once, before the batch's offsets can be committed, so that a restart
+processes it again: no offset is ever skipped silently.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import faust
 from lifecycle.logging import get_logger
 from lifecycle.observability import Metrics
 from processors.deadletters import DeadLetterQueue
+from processors.progress import Progress
 from streams.codec import Codec
 from streams.exceptions import DecodeError
 from streams.keys import KeyStore
@@ -95,13 +97,16 @@ def register_intake(
     handle: BatchHandler,
     metrics: Metrics,
     outbox: Outbox,
+    progress: Progress,
     *,
     partitions: int,
 ) -> faust.TopicT:
     """The intake agent; ``handle`` produces its outputs into ``outbox``, which is flushed
-    (every output acknowledged) before the batch's offsets are. ``partitions``: how many
-    ``customer.events`` has when the broker's metadata does not say."""
-    source = app.topic(CUSTOMER_EVENTS, key_type=bytes, value_type=bytes)
+    (every output acknowledged) before ``progress`` may commit the batch's offsets.
+    ``partitions``: how many ``customer.events`` has when the broker's metadata does not say."""
+    # acks off: Faust neither tracks nor commits this topic's offsets (``progress`` does)
+    source = app.topic(CUSTOMER_EVENTS, key_type=bytes, value_type=bytes, acks=False)
+    progress.attach()
     dlq = DeadLetterQueue(outbox, keystore, metrics)
 
     def reject(message: Any, error: str) -> None:
@@ -124,11 +129,13 @@ def register_intake(
     async def intake(stream: faust.StreamT) -> None:
         async for events in stream.noack_take(BATCH_MAX, within=BATCH_WITHIN):
             try:
-                await _process(stream, events)
+                await _process(events)
             except Exception as exc:
                 fail_loudly("intake", exc)
 
-    async def _process(stream: faust.StreamT, events: Sequence[faust.EventT]) -> None:
+    async def _process(batch: Sequence[faust.EventT]) -> None:
+        admitted = await progress.admit(batch)
+        events = admitted.events
         decoded: list[Decoded] = []
         for event in events:
             message = event.message
@@ -168,7 +175,6 @@ def register_intake(
                 partitions=sorted({item.partition for item in decoded}),
             )
         await outbox.flush()  # raises if the broker refused a decision or a dead letter
-        for event in events:
-            await stream.ack(event)
+        progress.done(admitted)
 
     return source

@@ -15,11 +15,13 @@ from lifecycle.observability import Health, Metrics
 from lifecycle.runtime import Runtime
 from processors.decisions import DecisionStage
 from processors.intake import register_intake
+from processors.progress import Progress
 from processors.retention import register_retention
 from sinks.audit_stage import LedgerService, LedgerStage
 from sinks.ledger import open_audit_sink
 from streams.app import create_app
 from streams.outbox import Outbox
+from streams.topics import CUSTOMER_EVENTS
 
 log = get_logger(__name__)
 
@@ -33,7 +35,8 @@ def build_worker(
     health = health or Health()
     app = create_app(runtime.settings)
     outbox = Outbox(runtime.settings.kafka_client_config())
-    stage = DecisionStage(app, runtime, metrics, outbox)
+    progress = Progress(app, runtime.settings.kafka_client_config())
+    stage = DecisionStage(app, runtime, metrics, outbox, committed=progress.committed)
     register_intake(
         app,
         runtime.codec,
@@ -41,6 +44,7 @@ def build_worker(
         stage.handle,
         metrics,
         outbox,
+        progress,
         partitions=runtime.settings.topic_partitions,
     )
     register_retention(app, stage, runtime.codec)
@@ -60,16 +64,16 @@ def build_worker(
     async def report_consumer_lag() -> None:
         try:
             consumer = app.consumer
-            partitions = consumer.assignment()
+            committed = progress.committed()
             # the high watermark of the latest fetch (no request; ListOffsets would be one
             # per partition, and the embedded broker answers it short)
             metrics.consumer_lag(
                 {
                     (tp.topic, tp.partition): (
-                        consumer._committed_offset.get(tp),
+                        committed.get(tp.partition) if tp.topic == CUSTOMER_EVENTS else None,
                         consumer.highwater(tp),
                     )
-                    for tp in partitions
+                    for tp in consumer.assignment()
                 }
             )
         except Exception as exc:  # a metric must never stop the worker

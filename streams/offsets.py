@@ -85,3 +85,36 @@ def _read_to_ends(
             )
         )
     return ends
+
+
+def start_offsets(
+    client_config: Mapping[str, str],
+    group: str,
+    partitions: Iterable[TopicPart],
+    *,
+    timeout: float = 15.0,
+) -> dict[TopicPart, int]:
+    """``(topic, partition) -> offset`` a member of consumer group ``group`` starts reading
+    at: the group's committed offset, or the partition's first offset when it has none.
+
+    Asks the group coordinator (OffsetFetch) without joining the group. Raises
+    :class:`KafkaException` when the broker cannot be reached within ``timeout``.
+    """
+    wanted = [TopicPartition(topic, partition) for topic, partition in dict.fromkeys(partitions)]
+    if not wanted:
+        return {}
+    consumer = Consumer({**client_config, "group.id": group, "enable.auto.commit": False})
+    try:
+        starts: dict[TopicPart, int] = {}
+        for found in consumer.committed(wanted, timeout=timeout):
+            if found.error is not None:
+                raise KafkaException(found.error)
+            key = (found.topic, found.partition)
+            if found.offset >= 0:
+                starts[key] = found.offset
+            else:  # nothing committed yet: the log's start (auto.offset.reset=earliest)
+                low, _high = consumer.get_watermark_offsets(found, timeout=timeout)
+                starts[key] = max(low, 0)
+        return starts
+    finally:
+        consumer.close()
