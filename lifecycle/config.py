@@ -27,13 +27,12 @@ _KAFKA_SECURITY_ENV = {
 SECRET_PROPERTIES = frozenset({"sasl.password", "ssl.key.password"})
 
 FETCH_WAIT_MS = 50
-"""How long a fetch of the pipeline's librdkafka consumers may wait for records
-(``fetch.wait.max.ms``; Faust's own consumer keeps its fixed 1,500 ms, see streams/app.py).
-Apache Kafka answers a waiting fetch
-as soon as a record arrives, so any value works there; the embedded broker answers only when
-the wait runs out (measured: a record produced to an idle partition reached a consumer in
-452 ms median with a 1,500 ms wait, Faust's built-in value, and in 3.6 ms with 50 ms), and every
-stage of the pipeline is one such wait."""
+"""How long a fetch of the pipeline's consumers may wait for records (``fetch.wait.max.ms``
+of the librdkafka ones; Faust's, fixed at 1,500 ms, is set to it too: streams/app.py).
+Apache Kafka answers a waiting fetch as soon as a record arrives, so any value works there;
+the embedded broker answers only when the wait runs out (measured: a record produced to an
+idle partition reached a consumer in 452 ms median with a 1,500 ms wait, Faust's built-in
+value, and in 3.6 ms with 50 ms), and every stage of the pipeline is one such wait."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,9 @@ never decided. Here every partition is read strictly in order instead:
   arrives;
 * an offset is committed only after every event before it in the partition was admitted and
   its outputs were acknowledged (:meth:`Progress.done`), by a timer and before partitions are
-  given up;
+  given up in a rebalance (a worker stopping may leave up to :data:`COMMIT_EVERY` of decided
+  events uncommitted: their next owner decides them again, to the same decisions, and the
+  ledger keeps the first records);
 * a partition that stays behind its end without an event for :data:`STALL_AFTER` seconds
   (seen once after a rebalance: two partitions were assigned but never fetched) is resumed
   and sought back to its position.
@@ -85,6 +87,13 @@ class Progress:
         self._topic = topic
         self._partitions: dict[int, _Partition] = {}
         self._assigned_at = time.monotonic()
+        self._generation = 0
+        """Counts revocations: what was read from the broker before one is stale after it."""
+        self._in_flight = False
+        """A batch was admitted and its outputs are not acknowledged yet (the agent is busy)."""
+        self._revoked = False
+        """Partitions were revoked and the next assignment has not come yet: the consumer
+        still lists the old ones, and events fetched before the revocation may still come."""
         self.passed_over = 0
         """Events behind a partition's position (already decided) that were not decided again."""
 
@@ -113,12 +122,14 @@ class Progress:
             part.sought_at = None
             admitted.events.append(event)
             admitted.ends[message.partition] = (part, part.position)
+        self._in_flight = bool(admitted.events)
         return admitted
 
     def done(self, admitted: Admitted) -> None:
         """The outputs of ``admitted`` are acknowledged: its offsets may be committed."""
         for part, end in admitted.ends.values():
             part.done = max(part.done, end)
+        self._in_flight = False
 
     def committed(self) -> dict[int, int]:
         """Partition -> offset the group has committed (a restart resumes there)."""
@@ -128,13 +139,15 @@ class Progress:
 
     async def commit(self) -> None:
         """Commit every partition's ``done`` offset that is not committed yet."""
+        assigned = {tp.partition for tp in self._assigned()}
         pending = {
-            number: part for number, part in self._partitions.items() if part.done > part.committed
+            number: part
+            for number, part in self._partitions.items()
+            if part.done > part.committed and number in assigned
         }
-        if not pending:
+        if not pending:  # (Faust's driver fails on an empty commit)
             return
         offsets = {TP(self._topic, number): part.done for number, part in pending.items()}
-        # Faust's driver commits only partitions still assigned, with the group generation
         if await self._app.consumer._commit(offsets):
             for number, part in pending.items():
                 part.committed = max(part.committed, offsets[TP(self._topic, number)])
@@ -149,6 +162,17 @@ class Progress:
         for tp in revoked:
             if tp.topic == self._topic:
                 self._partitions.pop(tp.partition, None)
+        self._generation += 1
+        self._revoked = True
+        self._assigned_at = time.monotonic()
+
+    def on_assigned(self) -> None:
+        """The group's new assignment is in place."""
+        self._revoked = False
+        assigned = {tp.partition for tp in self._assigned()}
+        for number in list(self._partitions):
+            if number not in assigned:  # (not revoked through on_revoked: forget it now)
+                del self._partitions[number]
         self._assigned_at = time.monotonic()
 
     def attach(self) -> None:
@@ -159,19 +183,43 @@ class Progress:
         async def revoked(sender: Any, revoked: Iterable[TP], **_: Any) -> None:
             await self.on_revoked(revoked)
 
+        @app.on_partitions_assigned.connect
+        async def assigned(sender: Any, *_: Any, **__: Any) -> None:
+            self.on_assigned()
+
         @app.timer(COMMIT_EVERY, on_leader=False, name="lifecycle.intake.commit")
         async def commit_and_watch() -> None:
-            if app.rebalancing or getattr(app, "in_recovery", False):
-                return
-            await self.commit()
-            await self.watch()
+            if self._settled(self._generation):
+                await self.commit()
+                await self.watch()
 
     # -- keeping the order --------------------------------------------------------------
 
+    def _settled(self, generation: int) -> bool:
+        """No revocation since ``generation`` and no rebalance or table recovery under way."""
+        app = self._app
+        return generation == self._generation and not (
+            getattr(app, "rebalancing", False) or getattr(app, "in_recovery", False)
+        )
+
     async def _start(self, partitions: set[int]) -> None:
+        """Position ``partitions`` where the group has committed (retried while the broker
+        cannot answer; left unstarted when they are revoked meanwhile: their events are then
+        not admitted, and are read again by their next owner)."""
+        if self._revoked:  # events of partitions this worker may no longer own
+            return
         group = self._app.conf.id
         wanted = [(self._topic, number) for number in sorted(partitions)]
-        starts = await asyncio.to_thread(start_offsets, self._client_config, group, wanted)
+        generation = self._generation
+        while True:
+            try:
+                starts = await asyncio.to_thread(start_offsets, self._client_config, group, wanted)
+                break
+            except KafkaException as exc:
+                log.warning("intake.start_unavailable", error=str(exc))
+                await asyncio.sleep(RESEEK_AFTER)
+        if generation != self._generation:
+            return
         assigned = {tp.partition for tp in self._assigned()}
         for (_topic, number), offset in starts.items():
             if number in assigned and number not in self._partitions:
@@ -204,6 +252,7 @@ class Progress:
         seek back partitions that are behind their end without moving."""
         now = time.monotonic()
         consumer = self._app.consumer
+        generation = self._generation
         idle: list[TP] = []
         for tp in self._assigned():
             part = self._partitions.get(tp.partition)
@@ -214,7 +263,7 @@ class Progress:
             since = part.moved_at if part is not None else self._assigned_at
             if now - since >= STALL_AFTER and tp not in consumer._buffered_partitions:
                 idle.append(tp)
-        if not idle:
+        if not idle or self._in_flight:  # busy with a batch (a database outage, say)
             return
         try:
             ends = await asyncio.to_thread(
@@ -226,6 +275,8 @@ class Progress:
         unknown = {tp.partition for tp in idle} - self._partitions.keys()
         if unknown:
             await self._start(unknown)
+        if not self._settled(generation):  # partitions moved meanwhile: look again later
+            return
         for tp in idle:
             part = self._partitions.get(tp.partition)
             if part is None or ends.get((tp.topic, tp.partition), 0) <= part.position:

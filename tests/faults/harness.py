@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 from faults.invariants import Report, check_invariants, wait_until_settled
 
 from lifecycle.traffic import Traffic
@@ -28,18 +27,6 @@ from fixtures.broker import LIFECYCLE, REPO, run_cli
 
 SOAK = os.environ.get("LIFECYCLE_SOAK") == "1"
 START = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
-
-
-PARTITIONS_MOVE_MID_BATCH = pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "open (issue 7): when partitions move between workers while a batch is in flight "
-        "(a worker joins, leaves or is fenced after a stall or an outage), Faust on the "
-        "embedded broker has been seen committing offsets it never processed, or stalling; "
-        "these tests failed in about one run of three on 2026-11-25 and still run in full"
-    ),
-)
-"""For the tests whose fault moves partitions mid-batch: run, reported, not yet required."""
 
 
 def scaled(default: int, soak: int) -> int:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 from faults.harness import (
-    PARTITIONS_MOVE_MID_BATCH,
     StreamingPublisher,
     fault_seed,
     scaled,
@@ -35,7 +34,6 @@ PIECES = scaled(30, 120)
 PAUSE = 0.4
 
 
-@PARTITIONS_MOVE_MID_BATCH
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_a_frozen_broker_loses_and_duplicates_nothing_and_the_publisher_delivers(

@@ -13,7 +13,6 @@ import time
 
 import pytest
 from faults.harness import (
-    PARTITIONS_MOVE_MID_BATCH,
     Feeder,
     fault_seed,
     scaled,
@@ -42,7 +41,6 @@ def kill_when_logged(worker: WorkerProcess, text: str, timeout: float) -> bool:
     return True
 
 
-@PARTITIONS_MOVE_MID_BATCH  # a restarted worker takes every partition back mid-stream
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_a_sigkilled_and_restarted_worker_loses_and_duplicates_nothing(

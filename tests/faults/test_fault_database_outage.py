@@ -24,7 +24,6 @@ from pathlib import Path
 
 import pytest
 from faults.harness import (
-    PARTITIONS_MOVE_MID_BATCH,
     StoppablePostgres,
     fault_seed,
     scaled,
@@ -116,7 +115,6 @@ def start_backlog(
     return running, stream
 
 
-@PARTITIONS_MOVE_MID_BATCH
 @pytest.mark.slow
 @pytest.mark.postgres
 @pytest.mark.timeout(900)
@@ -166,7 +164,6 @@ def test_postgres_stopped_mid_stream_commits_nothing_early_and_loses_nothing(
     assert exits == [], "workers died of the outage instead of waiting it out (nothing was lost)"
 
 
-@PARTITIONS_MOVE_MID_BATCH
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_sqlite_locked_by_another_connection_commits_nothing_early_and_loses_nothing(

@@ -13,7 +13,6 @@ import time
 
 import pytest
 from faults.harness import (
-    PARTITIONS_MOVE_MID_BATCH,
     Feeder,
     fault_seed,
     scaled,
@@ -28,7 +27,6 @@ CYCLES = scaled(1, 4)
 ERASURES = scaled(12, 60)
 
 
-@PARTITIONS_MOVE_MID_BATCH
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_workers_joining_and_leaving_mid_stream_lose_and_duplicate_nothing(

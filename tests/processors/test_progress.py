@@ -125,10 +125,25 @@ def test_a_revoked_partition_commits_what_is_durable_and_starts_again_from_the_g
     progress.done(in_flight)  # its outputs land after the partition left: not committed
     asyncio.run(progress.commit())
     assert consumer.commits == []
+    # an event fetched before the revocation, delivered before the next assignment: not decided
+    assert offsets(asyncio.run(progress.admit([event(0, 2)]))) == []
     # the partition comes back after another worker decided and committed up to 7
     committed[(CUSTOMER_EVENTS, 0)] = 7
+    progress.on_assigned()
     again = asyncio.run(progress.admit([event(0, 6), event(0, 7)]))
     assert offsets(again) == [(0, 7)]
+
+
+def test_a_partition_no_longer_assigned_is_neither_committed_nor_kept(
+    committed: dict[tuple[str, int], int],
+) -> None:
+    progress, consumer = make([0, 1])
+    progress.done(asyncio.run(progress.admit([event(0, 0), event(1, 0)])))
+    consumer.assigned = {TP(CUSTOMER_EVENTS, 1)}  # moved without a revocation heard here
+    asyncio.run(progress.commit())
+    assert consumer.commits == [{1: 1}]
+    progress.on_assigned()
+    assert progress.committed() == {1: 1}
 
 
 def test_a_partition_behind_its_end_that_does_not_move_is_resumed_and_sought_back(
@@ -139,14 +154,18 @@ def test_a_partition_behind_its_end_that_does_not_move_is_resumed_and_sought_bac
     monkeypatch.setattr(
         progress_module,
         "end_offsets",
-        lambda config, partitions: {tp: 50 if tp[1] == 0 else 3 for tp in partitions},
+        lambda config, partitions: {tp: 50 if tp[1] == 0 else 4 for tp in partitions},
     )
     progress, consumer = make([0, 1])
     progress.done(asyncio.run(progress.admit([event(0, 0), event(1, 0), event(1, 1)])))
     asyncio.run(progress.watch())
     assert consumer.resumed == [] and consumer.seeks == []  # not idle long enough
     clock[0] += progress_module.STALL_AFTER + 1
+    busy = asyncio.run(progress.admit([event(1, 2)]))  # a batch the agent is still deciding
     asyncio.run(progress.watch())
-    # partition 0 is 49 records short of its end; partition 1 is only at 2 of 3 as well
-    assert sorted(consumer.resumed) == [0, 1]
-    assert sorted(consumer.seeks) == [(0, 1), (1, 2)]
+    assert consumer.resumed == [] and consumer.seeks == []  # busy is not stalled
+    progress.done(busy)
+    asyncio.run(progress.watch())
+    # partition 0 is 49 records short of its end and idle; partition 1 is short too, but moved
+    assert consumer.resumed == [0]
+    assert consumer.seeks == [(0, 1)]
