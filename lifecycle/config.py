@@ -26,6 +26,7 @@ _KAFKA_SECURITY_ENV = {
 
 SECRET_PROPERTIES = frozenset({"sasl.password", "ssl.key.password"})
 
+KEY_CACHE = 1_000_000
 FETCH_WAIT_MS = 50
 """How long a fetch of the pipeline's consumers may wait for records (``fetch.wait.max.ms``
 of the librdkafka ones; Faust's, fixed at 1,500 ms, is set to it too: streams/app.py).
@@ -51,6 +52,10 @@ class Settings:
     topic_partitions: int
     kafka_security: dict[str, str] = field(default_factory=dict, repr=False)  # holds secrets
     fetch_wait_ms: int = FETCH_WAIT_MS
+    key_cache: int = KEY_CACHE
+    """Customers whose unwrapped data keys a process keeps (streams/keycache.py)."""
+    key_cache_warm: bool = False
+    """Fill the key cache from the key store in the background at start."""
 
     @property
     def embedded(self) -> bool:
@@ -91,6 +96,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     policy_dir = Path(env.get("LIFECYCLE_POLICY_DIR") or REPO_ROOT / "policy")
     partitions = _whole_number(env, "LIFECYCLE_PARTITIONS", 4, least=1)
     fetch_wait_ms = _whole_number(env, "LIFECYCLE_FETCH_WAIT_MS", FETCH_WAIT_MS, least=0)
+    key_cache = _whole_number(env, "LIFECYCLE_KEY_CACHE", KEY_CACHE, least=1)
+    key_cache_warm = _switch(env, "LIFECYCLE_KEY_CACHE_WARM")
     security = {prop: env[var] for var, prop in _KAFKA_SECURITY_ENV.items() if env.get(var)}
     return Settings(
         kafka_bootstrap=env.get("KAFKA_BOOTSTRAP") or None,
@@ -109,7 +116,18 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         topic_partitions=partitions,
         kafka_security=security,
         fetch_wait_ms=fetch_wait_ms,
+        key_cache=key_cache,
+        key_cache_warm=key_cache_warm,
     )
+
+
+def _switch(env: dict[str, str], name: str) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigurationError(f"{name} must be 1 or 0 (true or false), got {raw!r}")
 
 
 def _whole_number(env: dict[str, str], name: str, default: int, *, least: int) -> int:

@@ -4,6 +4,8 @@ with a clear message, before it touches any topic."""
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -12,11 +14,15 @@ from sqlalchemy import Engine
 
 from lifecycle.config import Settings
 from lifecycle.db import make_engine
+from lifecycle.logging import get_logger
 from streams.codec import Codec, make_codec
+from streams.exceptions import KeyStoreError
 from streams.keys import SqlKeyStore, open_keystore
 
 if TYPE_CHECKING:
     from processors.policy import PolicyBook
+
+log = get_logger(__name__)
 
 
 @dataclass
@@ -29,9 +35,17 @@ class Runtime:
 
     @cached_property
     def keystore(self) -> SqlKeyStore:
-        return open_keystore(
-            self.engine, self.settings.master_key_file, self.settings.previous_master_key_file
+        store = open_keystore(
+            self.engine,
+            self.settings.master_key_file,
+            self.settings.previous_master_key_file,
+            cache_size=self.settings.key_cache,
         )
+        if self.settings.key_cache_warm:
+            threading.Thread(
+                target=_warm, args=(store,), name="key-cache-warm", daemon=True
+            ).start()
+        return store
 
     @cached_property
     def codec(self) -> Codec:
@@ -47,3 +61,13 @@ class Runtime:
         """Open everything now (fail fast), rather than on first use."""
         _ = self.keystore, self.codec, self.policy
         return self
+
+
+def _warm(store: SqlKeyStore) -> None:
+    began = time.monotonic()
+    try:
+        cached = store.warm()
+    except KeyStoreError as exc:  # lookups read the store as usual
+        log.warning("keys.warm_failed", error=str(exc))
+        return
+    log.info("keys.warmed", keys=cached, seconds=round(time.monotonic() - began, 1))

@@ -11,7 +11,9 @@
 * A wrong master key is detected at open through a key-check value, never by garbage output.
 
 :class:`SqlKeyStore` keeps keys in any SQLAlchemy database; :class:`MemoryKeyStore` keeps them
-in a dict (unit tests). Both share the wrapping and the bounded cache of unwrapped keys.
+in a dict (unit tests). Both share the wrapping and the bounded cache of unwrapped keys
+(:mod:`streams.keycache`), which :meth:`EnvelopeKeyStore.warm` can fill from the store ahead
+of the traffic.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from cachetools import LRUCache
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import (
@@ -53,6 +54,7 @@ from lifecycle.db import create_tables
 from lifecycle.logging import get_logger
 from lifecycle.secretfiles import create_secret_file
 from streams.exceptions import KeyShreddedError, KeyStoreError, WrongMasterKeyError
+from streams.keycache import KeyCache
 
 log = get_logger(__name__)
 
@@ -62,7 +64,10 @@ IDENTITY_CATEGORY = "subject_id"
 _KEK_CHECK_PLAINTEXT = b"lifecycle key-check value v1"
 _NONCE_LEN = 12
 _KEY_LEN = 32
-DEFAULT_CACHE_SIZE = 200_000
+DEFAULT_CACHE_SIZE = 1_000_000
+"""Customers whose unwrapped keys a process keeps (about 300 bytes each with three
+categories: see :mod:`streams.keycache`)."""
+WARM_CHUNK = 20_000
 
 
 # --------------------------------------------------------------------------- master key
@@ -169,9 +174,10 @@ class EnvelopeKeyStore(ABC):
         # During a master-key rotation, keys not yet re-wrapped still open with the old one.
         self._keks = (self._kek, *(AESGCM(key) for key in previous_master_keys))
         self._lock = threading.RLock()
-        # (subject_ref, category, version) -> DataKey ; (subject_ref, category) -> current version
-        self._keys: LRUCache[tuple[str, str, int], DataKey] = LRUCache(cache_size)
-        self._current: LRUCache[tuple[str, str], int] = LRUCache(cache_size)
+        self._cache = KeyCache(cache_size)
+        self._warming: set[str] | None = None
+        """While :meth:`warm` runs: the customers forgotten meanwhile (it must not cache them
+        from what it read before)."""
         self.cache_hits = 0
         self.cache_misses = 0
         self._pseudonym_key = self._open()
@@ -197,6 +203,11 @@ class EnvelopeKeyStore(ABC):
 
     @abstractmethod
     def _load_wrapped(self, subject_ref: str, category: str, version: int) -> bytes | None: ...
+
+    @abstractmethod
+    def _iter_live(self, chunk: int) -> Iterable[list[tuple[str, str, int, bytes]]]:
+        """Every current, unshredded key (subject_ref, category, version, wrapped), in chunks
+        that end at a customer's last key."""
 
     @abstractmethod
     def _destroy(
@@ -256,14 +267,14 @@ class EnvelopeKeyStore(ABC):
         result: dict[tuple[str, str], DataKey] = {}
         missing: list[tuple[str, str]] = []
         with self._lock:
+            current = self._cache.current
             for pair in dict.fromkeys(pairs):
-                version = self._current.get(pair)
-                key = self._keys.get((*pair, version)) if version is not None else None
-                if key is None:
+                cached = current(*pair)
+                if cached is None:
                     missing.append(pair)
                 else:
                     self.cache_hits += 1
-                    result[pair] = key
+                    result[pair] = DataKey(pair[0], pair[1], *cached)
         if not missing:
             return result
         self.cache_misses += len(missing)
@@ -299,8 +310,7 @@ class EnvelopeKeyStore(ABC):
                     version,
                     self._unwrap(wrapped, self._label(*pair, version)),
                 )
-                self._keys[(*pair, version)] = key
-                self._current[pair] = version
+                self._cache.put_current(*pair, version, key.secret)
                 result[pair] = key
         return result
 
@@ -315,7 +325,8 @@ class EnvelopeKeyStore(ABC):
         encryption, the hot path, relies on the cache and on key-revocation records.
         """
         with self._lock:
-            key = self._keys.get((subject_ref, category, version))
+            secret = self._cache.get(subject_ref, category, version)
+        key = None if secret is None else DataKey(subject_ref, category, version, secret)
         try:
             wrapped = (
                 self._load_wrapped(subject_ref, category, version)
@@ -334,7 +345,7 @@ class EnvelopeKeyStore(ABC):
         label = self._label(subject_ref, category, version)
         key = DataKey(subject_ref, category, version, self._unwrap(wrapped, label))
         with self._lock:
-            self._keys[(subject_ref, category, version)] = key
+            self._cache.put(subject_ref, category, version, key.secret)
         return key
 
     def shred(self, subject_ref: str, categories: Iterable[str] | None, reason: str) -> list[str]:
@@ -350,16 +361,68 @@ class EnvelopeKeyStore(ABC):
         return shredded
 
     def forget(self, subject_ref: str, categories: Iterable[str] | None = None) -> None:
-        wanted = None if categories is None else set(categories)
-
-        def doomed(keys: Iterable[tuple[Any, ...]]) -> list[Any]:
-            return [k for k in keys if k[0] == subject_ref and (wanted is None or k[1] in wanted)]
-
         with self._lock:
-            for key in doomed(list(self._keys.keys())):
-                self._keys.pop(key, None)
-            for pair in doomed(list(self._current.keys())):
-                self._current.pop(pair, None)
+            self._cache.forget(subject_ref, categories)
+            if self._warming is not None:
+                self._warming.add(subject_ref)
+
+    def warm(self, *, stop: threading.Event | None = None) -> int:
+        """Fill the cache with the store's current keys (until it is full), so that traffic
+        finds them cached from its first event; the number of keys cached.
+
+        Meant for a background thread of a long-running process: lookups go on meanwhile (a
+        key they need first is read as usual), and a customer forgotten meanwhile (a shred
+        here, a revocation heard from another process) is not cached from what was read
+        before.
+        """
+        cached = 0
+        with self._lock:
+            self._warming = set()
+        try:
+            for rows in self._iter_live(WARM_CHUNK):
+                unwrapped = [
+                    (ref, cat, version, self._unwrap(wrapped, self._label(ref, cat, version)))
+                    for ref, cat, version, wrapped in rows
+                ]
+                with self._lock:
+                    forgotten, cache = self._warming, self._cache
+                    for ref, cat, version, secret in unwrapped:
+                        if ref in forgotten or cache.current(ref, cat) is not None:
+                            continue  # forgotten meanwhile, or cached by a lookup: newer
+                        if ref not in cache and cache.subjects >= cache.max_subjects:
+                            return cached  # full: the rest stays in the store
+                        cache.put_current(ref, cat, version, secret)
+                        cached += 1
+                if stop is not None and stop.is_set():
+                    break
+        except SQLAlchemyError as exc:
+            raise KeyStoreError(f"key store unavailable: {type(exc).__name__}") from exc
+        finally:
+            with self._lock:
+                self._warming = None
+        return cached
+
+
+def _live_chunks(
+    rows: Iterable[tuple[str, str, int, bytes | None]], chunk: int
+) -> Iterable[list[tuple[str, str, int, bytes]]]:
+    """The latest version of each (subject_ref, category) of ``rows`` (sorted by subject_ref,
+    category, version) when it is not shredded, in chunks of about ``chunk`` that end at a
+    customer's last key."""
+    out: list[tuple[str, str, int, bytes]] = []
+    last: tuple[str, str, int, bytes | None] | None = None
+    for row in rows:
+        # last was its pair's latest version, and is live
+        if last is not None and row[:2] != last[:2] and last[3] is not None:
+            if len(out) >= chunk and out[-1][0] != last[0]:
+                yield out
+                out = []
+            out.append(last)  # type: ignore[arg-type]
+        last = row
+    if last is not None and last[3] is not None:
+        out.append(last)  # type: ignore[arg-type]
+    if out:
+        yield out
 
 
 # --------------------------------------------------------------------------- in memory
@@ -406,6 +469,10 @@ class MemoryKeyStore(EnvelopeKeyStore):
                 row[0], row[2], row[3] = None, datetime.now(UTC), reason
                 shredded.add(cat)
         return sorted(shredded)
+
+    def _iter_live(self, chunk: int) -> Iterable[list[tuple[str, str, int, bytes]]]:
+        rows = ((*key, row[0]) for key, row in sorted(self._rows.items()))
+        return _live_chunks(rows, chunk)  # type: ignore[arg-type]
 
     def keys_of(self, subject_ref: str) -> list[KeyRecord]:
         return [
@@ -536,6 +603,19 @@ class SqlKeyStore(EnvelopeKeyStore):
                 )
             ).scalar_one_or_none()
         return value
+
+    def _iter_live(self, chunk: int) -> Iterable[list[tuple[str, str, int, bytes]]]:
+        columns = (
+            data_keys.c.subject_ref,
+            data_keys.c.category,
+            data_keys.c.version,
+            data_keys.c.wrapped_key,
+        )
+        query = select(*columns).order_by(*columns[:3])  # the primary key's order
+        with self._engine.connect() as conn:
+            # streamed (a server-side cursor on PostgreSQL): not every key in memory at once
+            result = conn.execution_options(stream_results=True, yield_per=chunk).execute(query)
+            yield from _live_chunks((tuple(row) for row in result), chunk)  # type: ignore[misc]
 
     def _destroy(
         self, subject_ref: str, categories: Iterable[str] | None, reason: str

@@ -41,3 +41,15 @@ def test_consumers_fetch_wait_is_configurable_and_checked() -> None:
         load_settings({"LIFECYCLE_FETCH_WAIT_MS": "-5"})
     with pytest.raises(ConfigurationError, match="LIFECYCLE_PARTITIONS must be at least 1"):
         load_settings({"LIFECYCLE_PARTITIONS": "0"})
+
+
+def test_the_key_cache_size_and_warming_are_configurable_and_checked() -> None:
+    default = load_settings({})
+    assert (default.key_cache, default.key_cache_warm) == (1_000_000, False)
+    settings = load_settings({"LIFECYCLE_KEY_CACHE": "5000", "LIFECYCLE_KEY_CACHE_WARM": "1"})
+    assert (settings.key_cache, settings.key_cache_warm) == (5000, True)
+    assert load_settings({"LIFECYCLE_KEY_CACHE_WARM": "false"}).key_cache_warm is False
+    with pytest.raises(ConfigurationError, match="LIFECYCLE_KEY_CACHE must be at least 1"):
+        load_settings({"LIFECYCLE_KEY_CACHE": "0"})
+    with pytest.raises(ConfigurationError, match="LIFECYCLE_KEY_CACHE_WARM must be 1 or 0"):
+        load_settings({"LIFECYCLE_KEY_CACHE_WARM": "sometimes"})

@@ -140,6 +140,6 @@ def test_unwrapped_keys_are_cached_within_a_bound(tmp_path: Path) -> None:
     )
     refs = [store.subject_ref(f"C-{i}") for i in range(30)]
     store.encryption_keys([(r, "name") for r in refs])
-    assert len(store._keys) == 10
+    assert len(store._cache) == 10
     store.encryption_keys([(refs[-1], "name")])
     assert store.cache_hits == 1
