@@ -17,7 +17,7 @@ from lifecycle.cli import bus
 from lifecycle.config import load_settings
 from lifecycle.runtime import Runtime
 from streams.codec import Codec
-from streams.offsets import end_offsets
+from streams.offsets import read_to_ends
 from streams.topics import CONFIRMATIONS
 
 
@@ -46,8 +46,8 @@ class ConfirmationReader:
             }
         )
         start = OFFSET_BEGINNING
-        if from_end:
-            start = end_offsets(client_config, [(CONFIRMATIONS, 0)])[(CONFIRMATIONS, 0)]
+        if from_end:  # found with this consumer (not a second one)
+            start = read_to_ends(self._consumer, [(CONFIRMATIONS, 0)])[(CONFIRMATIONS, 0)]
         self._consumer.assign([TopicPartition(CONFIRMATIONS, 0, start)])
 
     def read(self, *, follow: bool, timeout: float | None = None) -> Iterator[dict[str, Any]]:

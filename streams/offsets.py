@@ -44,14 +44,16 @@ def end_offsets(
         }
     )
     try:
-        return _read_to_ends(consumer, wanted, timeout)
+        return read_to_ends(consumer, wanted, timeout)
     finally:
         consumer.close()
 
 
-def _read_to_ends(
-    consumer: Consumer, wanted: list[TopicPart], timeout: float
+def read_to_ends(
+    consumer: Consumer, wanted: list[TopicPart], timeout: float = 15.0
 ) -> dict[TopicPart, int]:
+    """:func:`end_offsets` with a consumer of the caller's (``enable.partition.eof`` on), which
+    is left assigned where it stopped; the caller assigns it where it wants to read next."""
     deadline = time.monotonic() + timeout
     listed: dict[TopicPart, int] = {}
     starts: list[TopicPartition] = []
