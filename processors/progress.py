@@ -253,15 +253,18 @@ class Progress:
         now = time.monotonic()
         consumer = self._app.consumer
         generation = self._generation
+        # Faust's flow control: partitions whose stream buffer is full wait for it, not stalled
+        buffered: set[TP] = getattr(consumer, "_buffered_partitions", set())
         idle: list[TP] = []
         for tp in self._assigned():
             part = self._partitions.get(tp.partition)
             if part is not None and part.sought_at is not None:
-                if now - part.sought_at >= RESEEK_AFTER:
-                    await self._seek_back(tp.partition, part, part.position, now)
+                if now - part.sought_at >= RESEEK_AFTER:  # the seek's records did not come
+                    part.sought_at = now
+                    await self._seek(tp.partition, part.position)
                 continue
             since = part.moved_at if part is not None else self._assigned_at
-            if now - since >= STALL_AFTER and tp not in consumer._buffered_partitions:
+            if now - since >= STALL_AFTER and tp not in buffered:
                 idle.append(tp)
         if not idle or self._in_flight:  # busy with a batch (a database outage, say)
             return
@@ -288,8 +291,8 @@ class Progress:
                 partition=tp.partition,
                 position=part.position,
                 end=ends[(tp.topic, tp.partition)],
-                active=tp in (consumer._active_partitions or ()),
-                paused=tp in consumer._paused_partitions,
+                active=tp in (getattr(consumer, "_active_partitions", None) or ()),
+                paused=tp in getattr(consumer, "_paused_partitions", ()),
             )
             consumer.resume_partitions({tp})
             part.moved_at = now

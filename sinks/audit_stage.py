@@ -12,8 +12,11 @@ and wait for every acknowledgement, then commit the batch's offsets. A crash at 
 replays the batch: the ledger drops the decisions it already holds and returns their stored
 records, which are published again (so ``privacy.audit`` is at-least-once and readers
 deduplicate by ``seq``; ``audit replay`` does). A database that is down stops the stage,
-retrying, and no offset is committed until the batch is durable. Any other error ends the
-process without committing (see :func:`processors.intake.fail_loudly`).
+retrying, and no offset is committed until the batch is durable. A commit refused because the
+group moved the partitions meanwhile (the broker stalled past the session timeout, say) is
+logged and dropped: the batch is durable, and the partitions' next owner finds its decisions
+in the ledger. Any other error ends the process without committing (see
+:func:`processors.intake.fail_loudly`).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import time
 from typing import Any
 
 import mode
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
 from lifecycle.logging import get_logger
 from lifecycle.observability import Metrics
@@ -43,6 +46,16 @@ log = get_logger(__name__)
 BATCH_MAX = 5_000
 BATCH_WITHIN = 0.05
 RETRY_FIRST, RETRY_MAX = 0.2, 5.0
+GROUP_MOVED_ON = frozenset(
+    {
+        KafkaError._ASSIGNMENT_LOST,
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.FENCED_INSTANCE_ID,
+    }
+)
+"""Commit errors that mean the group has given this batch's partitions to a new generation."""
 CHECKPOINT_EVERY = 5.0  # seconds between "is a signed checkpoint due?" checks
 
 
@@ -162,7 +175,13 @@ class LedgerStage:
                     audit_seq=entry.seq,
                 )
         self._outbox.flush_now()  # raises if the broker refused a record
-        self._consumer.commit(asynchronous=False)  # the positions just past this batch
+        try:
+            self._consumer.commit(asynchronous=False)  # the positions just past this batch
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if error is None or error.code() not in GROUP_MOVED_ON:
+                raise
+            log.warning("ledger.commit_dropped", error=error.str(), records=len(entries))
 
     def _append(self, decisions: list[dict[str, Any]]) -> list[AuditEntry]:
         delay = RETRY_FIRST
