@@ -605,17 +605,37 @@ class SqlKeyStore(EnvelopeKeyStore):
         return value
 
     def _iter_live(self, chunk: int) -> Iterable[list[tuple[str, str, int, bytes]]]:
+        # One short read per chunk, by key range, rather than one cursor over the whole
+        # table: a long-lived snapshot would hold off the WAL checkpoint that wipes shredded
+        # keys from disk (SQLite) and keep old row versions alive (PostgreSQL).
         columns = (
             data_keys.c.subject_ref,
             data_keys.c.category,
             data_keys.c.version,
             data_keys.c.wrapped_key,
         )
-        query = select(*columns).order_by(*columns[:3])  # the primary key's order
-        with self._engine.connect() as conn:
-            # streamed (a server-side cursor on PostgreSQL): not every key in memory at once
-            result = conn.execution_options(stream_results=True, yield_per=chunk).execute(query)
-            yield from _live_chunks((tuple(row) for row in result), chunk)  # type: ignore[misc]
+        ordered = select(*columns).order_by(*columns[:3])  # the primary key's order
+        after = ""
+        while True:
+            with self._engine.connect() as conn:
+                rows = [
+                    tuple(row)
+                    for row in conn.execute(
+                        ordered.where(data_keys.c.subject_ref > after).limit(chunk)
+                    )
+                ]
+                last_page = len(rows) < chunk
+                if not last_page:  # the last customer may go on: keep only whole customers
+                    cut = rows[-1][0]
+                    rows = [row for row in rows if row[0] != cut] or [
+                        tuple(row)
+                        for row in conn.execute(ordered.where(data_keys.c.subject_ref == cut))
+                    ]
+            if rows:
+                yield from _live_chunks(rows, len(rows))  # type: ignore[arg-type]
+            if last_page or not rows:
+                return
+            after = rows[-1][0]
 
     def _destroy(
         self, subject_ref: str, categories: Iterable[str] | None, reason: str

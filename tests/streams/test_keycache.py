@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,27 @@ def test_a_process_told_to_warm_fills_its_cache_in_the_background(tmp_path: Path
     assert store._cache.subjects == len(refs)
     store.encryption_keys([(ref, "email") for ref in refs])
     assert (store.cache_hits, store.cache_misses) == (len(refs), 0)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 7])
+def test_the_store_is_read_in_short_chunks_of_whole_customers(tmp_path: Path, chunk: int) -> None:
+    store = open_store(tmp_path)
+    refs = [store.subject_ref(f"C-{n}") for n in range(12)]
+    store.encryption_keys([(ref, category) for ref in refs for category in ("name", "email")])
+    for ref in refs[::3]:  # a second version of name, and of one email
+        store.shred(ref, ["name"], "erasure")
+        store.encryption_keys([(ref, "name")])
+    store.shred(refs[1], None, "erasure")  # nothing live left
+
+    def read(size: int) -> list[list[tuple[str, str, int, bytes]]]:
+        return [list(rows) for rows in store._iter_live(size)]
+
+    everything = [row for rows in read(10_000) for row in rows]
+    assert len(everything) == 2 * 11
+    assert {(ref, version) for ref, cat, version, _ in everything if cat == "name"} == {
+        (ref, 2 if n % 3 == 0 else 1) for n, ref in enumerate(refs) if n != 1
+    }
+    chunks = read(chunk)
+    assert [row for rows in chunks for row in rows] == everything
+    for earlier, later in pairwise(chunks):  # no customer split in two
+        assert earlier[-1][0] != later[0][0]
