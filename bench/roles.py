@@ -73,7 +73,7 @@ def worker(mode: str, overrides: dict[str, Any], loop: str) -> None:
         metrics = Metrics(process_collector=False)
         app = create_app(settings, **overrides)
         outbox = Outbox(settings.kafka_client_config())
-        progress = Progress(app, settings.kafka_client_config())
+        progress = Progress(app, settings.kafka_consumer_config())
         stage = DecisionStage(app, runtime, metrics, outbox, committed=progress.committed)
         register_intake(
             app,

@@ -294,7 +294,7 @@ def replay_command(from_beginning: bool, follow: bool) -> None:
 
         try:
             report = replay(
-                live.kafka_client_config(),
+                live.kafka_consumer_config(),  # --follow: a new record shows within the wait
                 codec,
                 emit,
                 from_beginning=from_beginning or not follow,

@@ -35,7 +35,7 @@ def build_worker(
     health = health or Health()
     app = create_app(runtime.settings)
     outbox = Outbox(runtime.settings.kafka_client_config())
-    progress = Progress(app, runtime.settings.kafka_client_config())
+    progress = Progress(app, runtime.settings.kafka_consumer_config())
     stage = DecisionStage(app, runtime, metrics, outbox, committed=progress.committed)
     register_intake(
         app,

@@ -115,6 +115,8 @@ def create_app(settings: Settings, *, app_id: str | None = None, **overrides: An
         conf["broker_credentials"] = _faust_credentials(security)
     conf.update(overrides)
     app = LifecycleApp(app_id or os.environ.get("LIFECYCLE_APP_ID", APP_ID), **conf)
-    app.lifecycle_client_config = settings.kafka_client_config()
+    # with the consumers' short fetch wait: reading to a changelog's end ends with a fetch
+    # at the end, which the embedded broker holds for the whole wait
+    app.lifecycle_client_config = settings.kafka_consumer_config()
     app.lifecycle_fetch_wait_ms = settings.fetch_wait_ms
     return app
