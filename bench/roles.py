@@ -39,12 +39,8 @@ def worker(mode: str, overrides: dict[str, Any], loop: str) -> None:
     from lifecycle.logging import configure_logging
     from lifecycle.observability import Metrics
     from lifecycle.runtime import Runtime
-    from processors.decisions import DecisionStage
-    from processors.intake import register_intake
-    from processors.progress import Progress
-    from processors.worker import build_worker, run_worker
+    from processors.worker import build_worker, register_decisions, run_worker
     from streams.app import create_app
-    from streams.outbox import Outbox
 
     # as `lifecycle up` does; and at "info", like it: at "warning" or above, Faust's worker
     # turns the root logger to DEBUG for its terminal spinner, and every debug call in Faust
@@ -70,21 +66,8 @@ def worker(mode: str, overrides: dict[str, Any], loop: str) -> None:
 
     elif mode == "decide":
         runtime = Runtime(settings).open()
-        metrics = Metrics(process_collector=False)
         app = create_app(settings, **overrides)
-        outbox = Outbox(settings.kafka_client_config())
-        progress = Progress(app, settings.kafka_consumer_config())
-        stage = DecisionStage(app, runtime, metrics, outbox, committed=progress.committed)
-        register_intake(
-            app,
-            runtime.codec,
-            runtime.keystore,
-            stage.handle,
-            metrics,
-            outbox,
-            progress,
-            partitions=settings.topic_partitions,
-        )
+        register_decisions(app, runtime, Metrics(process_collector=False))
     else:
         if overrides:
             raise SystemExit("settings overrides apply to passthrough and decide only")

@@ -28,14 +28,13 @@ log = get_logger(__name__)
 LAG_INTERVAL = 10.0
 
 
-def build_worker(
-    runtime: Runtime, *, metrics: Metrics | None = None, health: Health | None = None
-) -> faust.App:
-    metrics = metrics or Metrics(process_collector=False)
-    health = health or Health()
-    app = create_app(runtime.settings)
-    outbox = Outbox(runtime.settings.kafka_client_config())
-    progress = Progress(app, runtime.settings.kafka_consumer_config())
+def register_decisions(
+    app: faust.App, runtime: Runtime, metrics: Metrics
+) -> tuple[DecisionStage, Progress]:
+    """The intake agent and the decision stage behind it, on ``app``."""
+    settings = runtime.settings
+    outbox = Outbox(settings.kafka_client_config())
+    progress = Progress(app, settings.kafka_consumer_config())
     stage = DecisionStage(app, runtime, metrics, outbox, committed=progress.committed)
     register_intake(
         app,
@@ -45,8 +44,18 @@ def build_worker(
         metrics,
         outbox,
         progress,
-        partitions=runtime.settings.topic_partitions,
+        partitions=settings.topic_partitions,
     )
+    return stage, progress
+
+
+def build_worker(
+    runtime: Runtime, *, metrics: Metrics | None = None, health: Health | None = None
+) -> faust.App:
+    metrics = metrics or Metrics(process_collector=False)
+    health = health or Health()
+    app = create_app(runtime.settings)
+    stage, progress = register_decisions(app, runtime, metrics)
     register_retention(app, stage, runtime.codec)
     sink = open_audit_sink(runtime.settings)
     ledger = LedgerStage(runtime, sink, metrics, group=f"{app.conf.id}-ledger")

@@ -86,10 +86,7 @@ class KeyCache:
                 self._evict()
             self._subjects[subject_ref] = entry
             return
-        kept = b"".join(
-            packed[at : at + _ENTRY] for at in range(0, len(packed), _ENTRY) if packed[at] != code
-        )
-        self._subjects[subject_ref] = kept + entry
+        self._subjects[subject_ref] = _without(packed, {code}) + entry
 
     def put(self, subject_ref: str, category: str, version: int, secret: bytes) -> None:
         """Remember a key version read for a decryption (the current one or an older one)."""
@@ -103,12 +100,7 @@ class KeyCache:
         wanted = None if categories is None else set(categories)
         packed = self._subjects.pop(subject_ref, None)
         if packed is not None and wanted is not None:
-            codes = {self._codes[c] for c in wanted if c in self._codes}
-            kept = b"".join(
-                packed[at : at + _ENTRY]
-                for at in range(0, len(packed), _ENTRY)
-                if packed[at] not in codes
-            )
+            kept = _without(packed, {self._codes[c] for c in wanted if c in self._codes})
             if kept:
                 self._subjects[subject_ref] = kept
         for key in [k for k in self._old if k[0] == subject_ref]:
@@ -119,3 +111,10 @@ class KeyCache:
         drop = max(1, self.max_subjects // 10)
         for subject_ref in list(islice(self._subjects, drop)):
             del self._subjects[subject_ref]
+
+
+def _without(packed: bytes, codes: set[int]) -> bytes:
+    """A customer's packed entries without those of the category ``codes``."""
+    return b"".join(
+        packed[at : at + _ENTRY] for at in range(0, len(packed), _ENTRY) if packed[at] not in codes
+    )
