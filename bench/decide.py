@@ -7,9 +7,11 @@ Baseline: a bare Faust agent on the same app settings and broker, in the same ru
 every record it reads to another topic (``async for key, value in stream.items(): await
 out.send(...)``): Faust's own per-event cost. Both run as separate processes over the same
 records (published once through the real publisher), first one worker, then one worker per
-core (two in one group). The clock starts when the group is settled and the records are
-produced all at once; the rate is taken from the output records' broker timestamps between
-their 10th and 90th percentile (no start-up, no last partial batch).
+core (two in one group), then three in one group (more workers than cores: the group's
+throughput when a deployment scales past the machine; full size only). The clock starts when
+the group is settled and the records are produced all at once; the rate is taken from the
+output records' broker timestamps between their 10th and 90th percentile (no start-up,
+no last partial batch).
 """
 
 from __future__ import annotations
@@ -43,13 +45,13 @@ def run(env: BenchEnv, scale: Scale, settings: tuple[str, ...] = ()) -> list[Row
     data = env.folder(NAME)
     records = encoded_events(env, data, scale.pick(60_000, 1_500), scale.pick(10_000, 300))
     measured: dict[tuple[str, int], dict[str, float]] = {}
-    for workers in (1, 2):
+    for workers in (1, 2) if scale.tiny else (1, 2, 3):
         for mode in ("passthrough", "decide"):
             measured[(mode, workers)] = measure(env, data, mode, workers, records, settings)
     one, bare_one = measured[("decide", 1)], measured[("passthrough", 1)]
     two, bare_two = measured[("decide", 2)], measured[("passthrough", 2)]
     notes = {"events": len(records), "partitions": PARTITIONS}
-    return [
+    rows = [
         Row(
             NAME,
             "consume -> decision published, 1 worker",
@@ -71,6 +73,21 @@ def run(env: BenchEnv, scale: Scale, settings: tuple[str, ...] = ()) -> list[Row
             {**notes, "cpu_us_per_event": two["cpu_us"], "bare_cpu_us": bare_two["cpu_us"]},
         ),
     ]
+    if ("decide", 3) in measured:
+        three, bare_three = measured[("decide", 3)], measured[("passthrough", 3)]
+        rows.append(
+            Row(
+                NAME,
+                "consume -> decision published, 3 workers in one group (2 cores)",
+                "events/s",
+                three["rate"],
+                bare_three["rate"],
+                "bare Faust pass-through agent, 3 workers",
+                None,
+                {**notes, "cpu_us_per_event": three["cpu_us"], "bare_cpu_us": bare_three["cpu_us"]},
+            )
+        )
+    return rows
 
 
 def encoded_events(env: BenchEnv, data: Path, count: int, subjects: int) -> list[Record]:

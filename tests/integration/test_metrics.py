@@ -6,10 +6,13 @@ import time
 import urllib.error
 import urllib.request
 
+from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
+from processors.worker import LAG_INTERVAL
 from streams.broker import free_port
 from streams.codec import SingleObjectCodec
+from streams.topics import CUSTOMER_EVENTS
 
 from fixtures.broker import Workers, audit_records, run_cli
 from integration.test_bus import EXAMPLES
@@ -38,6 +41,10 @@ def test_a_worker_reports_decisions_health_and_readiness_over_http(
     worker = workers.start(LIFECYCLE_METRICS_PORT=str(port))
     base = f"http://127.0.0.1:{port}"
     assert run_cli(lifecycle_env, "publish", str(EXAMPLES)).returncode == 0
+    poison = Producer({"bootstrap.servers": broker})
+    poison.produce(CUSTOMER_EVENTS, b"not avro", key=b"poison")
+    assert poison.flush(10) == 0
+    del poison
     audit_records(broker, SingleObjectCodec(), 8)
 
     deadline = time.monotonic() + 30
@@ -45,9 +52,20 @@ def test_a_worker_reports_decisions_health_and_readiness_over_http(
         time.sleep(0.5)
     assert get(f"{base}/readyz")[0] == 200
     assert get(f"{base}/healthz")[0] == 200
-    status, text = get(f"{base}/metrics")
-    assert status == 200
-    found = samples(text)
+    # consumer lag is reported every LAG_INTERVAL seconds, once partitions have been fetched
+    while True:
+        status, text = get(f"{base}/metrics")
+        assert status == 200
+        found = samples(text)
+        if (
+            any(
+                name == "lifecycle_consumer_lag" and ("topic", CUSTOMER_EVENTS) in labels
+                for name, labels in found
+            )
+            or time.monotonic() > deadline + LAG_INTERVAL * 2
+        ):
+            break
+        time.sleep(1)
     denied = (
         "lifecycle_decisions_total",
         (("decision", "deny"), ("reason_code", "purpose_not_permitted")),
@@ -56,5 +74,15 @@ def test_a_worker_reports_decisions_health_and_readiness_over_http(
     assert found[("lifecycle_events_consumed_total", (("kind", "used"),))] >= 3
     assert found[("lifecycle_erasures_total", (("status", "completed"),))] >= 1
     assert found[("lifecycle_ledger_records_appended_total", ())] >= 8
+    assert found[("lifecycle_dead_letters_total", (("source_topic", CUSTOMER_EVENTS),))] >= 1
+    assert found[("lifecycle_erasure_latency_seconds_count", ())] >= 1
+    assert ("lifecycle_ledger_lag_seconds", ()) in found
+    lags = {
+        labels: value
+        for (name, labels), value in found.items()
+        if name == "lifecycle_consumer_lag" and ("topic", CUSTOMER_EVENTS) in labels
+    }
+    assert lags, "no consumer lag series for customer.events"
+    assert all(value >= 0 for value in lags.values())
     assert "C-10042" not in text and "jane" not in text.lower()
     assert worker.process.poll() is None

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import datetime
 import ipaddress
+import os
 import socket
 import ssl
 import subprocess
@@ -46,6 +47,9 @@ from lifecycle.errors import ConfigurationError
 from streams.app import _faust_credentials
 from streams.broker import broker_binary, free_port
 from streams.security import REDACTED, faust_credentials, redacted, ssl_context
+
+from fixtures.broker import LIFECYCLE, REPO, run_cli
+from integration.test_bus import EXAMPLES
 
 KEY_PASSWORD = "client-key-password"
 
@@ -450,6 +454,55 @@ def test_sasl_ssl_env_maps_to_librdkafka_and_faust_without_leaking_secrets(tmp_p
         with pytest.raises(ConfigurationError) as raised:
             faust_credentials(load_settings({**env, **bad}).kafka_security)
         assert "sasl-secret" not in str(raised.value)
+
+
+def test_the_pipeline_runs_over_mutual_tls_and_never_logs_the_key_password(
+    tmp_path: Path,
+) -> None:
+    """`lifecycle up`, `publish` and `audit replay` as a user runs them, configured for TLS only
+    through the environment: every event is decided and audited over TLS, and the client key's
+    password appears in no output."""
+    pki = make_pki(tmp_path / "pki", LOOPBACK_SANS)
+    outside = {k: v for k, v in os.environ.items() if not k.startswith(("LIFECYCLE_", "KAFKA_"))}
+    with tls_broker(tmp_path, pki) as terminator:
+        env = {
+            **outside,
+            **tls_env(terminator.port, pki, tmp_path),
+            "LIFECYCLE_LOG_LEVEL": "DEBUG",
+            "LIFECYCLE_METRICS_PORT": "0",
+            "PYTHONUNBUFFERED": "1",
+        }
+        log_path = tmp_path / "worker.log"
+        with open(log_path, "wb") as log:
+            worker = subprocess.Popen(
+                [LIFECYCLE, "up"], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+            )
+        try:
+            published = run_cli(env, "publish", str(EXAMPLES))
+            assert published.returncode == 0, published.stderr.decode()
+            events = len(EXAMPLES.read_text().splitlines())
+            replayed = b""
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                assert worker.poll() is None, log_path.read_text(errors="replace")[-3000:]
+                replay = run_cli(env, "audit", "replay", "--from-beginning")
+                replayed = replay.stdout + replay.stderr
+                if replay.returncode == 0 and len(replay.stdout.splitlines()) >= events:
+                    break
+                time.sleep(1)
+            assert len(replay.stdout.splitlines()) == events, replayed.decode()[-2000:]
+        finally:
+            worker.terminate()
+            worker.wait(30)
+        assert terminator.sessions > 0
+        outputs = [
+            log_path.read_bytes(),
+            published.stdout + published.stderr,
+            replayed,
+        ]
+        for output in outputs:
+            assert KEY_PASSWORD.encode() not in output
+        assert b"batch.decided" in outputs[0]  # the worker's own log was captured
 
 
 # --- the embedded broker's limits, pinned ------------------------------------------------------
