@@ -6,11 +6,13 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
 import click
 
+from lifecycle.cli_audit import Moment
 from lifecycle.config import Settings, load_settings
 from lifecycle.errors import LifecycleError
 from lifecycle.logging import configure_logging
@@ -159,6 +161,44 @@ def keys_rotate() -> None:
         raise click.UsageError("set LIFECYCLE_PREVIOUS_MASTER_KEY_FILE to the key being retired")
     count = Runtime(settings).keystore.rotate_master_key()
     click.echo(f"re-wrapped {count} keys under {settings.master_key_file}", err=True)
+
+
+@keys.command("reshred")
+@click.option(
+    "--since",
+    type=Moment(),
+    default=None,
+    help="Only revocations at or after this time (the restored backup's; ISO-8601, UTC "
+    "without a zone). Default: all of them.",
+)
+def keys_reshred(since: datetime | None) -> None:
+    """Destroy again every key that privacy.key-revocations says was destroyed: run after
+    restoring the key store from a backup, before any worker or publisher starts.
+
+    Each revocation destroys the keys of its customer and categories created before it, so a
+    key made after the erasure (a later collection) is kept. Safe to repeat."""
+    from streams.revocations import read_revocations
+
+    settings = load_settings()
+    runtime = Runtime(settings)
+    revocations = destroyed = 0
+    for record in read_revocations(settings.kafka_client_config(), runtime.codec):
+        revoked_at = record["revoked_at"]
+        if since is not None and revoked_at < since:
+            continue
+        revocations += 1
+        destroyed += len(
+            runtime.keystore.shred(
+                record["subject_ref"],
+                record["categories"] or None,
+                "revocation_replayed",
+                created_before=revoked_at,
+            )
+        )
+    click.echo(
+        f"replayed {revocations} revocations: {destroyed} categories' keys destroyed again",
+        err=True,
+    )
 
 
 def _register_subsystem_commands() -> None:

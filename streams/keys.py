@@ -30,7 +30,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -146,8 +146,16 @@ class KeyStore(Protocol):
         """The key a value was encrypted with; :class:`KeyShreddedError` once destroyed."""
         ...
 
-    def shred(self, subject_ref: str, categories: Iterable[str] | None, reason: str) -> list[str]:
-        """Destroy the live keys of ``categories`` (all when None); the categories shredded."""
+    def shred(
+        self,
+        subject_ref: str,
+        categories: Iterable[str] | None,
+        reason: str,
+        *,
+        created_before: datetime | None = None,
+    ) -> list[str]:
+        """Destroy the live keys of ``categories`` (all when None), only those created before
+        ``created_before`` when given; the categories shredded."""
         ...
 
     def keys_of(self, subject_ref: str) -> list[KeyRecord]: ...
@@ -211,7 +219,11 @@ class EnvelopeKeyStore(ABC):
 
     @abstractmethod
     def _destroy(
-        self, subject_ref: str, categories: Iterable[str] | None, reason: str
+        self,
+        subject_ref: str,
+        categories: Iterable[str] | None,
+        reason: str,
+        created_before: datetime | None = None,
     ) -> list[str]: ...
 
     @abstractmethod
@@ -348,11 +360,18 @@ class EnvelopeKeyStore(ABC):
             self._cache.put(subject_ref, category, version, key.secret)
         return key
 
-    def shred(self, subject_ref: str, categories: Iterable[str] | None, reason: str) -> list[str]:
+    def shred(
+        self,
+        subject_ref: str,
+        categories: Iterable[str] | None,
+        reason: str,
+        *,
+        created_before: datetime | None = None,
+    ) -> list[str]:
         wanted = None if categories is None else list(categories)
         self.forget(subject_ref, wanted)
         try:
-            shredded = self._destroy(subject_ref, wanted, reason)
+            shredded = self._destroy(subject_ref, wanted, reason, created_before)
         except SQLAlchemyError as exc:
             raise KeyStoreError(
                 f"key store unavailable, nothing shredded: {type(exc).__name__}"
@@ -460,11 +479,17 @@ class MemoryKeyStore(EnvelopeKeyStore):
         return None if row is None else row[0]  # type: ignore[return-value]
 
     def _destroy(
-        self, subject_ref: str, categories: Iterable[str] | None, reason: str
+        self,
+        subject_ref: str,
+        categories: Iterable[str] | None,
+        reason: str,
+        created_before: datetime | None = None,
     ) -> list[str]:
         wanted = None if categories is None else set(categories)
         shredded = set()
         for (ref, cat, _), row in self._rows.items():
+            if created_before is not None and cast(datetime, row[1]) >= created_before:
+                continue
             if ref == subject_ref and (wanted is None or cat in wanted) and row[0] is not None:
                 row[0], row[2], row[3] = None, datetime.now(UTC), reason
                 shredded.add(cat)
@@ -638,11 +663,17 @@ class SqlKeyStore(EnvelopeKeyStore):
             after = rows[-1][0]
 
     def _destroy(
-        self, subject_ref: str, categories: Iterable[str] | None, reason: str
+        self,
+        subject_ref: str,
+        categories: Iterable[str] | None,
+        reason: str,
+        created_before: datetime | None = None,
     ) -> list[str]:
         live = and_(data_keys.c.subject_ref == subject_ref, data_keys.c.wrapped_key.is_not(None))
         if categories is not None:
             live = and_(live, data_keys.c.category.in_(list(categories)))
+        if created_before is not None:
+            live = and_(live, data_keys.c.created_at < created_before)
         with self._engine.begin() as conn:
             shredded = sorted(set(conn.execute(select(data_keys.c.category).where(live)).scalars()))
             conn.execute(

@@ -47,7 +47,12 @@ TOPICS = (
     TopicSpec(AUDIT, False, _FOREVER, "the ledger: append-only, never compacted, never expiring"),
     TopicSpec(VIOLATIONS, False, _FOREVER, "every refused use, share or collection"),
     TopicSpec(CONFIRMATIONS, False, _FOREVER, "one record per finished erasure request"),
-    TopicSpec(KEY_REVOCATIONS, False, {}, "destroyed data keys: every process drops its cache"),
+    TopicSpec(
+        KEY_REVOCATIONS,
+        False,
+        _FOREVER,  # replayed after a key-store restore (lifecycle keys reshred)
+        "destroyed data keys: every process drops its cache",
+    ),
     TopicSpec(
         RETENTION_SWEEPS, True, {}, "retention sweep requests, one per partition of subjects"
     ),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -67,6 +69,27 @@ def test_shredding_makes_every_copy_unreadable_and_a_new_collection_gets_a_new_k
     assert reveal(keystore, "ev-1", ref, email) == SHREDDED  # the old value never comes back
     assert keystore.shred(ref, ["email"], "subject_erased") == ["email"]  # the new one goes too
     assert keystore.shred(ref, ["email"], "subject_erased") == []  # nothing left: not an error
+
+
+def test_shredding_only_keys_created_before_a_moment_spares_later_ones(
+    keystore: EnvelopeKeyStore,
+) -> None:
+    """What ``lifecycle keys reshred`` relies on: replaying an old revocation must not destroy
+    the key of a collection made after it."""
+    ref = keystore.subject_ref("C-1")
+    old = keystore.encryption_keys([(ref, "email"), (ref, "name")])
+    old_name = encrypt_value(old[(ref, "name")], "ev-1", "Jane")
+    keystore.shred(ref, ["email"], "subject_erased")
+    revoked_at = datetime.now(UTC)
+    time.sleep(0.01)
+    new = keystore.encryption_keys([(ref, "email")])[(ref, "email")]
+    new_email = encrypt_value(new, "ev-2", "jane@example.org")
+
+    assert keystore.shred(ref, ["email"], "replayed", created_before=revoked_at) == []
+    assert decrypt_value(keystore, "ev-2", ref, new_email) == "jane@example.org"
+    assert keystore.shred(ref, None, "replayed", created_before=revoked_at) == ["name"]
+    assert reveal(keystore, "ev-1", ref, old_name) == SHREDDED
+    assert decrypt_value(keystore, "ev-2", ref, new_email) == "jane@example.org"
 
 
 def test_shredding_in_one_process_stops_decryption_in_another_at_once(tmp_path: Path) -> None:
