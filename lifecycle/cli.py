@@ -201,6 +201,23 @@ def keys_reshred(since: datetime | None) -> None:
     )
 
 
+@click.command("recover")
+def audit_recover() -> None:
+    """Bring a ledger database restored from a backup forward from privacy.audit: check the
+    topic's whole chain and add every record past the database's head (then sign it).
+
+    Run after `lifecycle keys reshred` and before any worker starts; safe to repeat."""
+    from sinks.ledger import open_audit_sink
+    from sinks.recovery import recover_from_topic
+
+    settings = load_settings()
+    runtime = Runtime(settings)
+    with open_audit_sink(settings) as sink:
+        added = recover_from_topic(settings.kafka_client_config(), runtime.codec, sink)
+        seq, _hash = sink.head()
+    click.echo(f"added {added} records from privacy.audit; ledger head: seq {seq}", err=True)
+
+
 def _register_subsystem_commands() -> None:
     """Commands that live beside their subsystem."""
     from lifecycle.cli_policy import policy
@@ -209,6 +226,7 @@ def _register_subsystem_commands() -> None:
     try:  # TEMPORARY
         from lifecycle.cli_audit import audit
 
+        audit.add_command(audit_recover)
         extra = [audit]
     except ModuleNotFoundError:
         extra = []

@@ -64,6 +64,7 @@ from sinks.chain import (
     VerifyReport,
     chain_rows,
     decision_row,
+    row_hash,
     stored_values_hash,
     truncate_millis,
     utc_text,
@@ -381,6 +382,41 @@ class SqlAuditSink:
                     return self._sign(conn, head_seq, head_hash, now)
             except SQLAlchemyError as exc:
                 raise _ledger_error(exc, "checkpoint") from exc
+
+    def adopt(self, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Add records that already carry their seq and hashes (read back from
+        ``privacy.audit`` after the database was restored from a backup), in seq order.
+
+        Each must be the next one after the head, name the head's hash as ``prev_hash`` and
+        hash to its own ``hash``; the first that does not raises :class:`LedgerError` naming
+        its seq, and nothing of the batch is written. Records at or below the head are passed
+        over (the database has them). Signs a checkpoint over the new head. Returns how many
+        were added."""
+        with self._lock:
+            self._check_open()
+            try:
+                with _writing(self._engine) as (conn, head_seq, head_hash):
+                    new: list[dict[str, Any]] = []
+                    for row in rows:
+                        seq = int(row["seq"])
+                        if seq <= head_seq:
+                            continue
+                        if seq != head_seq + 1 or row["prev_hash"] != head_hash:
+                            raise LedgerError(
+                                f"record {seq} does not follow the ledger's head "
+                                f"(seq {head_seq}): it was not written after it"
+                            )
+                        if row_hash(row) != row["hash"]:
+                            raise LedgerError(f"record {seq} does not match its hash")
+                        new.append(dict(row))
+                        head_seq, head_hash = seq, str(row["hash"])
+                    if new:
+                        _insert(conn, new)
+                        _move_head(conn, head_seq, head_hash)
+                        self._sign(conn, head_seq, head_hash, self._now())
+            except SQLAlchemyError as exc:
+                raise _ledger_error(exc, "adopt records") from exc
+        return len(new)
 
     def head(self) -> tuple[int, str]:
         """(seq, hash) of the last record; (0, genesis hash) while empty."""

@@ -1,4 +1,5 @@
-"""A key store restored from a backup must not bring erased data back.
+"""A key store restored from a backup must not bring erased data back, and the restored
+ledger is brought forward from ``privacy.audit``.
 
 A backup taken before an erasure still holds the erased customer's wrapped keys; restored as
 it is, every copy of the erased values on the topics decrypts again. ``lifecycle keys
@@ -9,6 +10,7 @@ restored store, however old, and to repeat.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 from pathlib import Path
@@ -89,3 +91,14 @@ def test_reshred_after_a_restore_destroys_erased_keys_again_and_spares_later_one
     assert PERSONAL["email"] not in readable.get("email", set())
     again = run_cli(lifecycle_env, "keys", "reshred")
     assert "0 categories' keys destroyed again" in again.stderr.decode()
+
+    # The restored ledger lacks the erasure's and the later collection's records: they are
+    # brought back from privacy.audit, and the ledger verifies with all three.
+    recovered = run_cli(lifecycle_env, "audit", "recover")
+    assert recovered.returncode == 0, recovered.stderr.decode()
+    assert "added 2 records" in recovered.stderr.decode()
+    verified = run_cli(lifecycle_env, "audit", "verify")
+    assert verified.returncode == 0, (verified.stdout + verified.stderr).decode()
+    exported = run_cli(lifecycle_env, "audit", "export")
+    kinds = [json.loads(line)["kind"] for line in exported.stdout.splitlines()]
+    assert kinds == ["collected", "deletion_requested", "collected"]

@@ -23,6 +23,14 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
+def another_db_url(db_url: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A second fresh, empty database of the same kind as ``db_url``."""
+    if db_url.startswith("sqlite"):
+        return f"sqlite:///{tmp_path / 'another.sqlite'}"
+    return str(request.getfixturevalue("postgres_databases")())
+
+
+@pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
     engine = make_engine(db_url)
     yield engine
