@@ -287,8 +287,8 @@ def replay_command(from_beginning: bool, follow: bool) -> None:
         codec = Runtime(live).codec
         out = sys.stdout.buffer
 
-        def emit(record: dict[str, Any]) -> None:
-            out.write(orjson.dumps(record) + b"\n")
+        def emit(line: bytes) -> None:
+            out.write(line + b"\n")
             if follow:
                 out.flush()
 

@@ -5,11 +5,13 @@ after a crash) and, with several workers, records may arrive slightly out of ``s
 :class:`~sinks.chain.ChainFollower` deduplicates by seq and reorders within a window, and the
 first record that breaks the chain stops the replay, naming its seq.
 
-Records are read in batches. Those in the single-object encoding of the current
-``lifecycle.AuditRecord`` schema without an erasure (nearly all) are read by
-:class:`AuditRecordReader` straight into the flat record that is emitted; anything else goes
-through the codec, :func:`~sinks.chain.audit_record_row` and :func:`~sinks.chain.row_hash`,
-which stay the reference the reader is tested against.
+Each verified record is emitted as one JSON line (:func:`replay_line`): its canonical
+encoding, the object its hash is taken over (every field, timestamps as UTC text, keys
+sorted), with ``hash`` added at the end. Records are read in batches. Those in the
+single-object encoding of the current ``lifecycle.AuditRecord`` schema without an erasure
+(nearly all) are read by :class:`AuditRecordReader` straight into that encoding and line;
+anything else goes through the codec, :func:`~sinks.chain.audit_record_row` and
+:func:`~sinks.chain.canonical_bytes`, which stay the reference the reader is tested against.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from sinks.chain import (
     ChainFollower,
     ChainProblem,
     VerifyReport,
+    audit_record_row,
+    canonical_bytes,
     canonical_hash,
     flat_canonical_bytes,
 )
@@ -38,29 +42,24 @@ BATCH = 1_000
 """Messages taken from the consumer at a time."""
 
 
-def flat(record: dict[str, Any]) -> dict[str, Any]:
-    """An AuditRecord as one flat object (the decision's fields beside seq and hashes)."""
-    decision = record["decision"]
-    return {
-        "seq": record["seq"],
-        **decision,
-        "recorded_at": record["recorded_at"],
-        "prev_hash": record["prev_hash"],
-        "hash": record["hash"],
-    }
+def replay_line(canonical: bytes, stored_hash: str) -> bytes:
+    """The JSON line ``audit replay`` prints for a record: its canonical encoding (a JSON
+    object) with the stored ``hash`` added as the last key; no newline."""
+    return b'%s,"hash":"%s"}' % (canonical[:-1], stored_hash.encode())
 
 
 def replay(
     client_config: dict[str, str],
     codec: Codec,
-    emit: Callable[[dict[str, Any]], None],
+    emit: Callable[[bytes], None],
     *,
     from_beginning: bool = True,
     follow: bool = False,
     stop: Callable[[], bool] = lambda: False,
 ) -> VerifyReport:
-    """Emit every verified record (flat, see :func:`flat`) in seq order; the report when the
-    topic's end is reached (or, with ``follow``, when ``stop()`` says so or the chain breaks)."""
+    """Emit every verified record (its line, see :func:`replay_line`) in seq order; the report
+    when the topic's end is reached (or, with ``follow``, when ``stop()`` says so or the chain
+    breaks)."""
     consumer = Consumer(
         {
             **client_config,
@@ -102,7 +101,7 @@ def replay(
                             f"{exc}",
                         )
                         return follower.finish()
-                    verified = follower.feed(record, flat(record))
+                    verified = _feed(follower, record)
                 for item in verified:
                     emit(item)
                 if follower.problem is not None:
@@ -116,6 +115,26 @@ def _never(_value: bytes) -> None:
     return None
 
 
+def _feed(follower: ChainFollower, record: dict[str, Any]) -> list[Any]:
+    """The codec path: ``record`` (a decoded AuditRecord) into ``follower``, as its line."""
+    try:
+        row = audit_record_row(record)
+        canonical = canonical_bytes(row)
+    except (ValueError, TypeError, KeyError) as exc:
+        seq = record.get("seq")
+        at = seq if isinstance(seq, int) else follower.head_seq + 1
+        follower.problem = ChainProblem(at, f"record {at} cannot be read: {exc}")
+        return []
+    stored_hash = row["hash"]
+    return follower.feed_hashed(
+        replay_line(canonical, stored_hash),
+        row["seq"],
+        row["prev_hash"],
+        stored_hash,
+        canonical_hash(canonical),
+    )
+
+
 # --------------------------------------------------------------------------- the fast reader
 
 AUDIT_RECORD_FINGERPRINT = bytes.fromhex("5a030c94f5a53305")
@@ -123,8 +142,8 @@ AUDIT_RECORD_FINGERPRINT = bytes.fromhex("5a030c94f5a53305")
 inlined) that :class:`AuditRecordReader` was written for. A test compares it with
 ``schemas/``: a schema change must revisit the reader (until then it reads nothing)."""
 
-Read = tuple[dict[str, Any], int, str, str, str]
-"""(flat record, seq, prev_hash, stored hash, hash of its content): what
+Read = tuple[bytes, int, str, str, str]
+"""(its line, seq, prev_hash, stored hash, hash of its content): what
 :meth:`~sinks.chain.ChainFollower.feed_hashed` takes."""
 
 
@@ -135,14 +154,13 @@ class _Unusual(Exception):
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _VERDICTS = ("allow", "deny")  # the Verdict enum's symbols, in order
 _MOMENTS_MAX = 4096
-_MILLIS = tuple(timedelta(milliseconds=n) for n in range(1000))
 _MILLIS_TEXT = tuple(f".{n:03d}Z" for n in range(1000))
 
 
 class AuditRecordReader:
     """Reads a ``privacy.audit`` value written with :data:`AUDIT_RECORD_FINGERPRINT` and no
-    erasure, as the codec would decode it and :func:`flat` would flatten it, and hashes its
-    content as :func:`~sinks.chain.row_hash` would.
+    erasure into the canonical encoding :func:`~sinks.chain.canonical_bytes` would give for
+    its stored row, hashes it as :func:`~sinks.chain.row_hash` would, and makes its line.
 
     Declines (returns None) anything else or anything unusual: another schema, an erasure,
     text that is not ASCII, a text of 64 bytes or more (other than the 64-digit hashes and
@@ -159,8 +177,8 @@ class AuditRecordReader:
     __slots__ = ("_moments", "_seconds")
 
     def __init__(self) -> None:
-        self._moments: dict[bytes, tuple[datetime, str]] = {}  # varint -> (datetime, text)
-        self._seconds: dict[int, tuple[datetime, str]] = {}  # whole second -> (datetime, text)
+        self._moments: dict[bytes, str] = {}  # varint -> text
+        self._seconds: dict[int, str] = {}  # whole second -> text
 
     @classmethod
     def for_codec(cls, codec: Codec) -> AuditRecordReader | None:
@@ -178,8 +196,8 @@ class AuditRecordReader:
         except (_Unusual, IndexError, OverflowError, AttributeError):
             return None  # AttributeError: a varint that does not end (no match)
 
-    def _moment(self, varint: bytes) -> tuple[datetime, str]:
-        """A timestamp-millis (its varint bytes) as fastavro decodes it, and its text."""
+    def _moment(self, varint: bytes) -> str:
+        """A timestamp-millis (its varint bytes) as the canonical encoding's UTC text."""
         known = self._moments.get(varint)
         if known is None:
             if len(self._moments) >= _MOMENTS_MAX:
@@ -202,9 +220,9 @@ class AuditRecordReader:
                 if len(self._seconds) >= _MOMENTS_MAX:
                     self._seconds.clear()
                 moment = _EPOCH + timedelta(seconds=second)
-                whole = self._seconds[second] = (moment, moment.isoformat()[:-6])  # no "+00:00"
+                whole = self._seconds[second] = moment.isoformat()[:-6]  # no "+00:00"
             # as utc_text(_EPOCH + timedelta(milliseconds=...)), without formatting each time
-            known = (whole[0] + _MILLIS[millis], whole[1] + _MILLIS_TEXT[millis])
+            known = whole + _MILLIS_TEXT[millis]
             self._moments[varint] = known
         return known
 
@@ -228,7 +246,7 @@ class AuditRecordReader:
             known = self._moment(data[at:end])
         else:
             end = at + 6
-        (recorded_at, recorded_text), at = known, end
+        recorded_text, at = known, end
         byte = data[at]
         if byte & 0x81:
             raise _Unusual
@@ -313,14 +331,14 @@ class AuditRecordReader:
             known = self._moment(data[at:end])
         else:
             end = at + 6
-        (occurred_at, occurred_text), at = known, end
+        occurred_text, at = known, end
         known = moments.get(data[at : at + 6])  # a 6-byte varint (2001..2112) seen before
         if known is None:
             end = varint_end(data, at).end()
             known = self._moment(data[at:end])
         else:
             end = at + 6
-        (decided_at, decided_text), at = known, end
+        decided_text, at = known, end
         source_partition, at = _long(data, at)
         source_offset, at = _long(data, at)
         if data[at] != 0 or at + 1 != len(data):  # an erasure, or bytes missing or left over
@@ -356,11 +374,13 @@ class AuditRecordReader:
         canonical = flat_canonical_bytes(record)  # the canonical keys, timestamps as text
         if not (canonical.isascii() and stored_hash.isascii()):
             raise _Unusual  # a text that was not ASCII: cut as Latin-1, it is wrong
-        record["occurred_at"] = occurred_at
-        record["decided_at"] = decided_at
-        record["recorded_at"] = recorded_at
-        record["hash"] = stored_hash
-        return record, seq, prev_hash, stored_hash, canonical_hash(canonical)
+        return (
+            b'%s,"hash":"%s"}' % (canonical[:-1], stored_hash.encode()),  # replay_line
+            seq,
+            prev_hash,
+            stored_hash,
+            canonical_hash(canonical),
+        )
 
 
 _HEADER = SINGLE_OBJECT_MAGIC + AUDIT_RECORD_FINGERPRINT
@@ -414,4 +434,4 @@ def _short_texts(data: bytes, text: str, at: int) -> tuple[list[str], int]:
             at = end
 
 
-__all__ = ["AUDIT_RECORD_FINGERPRINT", "BATCH", "AuditRecordReader", "flat", "replay"]
+__all__ = ["AUDIT_RECORD_FINGERPRINT", "BATCH", "AuditRecordReader", "replay", "replay_line"]

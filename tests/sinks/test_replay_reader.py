@@ -1,5 +1,6 @@
 """AuditRecordReader, the fast path of ``audit replay``: whatever it reads, it reads exactly as
-the codec, ``flat``, ``audit_record_row`` and ``row_hash`` do; everything else it declines."""
+the codec, ``audit_record_row``, ``canonical_bytes`` and ``replay_line`` do; everything else it
+declines."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from audit_helpers import erasure_decision, make_decision
 
-from sinks.chain import audit_record_row, row_hash
+from sinks.chain import audit_record_row, canonical_bytes, row_hash
 from sinks.memory import MemoryAuditSink
-from sinks.replay import AUDIT_RECORD_FINGERPRINT, AuditRecordReader, flat
+from sinks.replay import AUDIT_RECORD_FINGERPRINT, AuditRecordReader, replay_line
 from streams.codec import SingleObjectCodec
 from streams.exceptions import DecodeError
 
@@ -27,22 +29,33 @@ def _encoded(decisions: list[dict[str, Any]]) -> list[bytes]:
     ]
 
 
-def _reference(value: bytes) -> tuple[dict[str, Any], int, str, str, str] | None:
+def _reference(value: bytes) -> tuple[bytes, int, str, str, str] | None:
     """What replay's codec path makes of ``value`` (None: not decodable or not a record)."""
     try:
         record = CODEC.decode("lifecycle.AuditRecord", value)
         row = audit_record_row(record)
     except (DecodeError, ValueError):
         return None
-    return flat(record), row["seq"], row["prev_hash"], row["hash"], row_hash(row)
+    line = replay_line(canonical_bytes(row), row["hash"])
+    return line, row["seq"], row["prev_hash"], row["hash"], row_hash(row)
 
 
-def _same(read: tuple[dict[str, Any], int, str, str, str], value: bytes) -> None:
+def _same(read: tuple[bytes, int, str, str, str], value: bytes) -> None:
     reference = _reference(value)
     assert reference is not None
     assert read == reference
-    assert list(read[0]) == list(reference[0])  # the emitted JSON keeps its key order
-    assert [type(v) for v in read[0].values()] == [type(v) for v in reference[0].values()]
+
+
+def test_a_line_is_the_record_with_its_hash_and_utc_text_times() -> None:
+    [value] = _encoded([make_decision(1)])
+    read = AuditRecordReader().read(value)
+    assert read is not None
+    line = orjson.loads(read[0])
+    record = CODEC.decode("lifecycle.AuditRecord", value)
+    assert line["seq"] == record["seq"] and line["hash"] == record["hash"] == read[3]
+    assert line["event_id"] == record["decision"]["event_id"]
+    assert line["occurred_at"].endswith("Z") and line["erasure"] is None
+    assert list(line)[-1] == "hash"
 
 
 VARIED = [
