@@ -245,6 +245,8 @@ def test_after_the_confirmation_no_worker_and_no_running_decrypting_tail_reads_e
     so each worker hears it after the confirmation's ``completed_at``; the test shows that
     both do, within seconds."""
     first, second = workers.start(), workers.start()
+    for worker in (first, second):  # its revocation listener runs from before this line
+        worker.wait_for_log("[^Worker]: Ready", 90)
     assert run_cli(lifecycle_env, "publish", "-", stdin=lines(HISTORY)).returncode == 0
     audit_records(broker, CODEC, len(HISTORY))
     ref = keystore_of(lifecycle_env).subject_ref(SUBJECT)
