@@ -22,7 +22,7 @@ from streams.envelope import SHREDDED
 from streams.topics import CUSTOMER_EVENTS, DEAD_LETTERS, home_partition
 
 from fixtures.broker import LIFECYCLE, REPO, Workers, audit_records, read_topic, run_cli
-from integration.scenario import PERSONAL, lines
+from integration.scenario import PERSONAL, event, lines
 from integration.test_erasure import CODEC, HISTORY, SUBJECT, erase, keystore_of
 
 ERASED = ("name", "email", "address", "web_log")  # banking is kept by law (see test_erasure)
@@ -316,3 +316,80 @@ def test_confirmations_prints_what_is_on_the_topic_and_follows_new_ones(
     assert [c["request_id"] for c in found] == ["REQ-ONE", "REQ-TWO"]
     assert found[1]["shredded_categories"] == ["address"] and found[1]["status"] == "completed"
     assert following.process.poll() is None  # still following
+
+
+# --------------------------------------------------------------------------- the access report
+
+
+def report(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
+    result = run_cli(env, "subject", "report", SUBJECT, *args)
+    assert result.returncode == 0, result.stderr.decode()
+    return result
+
+
+def test_after_a_correction_the_report_lists_every_purpose_the_decisions_still_allow(
+    pipeline: dict[str, str], broker: str
+) -> None:
+    """A newer collection of a category replaces its value, and adds its purposes to those
+    declared before (the customer was told of both): the decisions allow either, and the
+    report says so, rather than only the latest collection's purposes."""
+    corrected = event(
+        "collected",
+        "e50",
+        45,
+        "customer_service",
+        channel="telephone",
+        purposes=["customer_support"],
+        data={"address": "99 Corrected Road, Arima"},
+    )
+    earlier_purpose = event(
+        "used", "e51", 46, "customer_service", categories=["address"], purpose="service_provision"
+    )
+    assert (
+        run_cli(pipeline, "publish", "-", stdin=lines([corrected, earlier_purpose])).returncode == 0
+    )
+    decided = audit_records(broker, CODEC, len(HISTORY) + 2)[-1]["decision"]
+    assert (decided["event_id"], decided["decision"]) == ("e51", "allow")
+
+    held = {h["category"]: h for h in json.loads(report(pipeline, "--json").stdout)["held"]}
+
+    assert (held["address"]["value"], held["address"]["channel"]) == (
+        "99 Corrected Road, Arima",
+        "telephone",
+    )
+    assert held["address"]["purposes"] == [
+        "billing",
+        "account_notices",
+        "service_provision",
+        "customer_support",
+    ]
+    assert held["name"]["purposes"] == ["billing", "account_notices", "service_provision"]
+    assert "for billing, account_notices, service_provision, customer_support)" in (
+        report(pipeline).stdout.decode()
+    )
+
+
+def test_the_report_gives_instants_with_their_zone_and_consent_defaults_marked(
+    pipeline: dict[str, str],
+) -> None:
+    withdrawn = event(
+        "consent_changed", "e40", 20, "system", purpose="personalization", granted=False
+    )
+    assert run_cli(pipeline, "publish", "-", stdin=lines([withdrawn])).returncode == 0
+    erase(pipeline, "--categories", "address")
+
+    shown = json.loads(report(pipeline, "--json").stdout)
+
+    (erased,) = shown["erased"]
+    erased_at = datetime.fromisoformat(erased["erased_at"])
+    assert erased["category"] == "address" and erased_at.utcoffset() == timedelta(0)
+    assert all(datetime.fromisoformat(h["collected_at"]).tzinfo for h in shown["held"])
+    assert shown["consent"] == {"personalization": False}
+    assert shown["consent_defaults"] == {
+        "contests_promotions_surveys": True,
+        "service_information": True,
+    }
+    text = report(pipeline).stdout.decode()
+    assert "  personalization: withdrawn\n" in text
+    assert "  service_information: granted (policy default)\n" in text
+    assert f"address          subject_erased at {erased['erased_at']}" in text
