@@ -339,13 +339,16 @@ def tail_records(
     opener: Opener | None = None,
     subject_ref: str | None = None,
     stop: threading.Event | None = None,
-    counts: TailCounts | None = None,
+    on_start: Callable[[TopicTail], None] = lambda _tail: None,
 ) -> TailCounts:
     """Emit every record of ``topic`` as shown (see :func:`show_event`,
     :func:`show_dead_letter`); a record that does not decode is emitted as its position and
-    the error. Returns the counts when the end is reached or (``follow``) ``stop`` is set."""
-    counts = counts or (opener.counts if opener is not None else TailCounts())
+    the error. ``on_start`` is called once the reader has its start positions (a record
+    published after that is read). Returns the counts when the end is reached or
+    (``follow``) ``stop`` is set."""
+    counts = opener.counts if opener is not None else TailCounts()
     reader = TopicTail(client_config, topic, from_end=not from_beginning)
+    on_start(reader)
     for message in reader.read(follow=follow, stop=stop or threading.Event()):
         counts.records += 1
         if topic == DEAD_LETTERS:
@@ -416,6 +419,15 @@ def tail_command(
         def emit(shown: Shown) -> None:
             click.echo(orjson.dumps(shown).decode() if as_json else render(shown))
 
+        def started(reader: TopicTail) -> None:
+            if follow:
+                where = "the first record" if from_beginning else "the live end"
+                click.echo(
+                    f"following {topic} ({len(reader.partitions)} partitions) from {where}; "
+                    "SIGINT or SIGTERM ends",
+                    err=True,
+                )
+
         counts = tail_records(
             live.kafka_consumer_config(),
             runtime.codec,
@@ -426,6 +438,7 @@ def tail_command(
             opener=opener,
             subject_ref=subject_ref,
             stop=stop,
+            on_start=started,
         )
     click.echo(counts.summary(), err=True)
 

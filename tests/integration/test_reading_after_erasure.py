@@ -57,6 +57,16 @@ class Follower:
             time.sleep(0.2)
         raise AssertionError(f"not printed within {timeout}s:\n{self.text()[-3000:]}")
 
+    def wait_for_stderr(self, text: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.err.read_text(errors="replace"):
+                return
+            if self.process.poll() is not None:
+                raise AssertionError(f"exited ({self.process.returncode}): {self.err.read_text()}")
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} not on stderr within {timeout}s")
+
     def stop(self) -> int:
         if self.process.poll() is None:
             self.process.terminate()
@@ -179,6 +189,21 @@ def test_a_record_the_tail_cannot_decode_is_named_and_the_tail_carries_on(
     opened = tail(lifecycle_env, "--topic", DEAD_LETTERS, "--decrypt", "--json")
     original = json.loads(opened.stdout)["original"]
     assert original == {"key": "some-key", "value": "not an avro record"}
+
+
+def test_a_following_tail_from_the_live_end_prints_only_what_arrives_after_it_started(
+    lifecycle_env: dict[str, str], follow: Callable[..., Follower]
+) -> None:
+    assert run_cli(lifecycle_env, "publish", "-", stdin=lines(HISTORY[:2])).returncode == 0
+    following = follow("events", "tail", "--follow", "--json")
+    following.wait_for_stderr("following customer.events (4 partitions) from the live end")
+
+    assert run_cli(lifecycle_env, "publish", "-", stdin=lines(HISTORY[2:])).returncode == 0
+
+    shown = following.wait_for(lambda s: len(s) == 2, timeout=30)
+    assert sorted(s["event_id"] for s in shown) == ["e03", "e04"]
+    assert following.stop() == 0
+    assert "read 2 records (0 undecodable)" in following.err.read_text()
 
 
 def test_a_decrypting_tail_shows_values_before_erasure_and_the_placeholder_after(
