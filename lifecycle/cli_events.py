@@ -100,6 +100,7 @@ class TopicTail:
     from each partition's first record, or from its end at start; up to the end, or on."""
 
     def __init__(self, client_config: dict[str, str], topic: str, *, from_end: bool) -> None:
+        self.partitions: list[int] = []
         self._consumer = Consumer(
             {
                 **client_config,
@@ -108,20 +109,28 @@ class TopicTail:
                 "enable.partition.eof": True,
             }
         )
-        metadata = self._consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if metadata is None or metadata.error is not None or not metadata.partitions:
+        try:
+            starts = self._starts(client_config, topic, from_end)
+        except BaseException:
             self._consumer.close()
-            raise TailError(f"topic {topic} does not exist (lifecycle topics apply creates it)")
-        self.partitions = sorted(metadata.partitions)
-        if from_end:  # the end as a fetch sees it (see streams.offsets)
-            ends = end_offsets(client_config, [(topic, p) for p in self.partitions])
-            starts = {p: ends[(topic, p)] for p in self.partitions}
-        else:
-            starts = {
+            raise
+        self._consumer.assign([TopicPartition(topic, p, at) for p, at in starts.items()])
+
+    def _starts(self, client_config: dict[str, str], topic: str, from_end: bool) -> dict[int, int]:
+        try:
+            metadata = self._consumer.list_topics(topic, timeout=10).topics.get(topic)
+            if metadata is None or metadata.error is not None or not metadata.partitions:
+                raise TailError(f"topic {topic} does not exist (lifecycle topics apply creates it)")
+            self.partitions = sorted(metadata.partitions)
+            if from_end:  # the end as a fetch sees it (see streams.offsets)
+                ends = end_offsets(client_config, [(topic, p) for p in self.partitions])
+                return {p: ends[(topic, p)] for p in self.partitions}
+            return {
                 p: self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[0]
                 for p in self.partitions
             }
-        self._consumer.assign([TopicPartition(topic, p, starts[p]) for p in self.partitions])
+        except KafkaException as exc:
+            raise TailError(f"cannot read {topic}: {exc.args[0]}") from exc
 
     def read(self, *, follow: bool, stop: threading.Event) -> Iterator[Message]:
         pending = set(self.partitions)
