@@ -233,6 +233,9 @@ def _register_subsystem_commands() -> None:
 
     for command in (policy, *extra, *COMMANDS):
         cli.add_command(command)
+    from lifecycle.cli_events import events
+
+    cli.add_command(events)
 
 
 _register_subsystem_commands()

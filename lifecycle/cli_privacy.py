@@ -144,7 +144,10 @@ def subject_report_command(subject_id: str, as_json: bool, role: str) -> None:
     from sinks.report import subject_report
 
     runtime = Runtime(load_settings())
-    report = subject_report(runtime.engine, runtime.keystore, subject_id, role=role)
+    in_force = runtime.policy.in_force(datetime.now(UTC))  # its consent defaults apply today
+    report = subject_report(
+        runtime.engine, runtime.keystore, subject_id, role=role, policy=in_force
+    )
     click.echo(_json(report.to_dict()) if as_json else report.render())
 
 

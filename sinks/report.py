@@ -5,15 +5,34 @@ stored, its use, and the parties it is shared with).
 Built from the pipeline's durable stores only: the vault (current encrypted values), the key
 store (which keys live or were shredded, when and why) and the audit ledger (every decision).
 Values are decrypted only for a privacy officer; a shredded value reads as a stated placeholder.
+
+The purposes shown for a held category are those the decision engine allows it to be used for:
+the subject's state is rebuilt from the ledger's decisions with the engine's own functions
+(:mod:`processors.rules`), so a correction that declares new purposes adds to the earlier ones
+there as it does in the workers. Instants are ISO-8601 with their zone (UTC).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine
 
+from processors.policy import Policy
+from processors.rules import (
+    ALLOWED,
+    RETENTION_EXPIRED,
+    ErasurePlan,
+    RetainedCategory,
+    SubjectState,
+    Verdict,
+    apply,
+    apply_erasure,
+    mark_erased,
+)
 from sinks.ledger import iter_records
 from sinks.vault import Vault
 from streams.envelope import reveal
@@ -58,6 +77,9 @@ class SubjectReport:
     held: list[HeldCategory] = field(default_factory=list)
     uses: list[Access] = field(default_factory=list)
     consent: dict[str, bool] = field(default_factory=dict)
+    """The customer's explicit choices (consent-based purposes)."""
+    consent_defaults: dict[str, bool] = field(default_factory=dict)
+    """Consent-based purposes the customer never changed: the policy's default, in force now."""
     erased: list[ErasedCategory] = field(default_factory=list)
     erasure_requests: list[dict[str, Any]] = field(default_factory=list)
 
@@ -83,10 +105,12 @@ class SubjectReport:
         if not self.uses:
             lines.append("  (none)")
         lines += ["", "Consent:"]
+        choices = [(p, g, "") for p, g in self.consent.items()]
+        choices += [(p, g, " (policy default)") for p, g in self.consent_defaults.items()]
         lines += [
-            f"  {purpose}: {'granted' if granted else 'withdrawn'}"
-            for purpose, granted in sorted(self.consent.items())
-        ] or ["  (policy defaults)"]
+            f"  {purpose}: {'granted' if granted else 'withdrawn'}{marker}"
+            for purpose, granted, marker in sorted(choices)
+        ] or ["  (no consent-based purposes)"]
         lines += ["", "Erased:"]
         lines += [f"  {e.category:<16} {e.reason} at {e.erased_at}" for e in self.erased] or [
             "  (nothing)"
@@ -106,27 +130,36 @@ class SubjectReport:
 
 
 def subject_report(
-    engine: Engine, keystore: KeyStore, subject_id: str, *, role: str = DISCLOSING_ROLE
+    engine: Engine,
+    keystore: KeyStore,
+    subject_id: str,
+    *,
+    role: str = DISCLOSING_ROLE,
+    policy: Policy | None = None,
 ) -> SubjectReport:
+    """The report on ``subject_id``; ``policy`` (the version in force now) supplies the consent
+    defaults (none are shown without it)."""
     ref = keystore.subject_ref(subject_id)
     report = SubjectReport(ref)
+    records = [entry.as_export() for entry in iter_records(engine, subject_ref=ref)]
+    state = decision_state(records)
     for value in Vault(engine).held(ref):
         shown = (
             reveal(keystore, value.event_id, ref, value.encrypted_value())
             if role == DISCLOSING_ROLE
             else "[hidden: only a privacy officer sees values]"
         )
+        collection = state.collected.get(value.category)
         report.held.append(
             HeldCategory(
                 value.category,
                 shown,
-                value.collected_at.isoformat(),
+                iso(value.collected_at),
                 value.channel,
-                list(value.purposes),
+                list(collection.purposes if collection is not None else value.purposes),
             )
         )
-    for entry in iter_records(engine, subject_ref=ref):
-        record = entry.as_export()
+    for record in records:
         if record["kind"] in ("used", "shared"):
             report.uses.append(
                 Access(
@@ -140,15 +173,55 @@ def subject_report(
                     record["reason_code"],
                 )
             )
-        elif record["kind"] == "consent_changed" and record["decision"] == "allow":
-            report.consent[record["purpose"]] = bool(record["consent_granted"])
         elif record["kind"] == "deletion_requested" and record["erasure"]:
             report.erasure_requests.append(record["erasure"])
+    report.consent = dict(sorted(state.consent.items()))
+    if policy is not None:
+        report.consent_defaults = {
+            name: purpose.granted_by_default
+            for name, purpose in sorted(policy.purposes.items())
+            if purpose.consent_based and name not in state.consent
+        }
     for key in keystore.keys_of(ref):
         if key.shredded_at is not None and key.category != IDENTITY_CATEGORY:
             report.erased.append(
-                ErasedCategory(
-                    key.category, key.shred_reason or "shredded", key.shredded_at.isoformat()
-                )
+                ErasedCategory(key.category, key.shred_reason or "shredded", iso(key.shredded_at))
             )
     return report
+
+
+def iso(at: datetime) -> str:
+    """ISO-8601 with the zone: the stores keep UTC, and SQLite hands it back without one."""
+    return (at if at.tzinfo is not None else at.replace(tzinfo=UTC)).isoformat()
+
+
+def decision_state(records: Iterable[Mapping[str, Any]]) -> SubjectState:
+    """The subject's decision state, rebuilt from its ledger records (as exported, in seq
+    order) with the decision engine's functions: what was collected for which purposes,
+    consent, what was erased or held."""
+    state = SubjectState()
+    for record in records:
+        at = datetime.fromisoformat(record["occurred_at"])
+        kind, allowed = record["kind"], record["decision"] == "allow"
+        if kind in ("collected", "consent_changed") and allowed:
+            verdict = Verdict("allow", ALLOWED, record["rule"], record["policy_version"], ())
+            body: dict[str, Any] = {
+                "purposes": record["purposes"],
+                "data": [{"category": c, "key_version": 1} for c in record["categories"]],
+                "purpose": record["purpose"],
+                "granted": record["consent_granted"],
+            }
+            state = apply({"kind": kind, "occurred_at": at, "body": body}, verdict, state)
+        elif kind == "deletion_requested" and allowed and record["erasure"]:
+            erasure = record["erasure"]
+            plan = ErasurePlan(
+                tuple(erasure["shredded"]),
+                tuple(
+                    RetainedCategory(r["category"], r["basis"], r["until"])
+                    for r in erasure["retained"]
+                ),
+            )
+            state = apply_erasure(state, plan, at)
+        elif kind == "retention_sweep":
+            state = mark_erased(state, record["categories"], RETENTION_EXPIRED, at)
+    return state
