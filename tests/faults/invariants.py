@@ -29,6 +29,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
@@ -39,6 +40,7 @@ from lifecycle.db import make_engine
 from sinks.ledger import audit_ledger
 from streams.codec import SingleObjectCodec
 from streams.exceptions import DecodeError
+from streams.keys import data_keys
 from streams.topics import AUDIT, CONFIRMATIONS, CUSTOMER_EVENTS, DEAD_LETTERS, DECISIONS
 
 from fixtures.broker import run_cli
@@ -167,6 +169,7 @@ class Report:
     confirmations: int = 0
     confirmations_missing: list[tuple[str, int]] = field(default_factory=list)
     confirmations_unexpected: list[tuple[str, int]] = field(default_factory=list)
+    confirmed_before_shredded: list[tuple[str, str]] = field(default_factory=list)
     uncommitted: dict[str, dict[int, tuple[int, int]]] = field(default_factory=dict)
     verify_exit: int | None = None
     verify_output: str = ""
@@ -213,6 +216,11 @@ class Report:
             found.append(
                 f"confirmations proving no erasure record: {some(self.confirmations_unexpected)}"
             )
+        if self.confirmed_before_shredded:
+            found.append(
+                "confirmed categories whose keys were not destroyed by the confirmation's "
+                f"completed_at: {some(self.confirmed_before_shredded)}"
+            )
         for topic, partitions in self.uncommitted.items():
             found.append(f"{topic}: offsets not committed (committed, end): {partitions}")
         if self.verify_exit not in (None, 0):
@@ -256,6 +264,48 @@ def ledger_rows(env: Mapping[str, str]) -> list[dict[str, Any]]:
             ]
     finally:
         engine.dispose()
+
+
+def confirmed_before_shredded(
+    env: Mapping[str, str], confirmations: Iterable[Message]
+) -> list[tuple[str, str]]:
+    """(request_id, category) of every confirmed shred whose keys (those created before the
+    confirmation) were not all destroyed, in the key store, by its ``completed_at``: an
+    erasure confirmed before it happened (a database outage must delay the confirmation)."""
+    keys: dict[tuple[str, str], list[tuple[datetime, datetime | None]]] = defaultdict(list)
+    engine = make_engine(load_settings(dict(env)).db_url)
+    try:
+        with engine.connect() as conn:
+            for ref, category, created, shredded in conn.execute(
+                select(
+                    data_keys.c.subject_ref,
+                    data_keys.c.category,
+                    data_keys.c.created_at,
+                    data_keys.c.shredded_at,
+                )
+            ):
+                keys[(ref, category)].append((_aware(created), _aware(shredded)))
+    finally:
+        engine.dispose()
+    late = []
+    for message in confirmations:
+        record = CODEC.decode("lifecycle.DeletionConfirmation", message.value() or b"")
+        done = record["completed_at"] + timedelta(milliseconds=1)  # kept to the millisecond
+        for category in record["shredded_categories"]:
+            versions = keys.get((record["subject_ref"], category), [])
+            if not any(created < done for created, _ in versions) or any(
+                created < done and (shredded is None or shredded > done)
+                for created, shredded in versions
+            ):
+                late.append((record["request_id"], category))
+    return late
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """SQLite gives back naive UTC datetimes, PostgreSQL aware ones."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
 
 
 def check_invariants(
@@ -402,6 +452,7 @@ def check_invariants(
         record = CODEC.decode("lifecycle.DeletionConfirmation", message.value() or b"")
         confirmed.add((record["request_id"], record["audit_seq"]))
     report.confirmations = len(confirmed)
+    report.confirmed_before_shredded = confirmed_before_shredded(env, confirmations.messages)
     report.confirmations_missing += sorted(proven - confirmed)
     report.confirmations_unexpected = sorted(confirmed - proven)
 
