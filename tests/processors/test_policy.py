@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -13,6 +14,8 @@ import yaml
 from lifecycle.errors import ConfigurationError, LifecycleError
 from processors.exceptions import PolicyError
 from processors.policy import Duration, PolicyBook, load_policies
+
+from fixtures.broker import run_cli
 
 REPO_POLICY = Path(__file__).resolve().parents[2] / "policy"
 FIRST = REPO_POLICY / "2018-08-01.yaml"
@@ -302,3 +305,30 @@ def test_empty_file_is_refused(tmp_path: Path) -> None:
     write_policy(tmp_path, "policy.yaml", "")
     error = load_error(tmp_path)
     assert (error.path, error.reason) == ("(document)", "the file is empty")
+
+
+@pytest.mark.broker
+def test_lifecycle_up_with_an_invalid_policy_stops_before_creating_keys_or_database(
+    tmp_path: Path,
+) -> None:
+    def change(document: dict[str, Any]) -> None:
+        document["roles"]["marketing"]["categories"].append("banking")
+
+    policy_dir = edited(tmp_path / "policy", change)
+    data_dir = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIFECYCLE_", "KAFKA_"))}
+    env.update(
+        LIFECYCLE_POLICY_DIR=str(policy_dir),
+        LIFECYCLE_DATA_DIR=str(data_dir),
+        LIFECYCLE_METRICS_PORT="0",
+    )
+    result = run_cli(env, "up", timeout=60)
+    stderr = result.stderr.decode()
+    assert result.returncode == 2, stderr
+    assert (
+        f"error: {policy_dir / 'policy.yaml'}: roles.marketing.categories: "
+        "the contract forbids marketing to touch 'banking'" in stderr
+    )
+    assert not (data_dir / "master.key").exists()
+    assert not (data_dir / "lifecycle.sqlite").exists()
+    assert not (data_dir / "ledger-signing.key").exists()
