@@ -207,6 +207,72 @@ def test_check_refuses_a_line_the_publisher_would_refuse_naming_the_field() -> N
     assert "EVENT_JSON: categories[0]: unknown category" in unknown.output
 
 
+@pytest.mark.parametrize(
+    ("fields", "reason_code", "refused_field"),
+    [
+        (
+            {"kind": "used", "categories": ["shoe_size"], "purpose": "billing"},
+            "role_not_authorized",
+            "categories[0]: unknown category 'shoe_size'",
+        ),
+        (
+            {"kind": "used", "categories": ["email"], "purpose": "debt_resale"},
+            "purpose_not_permitted",
+            "purpose: unknown purpose 'debt_resale'",
+        ),
+        (
+            {
+                "kind": "collected",
+                "channel": "web_form",
+                "purposes": ["billing"],
+                "data": {"shoe_size": "EU 44 wide"},
+            },
+            "prohibited_collection",
+            "data.shoe_size: unknown category",
+        ),
+        (
+            {"kind": "consent_changed", "purpose": "debt_resale", "granted": False},
+            "purpose_not_permitted",
+            "purpose: unknown purpose 'debt_resale'",
+        ),
+    ],
+)
+def test_check_gives_the_workers_decision_on_a_name_the_publisher_refuses(
+    fields: dict[str, Any], reason_code: str, refused_field: str
+) -> None:
+    event = line(occurred_at="2026-02-02T09:00:00+00:00", **fields)
+    text = invoke("check", event)
+    assert text.exit_code == 1
+    assert "decision:       deny" in text.output
+    assert f"reason_code:    {reason_code}" in text.output
+    assert f"publisher:      would refuse this line ({refused_field}" in text.output
+    assert f"EVENT_JSON: {refused_field}" in text.output
+    assert "the publisher would refuse this line" in text.output
+    assert "EU 44 wide" not in text.output
+    assert_no_personal_data(text.output)
+    as_json = invoke("check", event, "--json")
+    verdict = json.loads(as_json.stdout)
+    assert (verdict["decision"], verdict["reason_code"]) == ("deny", reason_code)
+    assert verdict["publisher_refusal"].startswith(refused_field)
+
+
+def test_check_still_refuses_without_a_decision_a_value_where_a_name_belongs() -> None:
+    misplaced = line(kind="used", categories=["Jane Example"], purpose="billing")
+    result = invoke("check", misplaced)
+    assert result.exit_code == 1
+    assert "decision:" not in result.output
+    assert "EVENT_JSON: categories[0]: unknown category (a value that is not a name)" in (
+        result.output
+    )
+    assert_no_personal_data(result.output)
+
+
+def test_check_of_a_line_the_publisher_accepts_has_no_refusal() -> None:
+    result = invoke("check", SIGNUP, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["publisher_refusal"] is None
+
+
 def test_check_names_the_bad_state_line(tmp_path: Path) -> None:
     state = tmp_path / "state.jsonl"
     state.write_text(SIGNUP + "\n" + line(kind="used", occurred_at="not a time") + "\n")
