@@ -51,6 +51,7 @@ def policy() -> None:
 
 
 @policy.command("show")
+@click.argument("date", metavar="[DATE]", required=False, callback=_instant)
 @click.option(
     "--at",
     "at",
@@ -59,10 +60,13 @@ def policy() -> None:
     help="show the version in force then (ISO date or date-time; default: now)",
 )
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of text")
-def show(at: datetime | None, as_json: bool) -> None:
-    """Print the policy version in force (now, or --at DATE) and all its rules."""
+def show(date: datetime | None, at: datetime | None, as_json: bool) -> None:
+    """Print the policy version in force (now, or at DATE: an ISO date or date-time, given
+    as an argument or as --at DATE) and all its rules."""
+    if date is not None and at is not None and date != at:
+        raise click.UsageError("give the date once: as DATE or as --at DATE")
     book = _book()
-    when = at or datetime.now(UTC)
+    when = date or at or datetime.now(UTC)
     version = book.in_force(when)
     if as_json:
         document = {

@@ -117,6 +117,24 @@ def test_show_refuses_a_bad_date() -> None:
     assert "is not an ISO date" in result.output
 
 
+def test_show_takes_the_date_as_an_argument_or_as_at() -> None:
+    positional = invoke("show", "2025-01-01")
+    assert positional.exit_code == 0, positional.output
+    assert positional.output.startswith(
+        "Customer Data Privacy Policy, version 2018-08-01 (in force at 2025-01-01T00:00:00+00:00)"
+    )
+    assert positional.output == invoke("show", "--at", "2025-01-01").output
+    later = json.loads(invoke("show", "2026-02-01", "--json").output)
+    assert (later["at"], later["policy"]["version"]) == ("2026-02-01T00:00:00+00:00", "2026-01-01")
+    assert invoke("show", "2025-01-01", "--at", "2025-01-01").exit_code == 0
+    both = invoke("show", "2025-01-01", "--at", "2026-02-01")
+    assert both.exit_code == 2
+    assert "give the date once" in both.output
+    bad = invoke("show", "yesterday")
+    assert bad.exit_code == 2
+    assert "is not an ISO date" in bad.output
+
+
 def test_an_invalid_policy_dir_stops_with_file_path_and_reason(tmp_path: Path) -> None:
     (tmp_path / "broken.yaml").write_text("version: '1'\nchannels: {}\n", encoding="utf-8")
     result = invoke("show", policy_dir=tmp_path)
