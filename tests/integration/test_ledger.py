@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
+import subprocess
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,9 +20,9 @@ from lifecycle.db import make_engine
 from lifecycle.traffic import Traffic
 from streams.app import APP_ID
 from streams.codec import SingleObjectCodec
-from streams.topics import DEAD_LETTERS, DECISIONS
+from streams.topics import AUDIT, DEAD_LETTERS, DECISIONS
 
-from fixtures.broker import Workers, audit_records, read_topic, run_cli
+from fixtures.broker import LIFECYCLE, REPO, Workers, audit_records, read_topic, run_cli
 from integration.scenario import PERSONAL, SCENARIO, lines
 
 CODEC = SingleObjectCodec()
@@ -188,3 +191,99 @@ def test_decisions_the_ledger_cannot_decode_are_dead_lettered_and_the_ledger_goe
     while committed_offset(broker, f"{APP_ID}-ledger", DECISIONS, 1) <= offsets[-1]:
         assert time.monotonic() < deadline, "the ledger did not commit past the dead letters"
         time.sleep(0.5)
+
+
+class Follower:
+    """``lifecycle audit replay`` running as a subprocess; its stdout lines as they come."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.process = subprocess.Popen(
+            [LIFECYCLE, "audit", "replay", *args],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.lines: list[dict[str, Any]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(json.loads(line))
+
+    def wait_for(self, count: int, timeout: float = 60.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while len(self.lines) < count:
+            if self.process.poll() is not None and not self._reader.is_alive():
+                raise AssertionError(f"replay exited: {self.stderr()}")
+            assert time.monotonic() < deadline, f"{len(self.lines)} of {count} records printed"
+            time.sleep(0.1)
+        return list(self.lines)
+
+    def stderr(self) -> str:
+        assert self.process.stderr is not None
+        if self.process.poll() is None:
+            return "(still running)"
+        return self.process.stderr.read().decode()
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)  # Ctrl-C, as an analyst stops it
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._reader.join(5)
+        return self.process.returncode
+
+
+def assert_one_chain(records: list[dict[str, Any]]) -> None:
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+    for before, after in itertools.pairwise(records):
+        assert after["prev_hash"] == before["hash"]
+
+
+def test_audit_replay_follow_prints_appended_records_verified_until_stopped(
+    workers: Workers, lifecycle_env: dict[str, str], broker: str
+) -> None:
+    events = [e for e, _ in SCENARIO]
+    workers.start()
+    assert run_cli(lifecycle_env, "publish", "-", stdin=lines(events[:9])).returncode == 0
+    audit_records(broker, CODEC, 9)
+
+    analyst = Follower(lifecycle_env, "--from-beginning", "--follow")
+    try:
+        assert_one_chain(analyst.wait_for(9))
+        assert run_cli(lifecycle_env, "publish", "-", stdin=lines(events[9:])).returncode == 0
+        printed = analyst.wait_for(len(SCENARIO))
+        time.sleep(1)  # nothing more, nothing twice (privacy.audit is at-least-once)
+        assert analyst.lines == printed
+        assert_one_chain(printed)
+        assert [r["event_id"] for r in printed] == [e["event_id"] for e in events]
+        text = json.dumps(printed)
+        for secret in [*PERSONAL.values(), "C-70001"]:
+            assert secret not in text
+        assert analyst.process.poll() is None  # still following
+    finally:
+        code = analyst.stop()
+    assert code == 0
+
+    # it verifies as it follows: a forged record appended to privacy.audit stops it
+    watcher = Follower(lifecycle_env, "--from-beginning", "--follow")
+    try:
+        last = watcher.wait_for(len(SCENARIO))[-1]
+        stored = (
+            CODEC.decode("lifecycle.AuditRecord", m.value()) for m in read_topic(broker, AUDIT)
+        )
+        genuine = next(record for record in stored if record["seq"] == last["seq"])
+        forged = {**genuine, "seq": last["seq"] + 1, "prev_hash": "0" * 64}
+        produce_to_partition(broker, AUDIT, 0, [CODEC.encode("lifecycle.AuditRecord", forged)])
+        watcher.process.wait(30)
+    finally:
+        watcher.stop()
+    assert watcher.process.returncode == 1
+    assert f"TAMPERED at seq {last['seq'] + 1}" in watcher.stderr()
+    assert len(watcher.lines) == len(SCENARIO)  # the forged record was not printed
