@@ -62,11 +62,17 @@ def describe_policy(policy: Policy) -> dict[str, Any]:
     """A JSON-safe description of one version, every rule with its citation."""
 
     def cited(cites: Citation, **fields: Any) -> dict[str, Any]:
-        return {**fields, "cites": {"section": cites.section, "quote": cites.quote}}
+        described = {**fields, "cites": {"section": cites.section, "quote": cites.quote}}
+        if cites.also:
+            described["also_cites"] = [{"section": c.section, "quote": c.quote} for c in cites.also]
+        return described
 
     return {
         "version": policy.version,
         "effective_from": policy.effective_from.isoformat(),
+        "effective_from_cites": [
+            {"section": c.section, "quote": c.quote} for c in policy.effective_from_cites.every()
+        ],
         "title": policy.title,
         "source": policy.source,
         "notes": policy.notes,
@@ -131,7 +137,8 @@ def render_policy(policy: Policy, book: PolicyBook, at: datetime) -> str:
     )
     lines = [
         f"{policy.title}, version {policy.version} (in force at {at.isoformat()})",
-        f"effective from {policy.effective_from.isoformat()}; file {policy.file}",
+        f"effective from {policy.effective_from.isoformat()} ({policy.effective_from_cites}); "
+        f"file {policy.file}",
         f"versions: {', '.join(book.versions)}",
     ]
     if policy.notes:
@@ -141,7 +148,7 @@ def render_policy(policy: Policy, book: PolicyBook, at: datetime) -> str:
         lines.extend(["", title])
         for name, text, cites in rows:
             lines.append(f"  {name:<{width}}{text}")
-            lines.append(f"  {'':<{width}}{cites}")
+            lines.extend(f"  {'':<{width}}{each}" for each in cites.every())
 
     block(
         "CATEGORIES",
