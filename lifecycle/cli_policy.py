@@ -25,6 +25,9 @@ from processors.explain import (
 from processors.policy import PolicyBook, load_policies
 from streams.exceptions import ValidationError
 
+EXIT_PUBLISHER_REFUSES = 1
+"""``policy check``: the line was judged, but ``lifecycle publish`` would refuse it."""
+
 
 def _book() -> PolicyBook:
     try:
@@ -48,6 +51,7 @@ def policy() -> None:
 
 
 @policy.command("show")
+@click.argument("date", metavar="[DATE]", required=False, callback=_instant)
 @click.option(
     "--at",
     "at",
@@ -56,10 +60,13 @@ def policy() -> None:
     help="show the version in force then (ISO date or date-time; default: now)",
 )
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of text")
-def show(at: datetime | None, as_json: bool) -> None:
-    """Print the policy version in force (now, or --at DATE) and all its rules."""
+def show(date: datetime | None, at: datetime | None, as_json: bool) -> None:
+    """Print the policy version in force (now, or at DATE: an ISO date or date-time, given
+    as an argument or as --at DATE) and all its rules."""
+    if date is not None and at is not None and date != at:
+        raise click.UsageError("give the date once: as DATE or as --at DATE")
     book = _book()
-    when = at or datetime.now(UTC)
+    when = date or at or datetime.now(UTC)
     version = book.in_force(when)
     if as_json:
         document = {
@@ -90,7 +97,11 @@ def show(at: datetime | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of text")
 def check(event_json: str, at: datetime | None, state_file: Path | None, as_json: bool) -> None:
     """Print the decision, reason code, rule and policy version for one event (a JSON line of
-    the input format; - reads it from stdin), without publishing anything."""
+    the input format; - reads it from stdin), without publishing anything.
+
+    A line naming a category, purpose or channel the policy does not know is refused by the
+    publisher, but another producer may still send such an event: the worker's decision on it
+    is printed all the same, with the publisher's refusal, and the exit status is 1."""
     line = sys.stdin.readline() if event_json == "-" else event_json
     book = _book()
     try:
@@ -110,6 +121,13 @@ def check(event_json: str, at: datetime | None, state_file: Path | None, as_json
         click.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     else:
         click.echo(render_check(result))
+    if result.publisher_refusal is not None:
+        click.echo(
+            f"EVENT_JSON: {result.publisher_refusal} (the publisher would refuse this line; "
+            "printed is the worker's decision on such an event from another producer)",
+            err=True,
+        )
+        sys.exit(EXIT_PUBLISHER_REFUSES)
 
 
 __all__ = ["policy"]

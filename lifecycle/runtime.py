@@ -58,8 +58,9 @@ class Runtime:
         return load_policies(self.settings.policy_dir)
 
     def open(self) -> Runtime:
-        """Open everything now (fail fast), rather than on first use."""
-        _ = self.keystore, self.codec, self.policy
+        """Open everything now (fail fast), rather than on first use. The policy comes first:
+        an invalid policy file stops the process before a master key or database is created."""
+        _ = self.policy, self.keystore, self.codec
         return self
 
 

@@ -9,14 +9,15 @@ neither is ``subject_id`` (it only selects which ``--state`` lines belong to the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
 
-from processors.policy import Citation, Policy, PolicyBook
+from processors.policy import Citation, Policy, PolicyBook, Vocabulary
 from processors.rules import (
     RETENTION_EXPIRED,
     SubjectState,
@@ -33,6 +34,10 @@ from streams.exceptions import ValidationError
 
 CHECK_SUBJECT_REF = "(policy check)"
 """The ``subject_ref`` of events built here: no key store is opened, so none is computed."""
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+"""What a name from an event must look like to be judged although the policy does not know it
+(anything else may be personal data in the wrong field: it is refused, never repeated)."""
 
 
 # --------------------------------------------------------------------------- instants
@@ -57,11 +62,17 @@ def describe_policy(policy: Policy) -> dict[str, Any]:
     """A JSON-safe description of one version, every rule with its citation."""
 
     def cited(cites: Citation, **fields: Any) -> dict[str, Any]:
-        return {**fields, "cites": {"section": cites.section, "quote": cites.quote}}
+        described = {**fields, "cites": {"section": cites.section, "quote": cites.quote}}
+        if cites.also:
+            described["also_cites"] = [{"section": c.section, "quote": c.quote} for c in cites.also]
+        return described
 
     return {
         "version": policy.version,
         "effective_from": policy.effective_from.isoformat(),
+        "effective_from_cites": [
+            {"section": c.section, "quote": c.quote} for c in policy.effective_from_cites.every()
+        ],
         "title": policy.title,
         "source": policy.source,
         "notes": policy.notes,
@@ -126,7 +137,8 @@ def render_policy(policy: Policy, book: PolicyBook, at: datetime) -> str:
     )
     lines = [
         f"{policy.title}, version {policy.version} (in force at {at.isoformat()})",
-        f"effective from {policy.effective_from.isoformat()}; file {policy.file}",
+        f"effective from {policy.effective_from.isoformat()} ({policy.effective_from_cites}); "
+        f"file {policy.file}",
         f"versions: {', '.join(book.versions)}",
     ]
     if policy.notes:
@@ -136,7 +148,7 @@ def render_policy(policy: Policy, book: PolicyBook, at: datetime) -> str:
         lines.extend(["", title])
         for name, text, cites in rows:
             lines.append(f"  {name:<{width}}{text}")
-            lines.append(f"  {'':<{width}}{cites}")
+            lines.extend(f"  {'':<{width}}{each}" for each in cites.every())
 
     block(
         "CATEGORIES",
@@ -231,6 +243,10 @@ class CheckResult:
     verdict: Verdict
     prior_events: int
     """Earlier events of the same subject (from ``--state``) replayed into its state."""
+    publisher_refusal: str | None = None
+    """``field: reason`` when the publisher would refuse the line for a name the policy does
+    not know; the verdict is then the one the worker gives such an event from another
+    producer."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -243,6 +259,7 @@ class CheckResult:
             "policy_version": self.verdict.policy_version,
             "categories": list(self.verdict.categories),
             "prior_events": self.prior_events,
+            "publisher_refusal": self.publisher_refusal,
         }
 
 
@@ -279,9 +296,63 @@ def parse_input(line: str | bytes, book: PolicyBook, *, now: datetime) -> InputE
         raise ValidationError(
             "(line)", f"malformed JSON: {exc.msg} at column {exc.colno}"
         ) from None
-    event = validate(obj, book.vocabulary(), now=now)
+    return _validated(obj, book.vocabulary(), now=now)
+
+
+def _validated(obj: Any, vocabulary: Vocabulary, *, now: datetime) -> InputEvent:
+    event = validate(obj, vocabulary, now=now)
     event.data = dict.fromkeys(event.data, "")  # drop the values now: never needed, never shown
     return event
+
+
+def parse_target(
+    line: str | bytes, book: PolicyBook, *, now: datetime
+) -> tuple[InputEvent, str | None]:
+    """The event to judge, and the publisher's refusal of it (``field: reason``) when the line
+    names a category, purpose or channel the policy does not know but is otherwise valid: such
+    an event reaches the worker from producers other than ours, and is judged all the same.
+    Any other problem raises the publisher's :class:`~streams.exceptions.ValidationError`."""
+    try:
+        return parse_input(line, book, now=now), None
+    except ValidationError as refusal:
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            raise refusal from None
+        vocabulary = book.vocabulary()
+        widened = _widened(vocabulary, obj)
+        if widened == vocabulary:
+            raise
+        try:
+            event = _validated(obj, widened, now=now)
+        except ValidationError:
+            raise refusal from None
+        return event, f"{refusal.field}: {refusal.message}"
+
+
+def _widened(vocabulary: Vocabulary, obj: Any) -> Vocabulary:
+    """``vocabulary`` plus the name-like categories, purposes and channel ``obj`` names."""
+    if not isinstance(obj, dict):
+        return vocabulary
+
+    def names(*values: Any) -> frozenset[str]:
+        found: set[str] = set()
+        for value in values:
+            items = value if isinstance(value, list | dict) else [value]
+            found.update(n for n in items if isinstance(n, str) and _NAME.match(n))
+        return frozenset(found)
+
+    categories = names(obj.get("categories"), obj.get("data")) - vocabulary.categories
+    purposes = names(obj.get("purposes"), obj.get("purpose")) - vocabulary.purposes
+    channels = names(obj.get("channel")) - vocabulary.channels
+    if not (categories or purposes or channels):
+        return vocabulary
+    return replace(
+        vocabulary,
+        categories=vocabulary.categories | categories,
+        purposes=vocabulary.purposes | purposes,
+        channels=vocabulary.channels | channels,
+    )
 
 
 def replay(events: Iterable[Mapping[str, Any]], book: PolicyBook) -> SubjectState:
@@ -322,11 +393,14 @@ def check_event(
     its ``occurred_at``, else now), for a subject whose earlier events are the ``state_lines``
     with the same ``subject_id`` (blank lines skipped; other subjects' lines ignored).
 
-    Raises :class:`~streams.exceptions.ValidationError` for a line the publisher would refuse;
-    for a ``state_lines`` line its field starts with ``state line N``.
+    A ``line`` the publisher refuses only for a category, purpose or channel the policy does
+    not know is judged as the worker judges it from another producer, the refusal kept in
+    ``publisher_refusal``. Raises :class:`~streams.exceptions.ValidationError` for any other
+    line the publisher would refuse, and for any refused ``state_lines`` line (its field then
+    starts with ``state line N``).
     """
     now = now or datetime.now(UTC)
-    target = parse_input(line, book, now=now)
+    target, refusal = parse_target(line, book, now=now)
     if at is not None:
         target.occurred_at = at if at.tzinfo else at.replace(tzinfo=UTC)
     prior: list[dict[str, Any]] = []
@@ -341,7 +415,9 @@ def check_event(
             prior.append(decoded_event(earlier))
     state = replay(prior, book)
     verdict, _ = step(decoded_event(target), state, book)
-    return CheckResult(target.event_id, target.kind, target.occurred_at, verdict, len(prior))
+    return CheckResult(
+        target.event_id, target.kind, target.occurred_at, verdict, len(prior), refusal
+    )
 
 
 def render_check(result: CheckResult) -> str:
@@ -352,4 +428,10 @@ def render_check(result: CheckResult) -> str:
         *("decision", "reason_code", "rule", "policy_version", "categories"),
         *("kind", "event_id", "occurred_at", "prior_events"),
     )
-    return "\n".join(f"{name + ':':<16}{fields[name]}" for name in order)
+    lines = [f"{name + ':':<16}{fields[name]}" for name in order]
+    if result.publisher_refusal is not None:
+        lines.append(
+            f"{'publisher:':<16}would refuse this line ({result.publisher_refusal}); "
+            "the decision above is the worker's for such an event from another producer"
+        )
+    return "\n".join(lines)

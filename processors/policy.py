@@ -42,10 +42,20 @@ _DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)D)?$")
 
 @dataclass(frozen=True, slots=True)
 class Citation:
-    """Where a rule comes from: a section of the published policy and a short quote of it."""
+    """Where a rule comes from: a section of the published policy and a short quote of it.
+
+    A rule resting on several sentences (a purpose named in INFORMATION USE whose consent basis
+    is in INTRODUCTION, say) lists them all under ``cites:``; the first is the rule's citation
+    (the one decisions name) and the others are in ``also``.
+    """
 
     section: str
     quote: str
+    also: tuple[Citation, ...] = ()
+
+    def every(self) -> tuple[Citation, ...]:
+        """This citation and the further ones, each without further ones."""
+        return (Citation(self.section, self.quote), *self.also)
 
     def __str__(self) -> str:
         return f'{self.section}: "{self.quote}"'
@@ -227,6 +237,7 @@ class Policy:
 
     version: str
     effective_from: datetime
+    effective_from_cites: Citation
     title: str
     source: str
     notes: str
@@ -465,6 +476,7 @@ CONTRACT_PROHIBITED_COLLECTIONS = frozenset({("online_tendering", "credit_card")
 _TOP_REQUIRED = (
     "version",
     "effective_from",
+    "effective_from_cites",
     "title",
     "source",
     "sections",
@@ -554,8 +566,18 @@ class _PolicyReader:
                 result.add(item)
         return frozenset(result)
 
-    def cites(self, node: Any, path: str) -> Citation:
-        cites_path = _join(path, "cites")
+    def cites(self, node: Any, path: str, key: str = "cites") -> Citation:
+        """One ``{section, quote}``, or a non-empty list of them (the first is the rule's
+        citation, the others its ``also``)."""
+        cites_path = _join(path, key)
+        if not isinstance(node, list):
+            return self._citation(node, cites_path)
+        if not node:
+            raise self.fail(cites_path, "must name at least one section and quote")
+        first, *more = [self._citation(item, f"{cites_path}[{i}]") for i, item in enumerate(node)]
+        return Citation(first.section, first.quote, tuple(more))
+
+    def _citation(self, node: Any, cites_path: str) -> Citation:
         fields = self.mapping(node, cites_path, ("section", "quote"))
         section = self.text(fields["section"], _join(cites_path, "section"))
         quote = self.text(fields["quote"], _join(cites_path, "quote"))
@@ -602,6 +624,7 @@ class _PolicyReader:
         source = self.text(top["source"], "source")
         notes = self.text(top["notes"], "notes") if "notes" in top else ""
         self.sections = self._sections(top["sections"])
+        effective_from_cites = self.cites(top["effective_from_cites"], "", "effective_from_cites")
 
         categories = self.each(
             self.named_entries(top["categories"], "categories"), "categories", self._category
@@ -646,6 +669,7 @@ class _PolicyReader:
         return Policy(
             version=version,
             effective_from=effective_from,
+            effective_from_cites=effective_from_cites,
             title=title,
             source=source,
             notes=notes,

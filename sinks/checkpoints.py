@@ -13,9 +13,12 @@ The signed statement is the canonical JSON (sorted keys, no whitespace, UTF-8) o
 digits of the SHA-256 of the raw 32-byte public key, so a verifier holding several public keys
 (after a rotation) knows which one to use.
 
-Key files: the private key is PKCS#8 PEM in ``LIFECYCLE_SIGNING_KEY_FILE``, created with mode
-0600 on first use (a file that group or others may access is refused); its public half is
-written beside it as ``<file>.pub`` (SubjectPublicKeyInfo PEM), which ``audit verify`` reads.
+Key files: the private key is PKCS#8 PEM in ``LIFECYCLE_SIGNING_KEY_FILE`` (a file that group
+or others may access is refused); its public half is written beside it as ``<file>.pub``
+(SubjectPublicKeyInfo PEM), which ``audit verify`` reads. When the file is missing,
+:func:`provision_signing_key` decides: beside an embedded SQLite ledger it is created (mode
+0600); beside a database server (``LIFECYCLE_DB_URL``, production) only while the ledger is
+still empty, and the process refuses to start otherwise (see that function).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -32,9 +36,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from lifecycle.logging import get_logger
 from lifecycle.secretfiles import create_secret_file
 from sinks.chain import utc_text
 from sinks.exceptions import SigningKeyError
+
+log = get_logger(__name__)
 
 STATEMENT = "lifecycle.audit.checkpoint.v1"
 
@@ -144,7 +151,8 @@ def public_key_path(signing_key_file: Path) -> Path:
 
 
 def load_signing_key(path: Path, *, create: bool = True) -> CheckpointSigner:
-    """The signer whose private key is in ``path``; created (mode 0600) when absent.
+    """The signer whose private key is in ``path``; created (mode 0600) when absent (a worker
+    opens it through :func:`provision_signing_key`, which decides whether it may be).
 
     Refuses a key file that group or others may access, and a ``.pub`` beside it that does not
     match; writes the ``.pub`` when it is missing.
@@ -174,6 +182,53 @@ def load_signing_key(path: Path, *, create: bool = True) -> CheckpointSigner:
         raise SigningKeyError(f"signing key file {path} is not an Ed25519 key")
     signer = CheckpointSigner(loaded)
     _ensure_public_file(path, signer.public_key)
+    return signer
+
+
+def provision_signing_key(
+    path: Path, *, server_database: str | None, ledger_records: Callable[[], int]
+) -> CheckpointSigner:
+    """The ledger's signer, as a worker opens it at start.
+
+    ``server_database`` names the ledger's database server (password hidden), or is None for
+    an embedded SQLite file; ``ledger_records`` counts the records the ledger holds.
+
+    * The key file exists: it is loaded (:func:`load_signing_key`).
+    * It is missing beside an embedded SQLite ledger: it is created, as on a first
+      ``lifecycle up``; the file sits in the same data directory as the database.
+    * It is missing beside a database server and the ledger is empty: the first start of a
+      deployment; it is created, and a warning says to keep it in the secret store and give
+      every worker the same file.
+    * It is missing beside a database server and the ledger holds records: refused, with
+      :class:`~sinks.exceptions.SigningKeyError` naming the file and how to provide it. The
+      records were signed with a key that must still exist somewhere (an unmounted secret, a
+      worker on a new host); a key made up now would sign a second, unrelated series of
+      checkpoints that auditors holding the published public key would see as forged.
+    """
+    if path.exists() or server_database is None:
+        return load_signing_key(path)
+    held = ledger_records()
+    if held:
+        raise SigningKeyError(
+            f"signing key file {path} does not exist, but the audit ledger in "
+            f"{server_database} already holds {held} records signed with the ledger's key. "
+            f"Provide that key: restore it from your secret store to {path}, or set "
+            "LIFECYCLE_SIGNING_KEY_FILE to where it is (every worker needs the same file). "
+            "Only if it is lost for good, create a new one "
+            f"(openssl genpkey -algorithm ed25519 -out {path} && chmod 600 {path}) and give "
+            "auditors the old and the new public key (audit verify --public-key OLD.pub "
+            "--public-key NEW.pub)"
+        )
+    signer = load_signing_key(path)
+    log.warning(
+        "ledger.signing_key_created",
+        file=str(path),
+        public_key=str(public_key_path(path)),
+        key_id=signer.key_id,
+        database=server_database,
+        advice="the ledger was empty; keep this key in your secret store, give every worker "
+        "the same file, and publish the .pub to auditors",
+    )
     return signer
 
 

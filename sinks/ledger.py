@@ -75,7 +75,7 @@ from sinks.checkpoints import (
     checkpoint_due,
     checkpoint_problem,
     key_id_of,
-    load_signing_key,
+    provision_signing_key,
 )
 from sinks.exceptions import LedgerError, LedgerUnavailableError
 
@@ -467,9 +467,20 @@ class SqlAuditSink:
 
 
 def open_audit_sink(settings: Settings, **kwargs: Any) -> SqlAuditSink:
-    """The configured ledger: ``LIFECYCLE_DB_URL`` and ``LIFECYCLE_SIGNING_KEY_FILE``."""
+    """The configured ledger: ``LIFECYCLE_DB_URL`` and ``LIFECYCLE_SIGNING_KEY_FILE`` (a
+    missing key file: see :func:`~sinks.checkpoints.provision_signing_key`)."""
     engine = make_engine(settings.db_url)
-    signer = load_signing_key(settings.signing_key_file)
+    server = None if engine.dialect.name == "sqlite" else engine.url.render_as_string()
+    try:
+        create_ledger(engine)  # so that an empty ledger can be counted
+        signer = provision_signing_key(
+            settings.signing_key_file,
+            server_database=server,
+            ledger_records=lambda: count_records(engine),
+        )
+    except BaseException:
+        engine.dispose()
+        raise
     return SqlAuditSink(engine, signer, owns_engine=True, **kwargs)
 
 

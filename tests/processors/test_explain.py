@@ -117,6 +117,24 @@ def test_show_refuses_a_bad_date() -> None:
     assert "is not an ISO date" in result.output
 
 
+def test_show_takes_the_date_as_an_argument_or_as_at() -> None:
+    positional = invoke("show", "2025-01-01")
+    assert positional.exit_code == 0, positional.output
+    assert positional.output.startswith(
+        "Customer Data Privacy Policy, version 2018-08-01 (in force at 2025-01-01T00:00:00+00:00)"
+    )
+    assert positional.output == invoke("show", "--at", "2025-01-01").output
+    later = json.loads(invoke("show", "2026-02-01", "--json").output)
+    assert (later["at"], later["policy"]["version"]) == ("2026-02-01T00:00:00+00:00", "2026-01-01")
+    assert invoke("show", "2025-01-01", "--at", "2025-01-01").exit_code == 0
+    both = invoke("show", "2025-01-01", "--at", "2026-02-01")
+    assert both.exit_code == 2
+    assert "give the date once" in both.output
+    bad = invoke("show", "yesterday")
+    assert bad.exit_code == 2
+    assert "is not an ISO date" in bad.output
+
+
 def test_an_invalid_policy_dir_stops_with_file_path_and_reason(tmp_path: Path) -> None:
     (tmp_path / "broken.yaml").write_text("version: '1'\nchannels: {}\n", encoding="utf-8")
     result = invoke("show", policy_dir=tmp_path)
@@ -205,6 +223,72 @@ def test_check_refuses_a_line_the_publisher_would_refuse_naming_the_field() -> N
     assert "EVENT_JSON: (line): malformed JSON" in result.output
     unknown = invoke("check", line(kind="used", categories=["shoe_size"], purpose="billing"))
     assert "EVENT_JSON: categories[0]: unknown category" in unknown.output
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason_code", "refused_field"),
+    [
+        (
+            {"kind": "used", "categories": ["shoe_size"], "purpose": "billing"},
+            "role_not_authorized",
+            "categories[0]: unknown category 'shoe_size'",
+        ),
+        (
+            {"kind": "used", "categories": ["email"], "purpose": "debt_resale"},
+            "purpose_not_permitted",
+            "purpose: unknown purpose 'debt_resale'",
+        ),
+        (
+            {
+                "kind": "collected",
+                "channel": "web_form",
+                "purposes": ["billing"],
+                "data": {"shoe_size": "EU 44 wide"},
+            },
+            "prohibited_collection",
+            "data.shoe_size: unknown category",
+        ),
+        (
+            {"kind": "consent_changed", "purpose": "debt_resale", "granted": False},
+            "purpose_not_permitted",
+            "purpose: unknown purpose 'debt_resale'",
+        ),
+    ],
+)
+def test_check_gives_the_workers_decision_on_a_name_the_publisher_refuses(
+    fields: dict[str, Any], reason_code: str, refused_field: str
+) -> None:
+    event = line(occurred_at="2026-02-02T09:00:00+00:00", **fields)
+    text = invoke("check", event)
+    assert text.exit_code == 1
+    assert "decision:       deny" in text.output
+    assert f"reason_code:    {reason_code}" in text.output
+    assert f"publisher:      would refuse this line ({refused_field}" in text.output
+    assert f"EVENT_JSON: {refused_field}" in text.output
+    assert "the publisher would refuse this line" in text.output
+    assert "EU 44 wide" not in text.output
+    assert_no_personal_data(text.output)
+    as_json = invoke("check", event, "--json")
+    verdict = json.loads(as_json.stdout)
+    assert (verdict["decision"], verdict["reason_code"]) == ("deny", reason_code)
+    assert verdict["publisher_refusal"].startswith(refused_field)
+
+
+def test_check_still_refuses_without_a_decision_a_value_where_a_name_belongs() -> None:
+    misplaced = line(kind="used", categories=["Jane Example"], purpose="billing")
+    result = invoke("check", misplaced)
+    assert result.exit_code == 1
+    assert "decision:" not in result.output
+    assert "EVENT_JSON: categories[0]: unknown category (a value that is not a name)" in (
+        result.output
+    )
+    assert_no_personal_data(result.output)
+
+
+def test_check_of_a_line_the_publisher_accepts_has_no_refusal() -> None:
+    result = invoke("check", SIGNUP, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["publisher_refusal"] is None
 
 
 def test_check_names_the_bad_state_line(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -12,10 +13,13 @@ import yaml
 
 from lifecycle.errors import ConfigurationError, LifecycleError
 from processors.exceptions import PolicyError
-from processors.policy import Duration, PolicyBook, load_policies
+from processors.policy import Citation, Duration, Policy, PolicyBook, load_policies
+
+from fixtures.broker import run_cli
 
 REPO_POLICY = Path(__file__).resolve().parents[2] / "policy"
 FIRST = REPO_POLICY / "2018-08-01.yaml"
+PUBLISHED = REPO_POLICY / "customer-data-privacy-policy.txt"
 
 
 @pytest.fixture(scope="module")
@@ -52,21 +56,92 @@ def test_repo_policy_loads_every_version_oldest_first(book: PolicyBook) -> None:
     assert book.policies[0].effective_from == datetime(2018, 8, 1, tzinfo=UTC)
 
 
+def citations(policy: Policy) -> list[Citation]:
+    """Every citation in ``policy``: each rule's, all of them, and effective_from's."""
+    rules: list[Any] = [
+        *policy.categories.values(),
+        *policy.channels.values(),
+        *policy.purposes.values(),
+        *policy.prohibited_purposes.values(),
+        *policy.roles.values(),
+        *policy.recipients.values(),
+        *policy.prohibited_collections.values(),
+        *policy.retentions.values(),
+    ]
+    return [
+        *policy.effective_from_cites.every(),
+        *(citation for rule in rules for citation in rule.cites.every()),
+    ]
+
+
+def plain(text: str) -> str:
+    """Curly quotes as ASCII (as the policy files write them), whitespace collapsed."""
+    for curly, ascii_ in (("\u2019", "'"), ("\u2018", "'"), ("\u201c", '"'), ("\u201d", '"')):
+        text = text.replace(curly, ascii_)
+    return " ".join(text.split())
+
+
+def published_sections(sections: tuple[str, ...]) -> dict[str, str]:
+    """The published text, section title -> its text (a title is a line of its own)."""
+    out: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in PUBLISHED.read_text(encoding="utf-8").splitlines():
+        title = plain(line)
+        if title in sections:
+            current = out.setdefault(title, [])
+        else:
+            current.append(line)
+    return {title: plain(" ".join(lines)) for title, lines in out.items()}
+
+
 def test_every_rule_cites_a_section_of_its_file(book: PolicyBook) -> None:
     for policy in book:
-        rules: list[Any] = [
-            *policy.categories.values(),
-            *policy.channels.values(),
-            *policy.purposes.values(),
-            *policy.prohibited_purposes.values(),
-            *policy.roles.values(),
-            *policy.recipients.values(),
-            *policy.prohibited_collections.values(),
-            *policy.retentions.values(),
-        ]
-        for rule in rules:
-            assert rule.cites.section in policy.sections
-            assert rule.cites.quote
+        for citation in citations(policy):
+            assert citation.section in policy.sections
+            assert citation.quote
+
+
+def test_every_quote_is_word_for_word_from_its_section_of_the_published_policy(
+    book: PolicyBook,
+) -> None:
+    for policy in book:
+        text = published_sections(policy.sections)
+        assert set(text) == set(policy.sections)  # the file lists the published sections
+        for citation in citations(policy):
+            assert plain(citation.quote) in text[citation.section], citation
+
+
+def test_every_published_section_is_cited_by_some_rule(book: PolicyBook) -> None:
+    for policy in book:
+        assert {c.section for c in citations(policy)} == set(policy.sections), policy.version
+
+
+def test_consent_cookies_minimisation_and_effective_date_cite_their_sections(
+    book: PolicyBook,
+) -> None:
+    first, revised = book.get("2018-08-01"), book.get("2026-01-01")
+    assert first.effective_from_cites == Citation(
+        "REVISIONS TO THE PRIVACY POLICY", "This Policy takes effect from August 1st, 2018."
+    )
+    assert revised.effective_from_cites.section == "REVISIONS TO THE PRIVACY POLICY"
+    assert "effective revision date" in revised.effective_from_cites.quote
+    for policy in book:
+        for purpose in policy.purposes.values():
+            sections = {c.section for c in purpose.cites.every()}
+            assert purpose.cites.section == "INFORMATION USE" or purpose.name == "legal_compliance"
+            assert ("INTRODUCTION" in sections) == purpose.consent_based, purpose.name
+        assert "COOKIES" in {c.section for c in policy.purposes["personalization"].cites.every()}
+        assert "COOKIES" in {c.section for c in policy.channels["website"].cites.every()}
+        for category in policy.categories.values():
+            assert category.cites.section == "INFORMATION COLLECTED"
+            assert "minimum amount of information" in category.cites.also[0].quote
+
+
+def test_the_published_text_beside_the_policy_is_the_seed() -> None:
+    seed = REPO_POLICY.parents[1] / "shared" / "seed" / PUBLISHED.name
+    if not seed.exists():
+        pytest.skip(f"no shared seed at {seed} to compare with")
+    assert PUBLISHED.read_bytes() == seed.read_bytes()
 
 
 def test_contract_vocabulary_and_consent_purposes(book: PolicyBook) -> None:
@@ -302,3 +377,54 @@ def test_empty_file_is_refused(tmp_path: Path) -> None:
     write_policy(tmp_path, "policy.yaml", "")
     error = load_error(tmp_path)
     assert (error.path, error.reason) == ("(document)", "the file is empty")
+
+
+@pytest.mark.broker
+def test_lifecycle_up_with_an_invalid_policy_stops_before_creating_keys_or_database(
+    tmp_path: Path,
+) -> None:
+    def change(document: dict[str, Any]) -> None:
+        document["roles"]["marketing"]["categories"].append("banking")
+
+    policy_dir = edited(tmp_path / "policy", change)
+    data_dir = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIFECYCLE_", "KAFKA_"))}
+    env.update(
+        LIFECYCLE_POLICY_DIR=str(policy_dir),
+        LIFECYCLE_DATA_DIR=str(data_dir),
+        LIFECYCLE_METRICS_PORT="0",
+    )
+    result = run_cli(env, "up", timeout=60)
+    stderr = result.stderr.decode()
+    assert result.returncode == 2, stderr
+    assert (
+        f"error: {policy_dir / 'policy.yaml'}: roles.marketing.categories: "
+        "the contract forbids marketing to touch 'banking'" in stderr
+    )
+    assert not (data_dir / "master.key").exists()
+    assert not (data_dir / "lifecycle.sqlite").exists()
+    assert not (data_dir / "ledger-signing.key").exists()
+
+
+def test_an_empty_list_of_citations_and_a_missing_effective_from_cites_are_refused(
+    tmp_path: Path,
+) -> None:
+    def change(document: dict[str, Any]) -> None:
+        document["purposes"]["personalization"]["cites"] = []
+        del document["effective_from_cites"]
+
+    error = load_error(edited(tmp_path, change))
+    assert error.problems[0] == ("effective_from_cites", "is required")
+    uncited = edited(tmp_path, lambda d: d["purposes"]["personalization"].update(cites=[]))
+    assert load_error(uncited).problems == (
+        ("purposes.personalization.cites", "must name at least one section and quote"),
+    )
+
+
+def test_each_of_several_citations_is_checked(tmp_path: Path) -> None:
+    def change(document: dict[str, Any]) -> None:
+        document["purposes"]["personalization"]["cites"][1] = {"section": "PREAMBLE", "quote": "x"}
+
+    error = load_error(edited(tmp_path, change))
+    assert error.path == "purposes.personalization.cites[1].section"
+    assert "'PREAMBLE' is not one of this file's sections" in error.reason

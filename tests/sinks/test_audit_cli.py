@@ -6,12 +6,15 @@ import csv
 import hashlib
 import io
 import json
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from audit_helpers import drop_triggers, erasure_decision, execute, make_decision
 from click.testing import CliRunner, Result
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from lifecycle.cli_audit import EXIT_ERROR, EXIT_TAMPERED, EXPORT_FIELDS, audit
 from lifecycle.config import load_settings
@@ -155,3 +158,43 @@ def test_verify_without_a_public_key_or_a_ledger_cannot_check(setup: Setup, tmp_
     result = CliRunner().invoke(audit, ["verify"], env=no_ledger)
     assert result.exit_code == EXIT_ERROR
     assert "no audit ledger" in result.stderr
+
+
+@pytest.mark.postgres
+def test_an_auditor_elsewhere_verifies_with_a_read_only_role_and_only_the_public_key(
+    postgres_db_url: str, tmp_path: Path
+) -> None:
+    owner = make_engine(postgres_db_url)
+    keys = tmp_path / "worker-keys"
+    sink = SqlAuditSink(owner, load_signing_key(keys / "ledger-signing.key"), checkpoint_every=10)
+    sink.append([make_decision(n) for n in range(1, 26)])
+    sink.close()
+    auditor = f"auditor_{uuid.uuid4().hex[:12]}"
+    execute(owner, f"CREATE ROLE {auditor} LOGIN")
+    execute(
+        owner, f"GRANT SELECT ON audit_ledger, audit_checkpoints, audit_chain_head TO {auditor}"
+    )
+    published = tmp_path / "auditor" / "ledger-signing.pub"  # all the auditor gets of the keys
+    published.parent.mkdir()
+    published.write_bytes(public_key_path(keys / "ledger-signing.key").read_bytes())
+    read_only = make_url(postgres_db_url).set(username=auditor, password=None)
+    env = {
+        **CLEAN_ENV,
+        "LIFECYCLE_DATA_DIR": str(tmp_path / "auditor" / "data"),
+        "LIFECYCLE_DB_URL": read_only.render_as_string(hide_password=False),
+    }
+    try:
+        result = CliRunner().invoke(audit, ["verify", "--public-key", str(published)], env=env)
+        assert result.exit_code == 0, result.output
+        assert result.stdout.startswith("ok: 25 records, 1 signed checkpoints verified")
+        assert "last checkpoint at seq 25\n" in result.stdout
+        exported = CliRunner().invoke(audit, ["export", "--format", "jsonl"], env=env)
+        assert exported.exit_code == 0, exported.output
+        assert len(exported.stdout.splitlines()) == 25
+        assert not (tmp_path / "auditor" / "data").exists()  # no key, no file made there
+        with pytest.raises(DBAPIError, match="permission denied"):
+            execute(make_engine(env["LIFECYCLE_DB_URL"]), "DELETE FROM audit_chain_head")
+    finally:
+        execute(owner, f"DROP OWNED BY {auditor}")
+        execute(owner, f"DROP ROLE {auditor}")
+        owner.dispose()
