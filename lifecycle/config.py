@@ -55,6 +55,8 @@ class Settings:
     """Customers whose unwrapped data keys a process keeps (streams/keycache.py)."""
     key_cache_warm: bool = False
     """Fill the key cache from the key store in the background at start."""
+    publish_timeout_ms: int = 120_000
+    """How long ``lifecycle publish`` waits for the broker to acknowledge a record."""
 
     @property
     def embedded(self) -> bool:
@@ -97,6 +99,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     fetch_wait_ms = _whole_number(env, "LIFECYCLE_FETCH_WAIT_MS", FETCH_WAIT_MS, least=0)
     key_cache = _whole_number(env, "LIFECYCLE_KEY_CACHE", KEY_CACHE, least=1)
     key_cache_warm = _switch(env, "LIFECYCLE_KEY_CACHE_WARM")
+    publish_timeout_ms = _whole_number(env, "LIFECYCLE_PUBLISH_TIMEOUT_MS", 120_000, least=1)
     security = {prop: env[var] for var, prop in _KAFKA_SECURITY_ENV.items() if env.get(var)}
     return Settings(
         kafka_bootstrap=env.get("KAFKA_BOOTSTRAP") or None,
@@ -116,6 +119,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         fetch_wait_ms=fetch_wait_ms,
         key_cache=key_cache,
         key_cache_warm=key_cache_warm,
+        publish_timeout_ms=publish_timeout_ms,
     )
 
 
