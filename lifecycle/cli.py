@@ -67,8 +67,7 @@ def up(demo: bool) -> None:
     click.echo(f"metrics and health on {server.url}", err=True)
     with bus(settings, start_embedded=True) as live:
         runtime = Runtime(live).open()
-        replication = int(os.environ.get("LIFECYCLE_REPLICATION", "1"))
-        apply_topics(live.kafka_client_config(), live.topic_partitions, replication)
+        apply_topics(live.kafka_client_config(), live.topic_partitions, live.replication)
         app = build_worker(runtime, metrics=metrics, health=health)
         from streams.revocations import RevocationListener
 
@@ -128,19 +127,39 @@ def topics() -> None:
 
 
 @topics.command("apply")
-@click.option("--partitions", type=int, default=None)
-@click.option("--replication", type=int, default=None, envvar="LIFECYCLE_REPLICATION")
-def topics_apply(partitions: int | None, replication: int | None) -> None:
-    """Create the contract's topics with their configs (idempotent)."""
-    from streams.topics import apply_topics
+@click.option("--partitions", type=int, default=None, help="default: LIFECYCLE_PARTITIONS (4)")
+@click.option(
+    "--replication",
+    type=click.IntRange(min=1),
+    default=None,
+    help="default: LIFECYCLE_REPLICATION, else the broker's default.replication.factor",
+)
+@click.option(
+    "--grow-partitions",
+    is_flag=True,
+    help="add partitions to keyed topics that have fewer (stop the workers first)",
+)
+def topics_apply(partitions: int | None, replication: int | None, grow_partitions: bool) -> None:
+    """Create the contract's topics and bring existing ones to their settings (idempotent)."""
+    from streams.topics import TopicsMismatchError, apply_topics
 
     settings = load_settings()
     with bus(settings) as live:
-        outcome = apply_topics(
-            live.kafka_client_config(), partitions or live.topic_partitions, replication or 1
-        )
+        try:
+            outcome = apply_topics(
+                live.kafka_client_config(),
+                partitions or live.topic_partitions,
+                replication or live.replication,
+                grow_partitions=grow_partitions,
+            )
+        except TopicsMismatchError as exc:
+            for name, state in exc.outcome.items():
+                click.echo(f"{name}: {state}")
+            raise
     for name, state in outcome.items():
         click.echo(f"{name}: {state}")
+    if all(state == "unchanged" for state in outcome.values()):
+        click.echo("nothing to change", err=True)
 
 
 @cli.group()

@@ -57,6 +57,9 @@ class Settings:
     """Fill the key cache from the key store in the background at start."""
     publish_timeout_ms: int = 120_000
     """How long ``lifecycle publish`` waits for the broker to acknowledge a record."""
+    replication: int | None = None
+    """Replication factor of the topics the pipeline creates (``LIFECYCLE_REPLICATION``);
+    None: the broker's ``default.replication.factor``."""
 
     @property
     def embedded(self) -> bool:
@@ -100,6 +103,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     key_cache = _whole_number(env, "LIFECYCLE_KEY_CACHE", KEY_CACHE, least=1)
     key_cache_warm = _switch(env, "LIFECYCLE_KEY_CACHE_WARM")
     publish_timeout_ms = _whole_number(env, "LIFECYCLE_PUBLISH_TIMEOUT_MS", 120_000, least=1)
+    replication = _whole_number(env, "LIFECYCLE_REPLICATION", 0, least=1) or None
     security = {prop: env[var] for var, prop in _KAFKA_SECURITY_ENV.items() if env.get(var)}
     return Settings(
         kafka_bootstrap=env.get("KAFKA_BOOTSTRAP") or None,
@@ -120,6 +124,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         key_cache=key_cache,
         key_cache_warm=key_cache_warm,
         publish_timeout_ms=publish_timeout_ms,
+        replication=replication,
     )
 
 
