@@ -13,7 +13,7 @@ import click
 
 from lifecycle.config import Settings, load_settings
 from lifecycle.errors import LifecycleError
-from lifecycle.logging import configure_logging
+from lifecycle.logging import configure_logging, get_logger
 from lifecycle.runtime import Runtime
 
 EXIT_REFUSED_LINES = 1
@@ -43,10 +43,12 @@ def bus(settings: Settings, *, start_embedded: bool = False) -> Iterator[Setting
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with EmbeddedBroker(log_file=settings.data_dir / "broker.log") as broker:  # TANSU_BIN
-        click.echo(
-            f"embedded broker (tansu, memory storage) on {broker.bootstrap}; "
-            f"in another shell: export KAFKA_BOOTSTRAP={broker.bootstrap}",
-            err=True,
+        # a log line, not a bare print: off a terminal every line of a worker is JSON
+        get_logger(__name__).info(
+            "broker.embedded",
+            bootstrap=broker.bootstrap,
+            storage="memory",
+            hint=f"in another shell: export KAFKA_BOOTSTRAP={broker.bootstrap}",
         )
         os.environ["KAFKA_BOOTSTRAP"] = broker.bootstrap
         yield settings.with_bootstrap(broker.bootstrap)
@@ -64,7 +66,7 @@ def up(demo: bool) -> None:
     health = Health()
     metrics = Metrics(health=health)
     server = start_metrics_server(metrics, health)
-    click.echo(f"metrics and health on {server.url}", err=True)
+    get_logger(__name__).info("metrics.serving", url=server.url)
     with bus(settings, start_embedded=True) as live:
         runtime = Runtime(live).open()
         apply_topics(live.kafka_client_config(), live.topic_partitions, live.replication)

@@ -29,6 +29,7 @@ from faust.transport.drivers import aiokafka as _faust_kafka
 from faust.types import TP
 
 from lifecycle.config import Settings
+from lifecycle.logging import librdkafka_logger
 from streams.offsets import end_offsets
 from streams.security import faust_credentials as _faust_credentials
 
@@ -98,7 +99,10 @@ def _replication_of_the_bus(settings: Settings) -> int:
     from streams.topics import CUSTOMER_EVENTS
 
     try:
-        config: dict[str, Any] = dict(settings.kafka_client_config())
+        config: dict[str, Any] = {
+            **settings.kafka_client_config(),
+            "logger": librdkafka_logger(),
+        }
         metadata = AdminClient(config).list_topics(CUSTOMER_EVENTS, timeout=10)
         partitions = metadata.topics[CUSTOMER_EVENTS].partitions.values()
         return max((len(p.replicas) for p in partitions), default=1) or 1

@@ -14,7 +14,9 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
+from lifecycle.logging import librdkafka_logger
 from streams.exceptions import BrokerError
 
 
@@ -106,7 +108,11 @@ class EmbeddedBroker:
         from confluent_kafka.admin import AdminClient
 
         try:
-            AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=2)
+            config: dict[str, Any] = {
+                "bootstrap.servers": self.bootstrap,
+                "logger": librdkafka_logger(),
+            }
+            AdminClient(config).list_topics(timeout=2)
         except Exception:
             return False
         return True

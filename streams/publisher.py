@@ -21,7 +21,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from lifecycle.logging import get_logger
+from lifecycle.logging import get_logger, librdkafka_logger
 from streams.codec import Codec
 from streams.envelope import encrypt_value
 from streams.events import InputEvent, Vocabulary, parse_line
@@ -76,6 +76,7 @@ def producer_config(
         "queue.buffering.max.messages": 500_000,
         "queue.buffering.max.kbytes": 1_048_576,
         "message.timeout.ms": delivery_timeout_ms,
+        "logger": librdkafka_logger(),
     }
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
 from lifecycle.config import FETCH_WAIT_MS
-from lifecycle.logging import get_logger
+from lifecycle.logging import get_logger, librdkafka_logger
 from streams.codec import Codec
 from streams.exceptions import DecodeError, RegistryUnavailableError
 from streams.keys import KeyStore
@@ -44,6 +44,7 @@ class RevocationListener:
                 "fetch.wait.max.ms": str(FETCH_WAIT_MS),  # unless client_config says
                 **client_config,
                 "group.id": "lifecycle-revocations",  # required by the client; never joined
+                "logger": librdkafka_logger(),
                 "enable.auto.commit": False,
                 "auto.offset.reset": "latest",
             }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka.partitioner import murmur2
 from confluent_kafka import KafkaError
@@ -17,6 +18,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
+from lifecycle.logging import librdkafka_logger
 from streams.exceptions import BrokerError
 
 CUSTOMER_EVENTS = "customer.events"
@@ -100,7 +102,8 @@ def apply_topics(
     partitions: stop the workers first). Raises :class:`TopicsMismatchError`, after treating
     every topic, for what cannot be made right here: more partitions than configured (Kafka
     cannot remove any), another replication factor, or an operation the broker refused."""
-    admin = AdminClient(dict(client_config))
+    config: dict[str, Any] = {**client_config, "logger": librdkafka_logger()}
+    admin = AdminClient(config)
     specs = {spec.name: spec for spec in TOPICS}
     wanted = {name: partitions if spec.partitioned else 1 for name, spec in specs.items()}
     outcome: dict[str, str] = {}
