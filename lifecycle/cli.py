@@ -65,8 +65,7 @@ def up(demo: bool) -> None:
     settings = load_settings()
     health = Health()
     metrics = Metrics(health=health)
-    server = start_metrics_server(metrics, health)
-    get_logger(__name__).info("metrics.serving", url=server.url)
+    _metrics_server = start_metrics_server(metrics, health)  # logs metrics.listening
     with bus(settings, start_embedded=True) as live:
         runtime = Runtime(live).open()
         apply_topics(live.kafka_client_config(), live.topic_partitions, live.replication)
