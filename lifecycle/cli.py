@@ -15,7 +15,7 @@ import click
 from lifecycle.cli_audit import Moment
 from lifecycle.config import Settings, load_settings
 from lifecycle.errors import LifecycleError
-from lifecycle.logging import configure_logging
+from lifecycle.logging import configure_logging, get_logger
 from lifecycle.runtime import Runtime
 
 EXIT_REFUSED_LINES = 1
@@ -44,13 +44,13 @@ def bus(settings: Settings, *, start_embedded: bool = False) -> Iterator[Setting
     from streams.broker import EmbeddedBroker
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    with EmbeddedBroker(
-        binary=settings.tansu_bin, log_file=settings.data_dir / "broker.log"
-    ) as broker:
-        click.echo(
-            f"embedded broker (tansu, memory storage) on {broker.bootstrap}; "
-            f"in another shell: export KAFKA_BOOTSTRAP={broker.bootstrap}",
-            err=True,
+    with EmbeddedBroker(log_file=settings.data_dir / "broker.log") as broker:  # TANSU_BIN
+        # a log line, not a bare print: off a terminal every line of a worker is JSON
+        get_logger(__name__).info(
+            "broker.embedded",
+            bootstrap=broker.bootstrap,
+            storage="memory",
+            hint=f"in another shell: export KAFKA_BOOTSTRAP={broker.bootstrap}",
         )
         os.environ["KAFKA_BOOTSTRAP"] = broker.bootstrap
         yield settings.with_bootstrap(broker.bootstrap)
@@ -67,12 +67,10 @@ def up(demo: bool) -> None:
     settings = load_settings()
     health = Health()
     metrics = Metrics(health=health)
-    server = start_metrics_server(metrics, health)
-    click.echo(f"metrics and health on {server.url}", err=True)
+    _metrics_server = start_metrics_server(metrics, health)  # logs metrics.listening
     with bus(settings, start_embedded=True) as live:
         runtime = Runtime(live).open()
-        replication = int(os.environ.get("LIFECYCLE_REPLICATION", "1"))
-        apply_topics(live.kafka_client_config(), live.topic_partitions, replication)
+        apply_topics(live.kafka_client_config(), live.topic_partitions, live.replication)
         app = build_worker(runtime, metrics=metrics, health=health)
         from streams.revocations import RevocationListener
 
@@ -95,16 +93,28 @@ def up(demo: bool) -> None:
 @click.argument("source", type=click.File("rb"))
 def publish(source: BinaryIO) -> None:
     """Publish JSON-lines events from SOURCE (a file, or - for stdin)."""
-    from streams.publisher import Publisher
+    from streams.exceptions import PublishError
+    from streams.publisher import Publisher, PublishReport
 
     settings = load_settings()
+    report = PublishReport()
     with bus(settings) as live:
         runtime = Runtime(live).open()
         publisher = Publisher(
-            live.kafka_client_config(), runtime.keystore, runtime.codec, runtime.policy.vocabulary()
+            live.kafka_client_config(),
+            runtime.keystore,
+            runtime.codec,
+            runtime.policy.vocabulary(),
+            delivery_timeout_ms=settings.publish_timeout_ms,
         )
         try:
-            report = publisher.publish_lines(source)
+            report = publisher.publish_lines(source, flush=False)
+            publisher.flush()
+        except PublishError as exc:
+            for error in report.errors:
+                click.echo(str(error), err=True)
+            click.echo(f"error: publishing failed: {exc}", err=True)
+            sys.exit(EXIT_ERROR)
         finally:
             publisher.close()
     for error in report.errors:
@@ -120,19 +130,39 @@ def topics() -> None:
 
 
 @topics.command("apply")
-@click.option("--partitions", type=int, default=None)
-@click.option("--replication", type=int, default=None, envvar="LIFECYCLE_REPLICATION")
-def topics_apply(partitions: int | None, replication: int | None) -> None:
-    """Create the contract's topics with their configs (idempotent)."""
-    from streams.topics import apply_topics
+@click.option("--partitions", type=int, default=None, help="default: LIFECYCLE_PARTITIONS (4)")
+@click.option(
+    "--replication",
+    type=click.IntRange(min=1),
+    default=None,
+    help="default: LIFECYCLE_REPLICATION, else the broker's default.replication.factor",
+)
+@click.option(
+    "--grow-partitions",
+    is_flag=True,
+    help="add partitions to keyed topics that have fewer (stop the workers first)",
+)
+def topics_apply(partitions: int | None, replication: int | None, grow_partitions: bool) -> None:
+    """Create the contract's topics and bring existing ones to their settings (idempotent)."""
+    from streams.topics import TopicsMismatchError, apply_topics
 
     settings = load_settings()
     with bus(settings) as live:
-        outcome = apply_topics(
-            live.kafka_client_config(), partitions or live.topic_partitions, replication or 1
-        )
+        try:
+            outcome = apply_topics(
+                live.kafka_client_config(),
+                partitions or live.topic_partitions,
+                replication or live.replication,
+                grow_partitions=grow_partitions,
+            )
+        except TopicsMismatchError as exc:
+            for name, state in exc.outcome.items():
+                click.echo(f"{name}: {state}")
+            raise
     for name, state in outcome.items():
         click.echo(f"{name}: {state}")
+    if all(state == "unchanged" for state in outcome.values()):
+        click.echo("nothing to change", err=True)
 
 
 @cli.group()

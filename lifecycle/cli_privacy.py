@@ -15,6 +15,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 
 from lifecycle.cli import bus
 from lifecycle.config import load_settings
+from lifecycle.logging import librdkafka_logger
 from lifecycle.runtime import Runtime
 from streams.codec import Codec
 from streams.offsets import read_to_ends
@@ -41,6 +42,7 @@ class ConfirmationReader:
             {
                 **client_config,
                 "group.id": f"lifecycle-cli-{uuid.uuid4()}",
+                "logger": librdkafka_logger(),
                 "enable.auto.commit": False,
                 "enable.partition.eof": True,
             }

@@ -48,7 +48,6 @@ class Settings:
     previous_master_key_file: Path | None
     signing_key_file: Path
     policy_dir: Path
-    tansu_bin: str | None
     topic_partitions: int
     kafka_security: dict[str, str] = field(default_factory=dict, repr=False)  # holds secrets
     fetch_wait_ms: int = FETCH_WAIT_MS
@@ -56,6 +55,11 @@ class Settings:
     """Customers whose unwrapped data keys a process keeps (streams/keycache.py)."""
     key_cache_warm: bool = False
     """Fill the key cache from the key store in the background at start."""
+    publish_timeout_ms: int = 120_000
+    """How long ``lifecycle publish`` waits for the broker to acknowledge a record."""
+    replication: int | None = None
+    """Replication factor of the topics the pipeline creates (``LIFECYCLE_REPLICATION``);
+    None: the broker's ``default.replication.factor``."""
 
     @property
     def embedded(self) -> bool:
@@ -98,6 +102,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     fetch_wait_ms = _whole_number(env, "LIFECYCLE_FETCH_WAIT_MS", FETCH_WAIT_MS, least=0)
     key_cache = _whole_number(env, "LIFECYCLE_KEY_CACHE", KEY_CACHE, least=1)
     key_cache_warm = _switch(env, "LIFECYCLE_KEY_CACHE_WARM")
+    publish_timeout_ms = _whole_number(env, "LIFECYCLE_PUBLISH_TIMEOUT_MS", 120_000, least=1)
+    replication = _whole_number(env, "LIFECYCLE_REPLICATION", 0, least=1) or None
     security = {prop: env[var] for var, prop in _KAFKA_SECURITY_ENV.items() if env.get(var)}
     return Settings(
         kafka_bootstrap=env.get("KAFKA_BOOTSTRAP") or None,
@@ -112,12 +118,13 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         ),
         signing_key_file=signing,
         policy_dir=policy_dir,
-        tansu_bin=env.get("TANSU_BIN") or None,
         topic_partitions=partitions,
         kafka_security=security,
         fetch_wait_ms=fetch_wait_ms,
         key_cache=key_cache,
         key_cache_warm=key_cache_warm,
+        publish_timeout_ms=publish_timeout_ms,
+        replication=replication,
     )
 
 

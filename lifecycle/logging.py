@@ -9,7 +9,10 @@ from __future__ import annotations
 import logging
 import logging.config
 import sys
+import threading
+import traceback
 from collections.abc import MutableMapping
+from types import TracebackType
 from typing import Any
 
 import structlog
@@ -72,11 +75,46 @@ def stdlib_logging_config() -> dict[str, Any]:
     }
 
 
+def _log_uncaught(kind: str, exc: BaseException | None, thread: str | None = None) -> None:
+    """An uncaught exception as one JSON line: its type, the first line of its message and
+    where it was raised (file, line, function), but no source lines or locals, which may
+    quote data."""
+    if exc is None:
+        return
+    frames = [
+        f"{frame.filename}:{frame.lineno} in {frame.name}"
+        for frame in traceback.extract_tb(exc.__traceback__)
+    ]
+    first_line = (str(exc).splitlines() or [""])[0][:300]
+    structlog.get_logger("lifecycle.uncaught").critical(
+        f"{kind}.uncaught",
+        thread=thread,
+        error=f"{type(exc).__name__}: {first_line}",
+        frames=frames[-8:],
+    )
+
+
+def _thread_excepthook(args: threading.ExceptHookArgs) -> None:
+    thread = args.thread.name if args.thread is not None else None
+    _log_uncaught("thread", args.exc_value, thread)
+
+
+def _process_excepthook(
+    _type: type[BaseException], exc: BaseException, _tb: TracebackType | None
+) -> None:
+    _log_uncaught("process", exc)
+
+
 def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
-    """Configure structlog and the standard library's root logger once per process."""
+    """Configure structlog and the standard library's root logger once per process. Off a
+    terminal, uncaught exceptions (of any thread) are logged as JSON lines too, so that every
+    line a process writes parses."""
     as_json = (not sys.stderr.isatty()) if json is None else json
     _SETTINGS.update(level=level, json=as_json)
     logging.config.dictConfig(stdlib_logging_config())
+    if as_json:
+        threading.excepthook = _thread_excepthook
+        sys.excepthook = _process_excepthook
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -88,6 +126,17 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+LIBRDKAFKA_LOGGER = "librdkafka"
+
+
+def librdkafka_logger() -> logging.Logger:
+    """The logger every confluent-kafka client is given (its ``logger`` setting): librdkafka's
+    own messages (``FAIL``, ``REQTMOUT``, ...) then reach the root handler and come out as
+    JSON lines like ours, instead of raw ``%3|...`` lines on stderr. They are delivered when
+    the client is polled."""
+    return logging.getLogger(LIBRDKAFKA_LOGGER)
 
 
 def get_logger(name: str) -> Any:

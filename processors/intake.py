@@ -10,6 +10,7 @@ processes it again: no offset is ever skipped silently.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import sys
@@ -24,7 +25,7 @@ from lifecycle.observability import Metrics
 from processors.deadletters import DeadLetterQueue
 from processors.progress import Progress
 from streams.codec import Codec
-from streams.exceptions import DecodeError
+from streams.exceptions import DecodeError, RegistryUnavailableError
 from streams.keys import KeyStore
 from streams.outbox import Outbox
 from streams.topics import CUSTOMER_EVENTS, home_partition
@@ -35,6 +36,9 @@ BATCH_MAX = 2_000
 BATCH_WITHIN = 0.05  # seconds
 
 EXIT_AGENT_FAILED = 70
+
+REGISTRY_PATIENCE = 60.0
+"""Seconds the intake waits for an unavailable Schema Registry before it stops the worker."""
 
 
 @dataclass(slots=True)
@@ -80,6 +84,31 @@ def invalid_event(record: dict[str, Any]) -> str | None:
     return None
 
 
+async def decode_event(
+    codec: Codec,
+    value: bytes,
+    topic: str,
+    *,
+    patience: float = REGISTRY_PATIENCE,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> dict[str, Any]:
+    """The decoded ``lifecycle.CustomerEvent``; raises DecodeError when the record is at
+    fault (it is dead-lettered). While the Schema Registry cannot be asked, the record is not
+    at fault: retry with backoff, and after ``patience`` seconds raise
+    RegistryUnavailableError, which stops the worker before any offset is committed."""
+    waited, delay = 0.0, 0.25
+    while True:
+        try:
+            return codec.decode("lifecycle.CustomerEvent", value, topic)
+        except RegistryUnavailableError as exc:
+            if waited >= patience:
+                raise
+            log.warning("registry.unavailable", retry_in_s=delay, error=str(exc)[:300])
+            await sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 8.0)
+
+
 def fail_loudly(what: str, exc: BaseException) -> None:
     """Log and end the process now, without acknowledging anything in flight."""
     # the first line only: a database error's text goes on to quote the statement and its
@@ -100,10 +129,12 @@ def register_intake(
     progress: Progress,
     *,
     partitions: int,
+    registry_patience: float = REGISTRY_PATIENCE,
 ) -> faust.TopicT:
     """The intake agent; ``handle`` produces its outputs into ``outbox``, which is flushed
     (every output acknowledged) before ``progress`` may commit the batch's offsets.
-    ``partitions``: how many ``customer.events`` has when the broker's metadata does not say."""
+    ``partitions``: how many ``customer.events`` has when the broker's metadata does not say.
+    ``registry_patience``: see :func:`decode_event`."""
     # acks off: Faust neither tracks nor commits this topic's offsets (``progress`` does)
     source = app.topic(CUSTOMER_EVENTS, key_type=bytes, value_type=bytes, acks=False)
     progress.attach()
@@ -140,8 +171,8 @@ def register_intake(
         for event in events:
             message = event.message
             try:
-                record = codec.decode(
-                    "lifecycle.CustomerEvent", message.value or b"", message.topic
+                record = await decode_event(
+                    codec, message.value or b"", message.topic, patience=registry_patience
                 )
             except DecodeError as exc:
                 reject(message, str(exc))

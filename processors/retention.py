@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import faust
 from confluent_kafka import Producer
 
-from lifecycle.logging import get_logger
+from lifecycle.logging import get_logger, librdkafka_logger
 from processors.decisions import DecisionStage
 from processors.intake import fail_loudly
 from streams.codec import Codec
@@ -34,7 +34,9 @@ def request_sweep(
     sweep_id = f"sweep-{uuid.uuid4()}"
     record = {"sweep_id": sweep_id, "as_of": as_of or datetime.now(UTC), "requested_by": "cli"}
     value = codec.encode("lifecycle.RetentionSweep", record, RETENTION_SWEEPS)
-    producer = Producer({**client_config, "acks": "all", "enable.idempotence": True})
+    producer = Producer(
+        {**client_config, "acks": "all", "enable.idempotence": True, "logger": librdkafka_logger()}
+    )
     for partition in range(partitions):
         producer.produce(RETENTION_SWEEPS, value, key=sweep_id.encode(), partition=partition)
     if producer.flush(30):

@@ -29,7 +29,7 @@ from typing import Any
 import mode
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
-from lifecycle.logging import get_logger
+from lifecycle.logging import get_logger, librdkafka_logger
 from lifecycle.observability import Metrics
 from lifecycle.runtime import Runtime
 from processors.deadletters import DeadLetterQueue
@@ -93,6 +93,7 @@ class LedgerStage:
                 **consumer_config,
                 "group.id": group,
                 "enable.auto.commit": False,
+                "logger": librdkafka_logger(),
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": 6000,  # joins in ~3 s on the embedded broker (vs 20+ s)
                 "heartbeat.interval.ms": 1000,

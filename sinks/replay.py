@@ -24,6 +24,7 @@ from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from lifecycle.logging import librdkafka_logger
 from sinks.chain import (
     ChainFollower,
     ChainProblem,
@@ -64,6 +65,7 @@ def replay(
         {
             **client_config,
             "group.id": f"lifecycle-replay-{uuid.uuid4()}",
+            "logger": librdkafka_logger(),
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "auto.offset.reset": "earliest",

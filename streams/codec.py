@@ -24,7 +24,7 @@ import fastavro
 import fastavro.schema
 
 from schemas import HISTORY_DIR, SCHEMA_DIR, TOPIC_RECORDS
-from streams.exceptions import DecodeError, EncodeError, SchemaError
+from streams.exceptions import DecodeError, EncodeError, RegistryUnavailableError, SchemaError
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 _HEADER_LEN = 10
@@ -172,12 +172,16 @@ class ConfluentCodec:
         from confluent_kafka.serialization import MessageField, SerializationContext
 
         try:
-            data: bytes = self._serializers[record_name](
-                dict(record), SerializationContext(topic, MessageField.VALUE)
-            )
+            serializer = self._serializers[record_name]
         except KeyError:
             raise EncodeError(f"no topic schema named {record_name}") from None
+        try:
+            data: bytes = serializer(dict(record), SerializationContext(topic, MessageField.VALUE))
         except Exception as exc:
+            if _registry_unavailable(exc):
+                raise RegistryUnavailableError(
+                    f"Schema Registry unavailable encoding {record_name}: {_brief(exc)}"
+                ) from exc
             raise EncodeError(f"{record_name}: {exc}") from exc
         return data
 
@@ -187,12 +191,39 @@ class ConfluentCodec:
         if not data or data[0] != 0:
             raise DecodeError("not a Confluent wire-format record (magic byte is not 0)")
         try:
-            record: Record = self._deserializers[record_name](
-                data, SerializationContext(topic, MessageField.VALUE)
-            )
+            deserializer = self._deserializers[record_name]
+        except KeyError:
+            raise DecodeError(f"no topic schema named {record_name}") from None
+        try:
+            record: Record = deserializer(data, SerializationContext(topic, MessageField.VALUE))
         except Exception as exc:
-            raise DecodeError(f"{record_name}: {type(exc).__name__}: {exc}") from exc
+            if _registry_unavailable(exc):
+                raise RegistryUnavailableError(
+                    f"Schema Registry unavailable decoding {record_name}: {_brief(exc)}"
+                ) from exc
+            # the registry answered, and the record is at fault: an unknown schema id (404),
+            # a schema that is not this record's, or a body that does not decode
+            raise DecodeError(f"{record_name}: {_brief(exc)}") from exc
         return record
+
+
+def _registry_unavailable(exc: BaseException) -> bool:
+    """Whether the registry client failed to get an answer (transport error, timeout, a
+    failing or refusing server), as opposed to answering that the schema id does not exist."""
+    from confluent_kafka.schema_registry.error import OAuthTokenError, SchemaRegistryError
+
+    if isinstance(exc, SchemaRegistryError):
+        return exc.http_status_code != 404
+    if isinstance(exc, OAuthTokenError):
+        return True
+    # httpx(2)'s TransportError (connection refused, DNS, timeouts, TLS) and its kin derive
+    # from neither; match them by module so either HTTP library the client picks is covered
+    module = type(exc).__module__.split(".")[0]
+    return module in ("httpx", "httpx2", "httpcore", "authlib") or isinstance(exc, OSError)
+
+
+def _brief(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def make_codec(schema_registry_url: str | None) -> Codec:

@@ -87,6 +87,12 @@ def _shown(value: str) -> str:
     return repr(value) if _NAME.match(value) else "(a value that is not a name)"
 
 
+def _field_name(key: str) -> str:
+    """A key from the input as it may appear in a field path: as written when it looks like a
+    name, else a placeholder (a key may be personal data, e.g. ``{"Jane Doe": ...}``)."""
+    return key if _NAME.match(key) else "(an unknown field)"
+
+
 def _name(obj: Mapping[str, Any], name: str, known: frozenset[str], what: str) -> str:
     value = _text(obj, name)
     if value not in known:
@@ -144,9 +150,7 @@ def validate(obj: Any, vocabulary: Vocabulary, *, now: datetime | None = None) -
         raise ValidationError("kind", f"unknown kind {shown!r}; expected one of {', '.join(KINDS)}")
     unknown = set(obj) - _COMMON - _PER_KIND[kind]
     if unknown:
-        field = sorted(unknown)[0]
-        shown = field if _NAME.match(field) else "(an unknown field)"
-        raise ValidationError(shown, f"is not a field of a {kind} event")
+        raise ValidationError(_field_name(sorted(unknown)[0]), f"is not a field of a {kind} event")
     event_id = _text(obj, "event_id", required=False) or str(uuid.uuid4())
     occurred_at = _timestamp(obj, now or datetime.now(UTC))
     source = _text(obj, "source")
@@ -168,7 +172,9 @@ def validate(obj: Any, vocabulary: Vocabulary, *, now: datetime | None = None) -
             raise ValidationError("data", "must be a non-empty object of category: value")
         for category, value in data.items():
             if category not in vocabulary.categories:
-                raise ValidationError(f"data.{category}", "unknown category (not in the policy)")
+                raise ValidationError(
+                    f"data.{_field_name(category)}", "unknown category (not in the policy)"
+                )
             if not isinstance(value, str):
                 raise ValidationError(
                     f"data.{category}", f"must be a string, got {type(value).__name__}"

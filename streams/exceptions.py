@@ -17,6 +17,11 @@ class DecodeError(StreamsError):
     """A record on a topic could not be decoded (not Avro, unknown fingerprint, corrupt body)."""
 
 
+class RegistryUnavailableError(StreamsError):
+    """The Schema Registry could not be asked (unreachable, timed out, failing, refusing our
+    credentials). Not the record's fault: it must be retried, never dead-lettered or skipped."""
+
+
 class EncodeError(StreamsError):
     """A record does not match its schema."""
 

@@ -21,6 +21,8 @@ from collections.abc import Iterable, Mapping
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from lifecycle.logging import librdkafka_logger
+
 TopicPart = tuple[str, int]
 
 
@@ -39,6 +41,7 @@ def end_offsets(
         {
             **client_config,
             "group.id": f"lifecycle-ends-{uuid.uuid4()}",
+            "logger": librdkafka_logger(),
             "enable.auto.commit": False,
             "enable.partition.eof": True,
         }
@@ -105,7 +108,14 @@ def start_offsets(
     wanted = [TopicPartition(topic, partition) for topic, partition in dict.fromkeys(partitions)]
     if not wanted:
         return {}
-    consumer = Consumer({**client_config, "group.id": group, "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            **client_config,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "logger": librdkafka_logger(),
+        }
+    )
     try:
         starts: dict[TopicPart, int] = {}
         for found in consumer.committed(wanted, timeout=timeout):

@@ -12,6 +12,7 @@ and raises :class:`~streams.exceptions.PublishError` if the broker refused any r
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from lifecycle.logging import get_logger
+from lifecycle.logging import get_logger, librdkafka_logger
 from streams.codec import Codec
 from streams.envelope import encrypt_value
 from streams.events import InputEvent, Vocabulary, parse_line
@@ -32,6 +33,8 @@ from streams.topics import CUSTOMER_EVENTS
 log = get_logger(__name__)
 
 CHUNK = 2_000
+DELIVERY_TIMEOUT_MS = 120_000
+"""How long a record may wait for the broker's acknowledgement before it counts as failed."""
 WITHHELD_KEY_VERSION = 0
 """``key_version`` of a value the policy forbade collecting: no key, no ciphertext."""
 
@@ -56,7 +59,11 @@ class PublishReport:
         return not self.errors
 
 
-def producer_config(client_config: dict[str, str]) -> dict[str, Any]:
+def producer_config(
+    client_config: dict[str, str], *, delivery_timeout_ms: int = DELIVERY_TIMEOUT_MS
+) -> dict[str, Any]:
+    """The producer settings every output of the pipeline uses: idempotent (no duplicates or
+    reordering on retries), acknowledged by all in-sync replicas."""
     return {
         **client_config,
         "enable.idempotence": True,
@@ -68,7 +75,8 @@ def producer_config(client_config: dict[str, str]) -> dict[str, Any]:
         "batch.num.messages": 10_000,
         "queue.buffering.max.messages": 500_000,
         "queue.buffering.max.kbytes": 1_048_576,
-        "message.timeout.ms": 120_000,
+        "message.timeout.ms": delivery_timeout_ms,
+        "logger": librdkafka_logger(),
     }
 
 
@@ -84,8 +92,12 @@ class Publisher:
         *,
         topic: str = CUSTOMER_EVENTS,
         listen_for_revocations: bool = True,
+        delivery_timeout_ms: int = DELIVERY_TIMEOUT_MS,
     ) -> None:
-        self._producer = Producer(producer_config(client_config))
+        self._producer = Producer(
+            producer_config(client_config, delivery_timeout_ms=delivery_timeout_ms)
+        )
+        self._flush_timeout = delivery_timeout_ms / 1000 + 10
         self._revocations: RevocationListener | None = None
         if listen_for_revocations:  # never encrypt under a key another process shredded
             self._revocations = RevocationListener(client_config, codec, keystore).start()
@@ -166,32 +178,41 @@ class Publisher:
                 "body": body,
             }
             self._produce(
-                ref.encode(), self._codec.encode("lifecycle.CustomerEvent", record, self._topic)
+                event.event_id,
+                ref.encode(),
+                self._codec.encode("lifecycle.CustomerEvent", record, self._topic),
             )
 
-    def _produce(self, key: bytes, value: bytes) -> None:
+    def _produce(self, event_id: str, key: bytes, value: bytes) -> None:
+        report = functools.partial(self._on_delivery, event_id)
         while True:
             try:
-                self._producer.produce(self._topic, value, key, on_delivery=self._on_delivery)
+                self._producer.produce(self._topic, value, key, on_delivery=report)
                 break
             except BufferError:
                 self._producer.poll(0.05)  # the local queue is full: let deliveries drain
         self._producer.poll(0)
 
-    def _on_delivery(self, error: KafkaError | None, _message: Message) -> None:
+    def _on_delivery(self, event_id: str, error: KafkaError | None, _message: Message) -> None:
         if error is not None:
-            self._failed.append(error.str())
+            self._failed.append(f"event_id {event_id}: {error.str()}")
         else:
             self._delivered += 1
 
-    def flush(self, timeout: float = 120.0) -> int:
-        """Wait for every delivery report; the count delivered so far. Raises on any failure."""
+    def flush(self, timeout: float | None = None) -> int:
+        """Wait for every delivery report; the count delivered so far. Raises PublishError
+        naming the first undelivered event when the broker did not acknowledge every record
+        (those it acknowledged stay published)."""
+        timeout = self._flush_timeout if timeout is None else timeout
         remaining = self._producer.flush(timeout)
         if remaining:
             raise PublishError(f"{remaining} records not acknowledged within {timeout:.0f}s")
         if self._failed:
             failed, self._failed = self._failed, []
-            raise PublishError(f"{len(failed)} records refused by the broker: {failed[0]}")
+            raise PublishError(
+                f"{len(failed)} records not delivered (first: {failed[0]}); "
+                f"{self._delivered} delivered"
+            )
         return self._delivered
 
     def close(self) -> None:

@@ -19,9 +19,9 @@ from typing import Any
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
 from lifecycle.config import FETCH_WAIT_MS
-from lifecycle.logging import get_logger
+from lifecycle.logging import get_logger, librdkafka_logger
 from streams.codec import Codec
-from streams.exceptions import DecodeError
+from streams.exceptions import DecodeError, RegistryUnavailableError
 from streams.keys import KeyStore
 from streams.topics import KEY_REVOCATIONS
 
@@ -45,6 +45,7 @@ class RevocationListener:
                 "fetch.wait.max.ms": str(FETCH_WAIT_MS),  # unless client_config says
                 **client_config,
                 "group.id": "lifecycle-revocations",  # required by the client; never joined
+                "logger": librdkafka_logger(),
                 "enable.auto.commit": False,
                 "auto.offset.reset": "latest",
             }
@@ -69,12 +70,8 @@ class RevocationListener:
                 message = self._consumer.poll(0.1)
                 if message is None or message.error():
                     continue
-                try:
-                    record = self._codec.decode(
-                        "lifecycle.KeyRevocation", message.value() or b"", KEY_REVOCATIONS
-                    )
-                except DecodeError as exc:
-                    log.error("revocation.undecodable", offset=message.offset(), error=str(exc))
+                record = self._decode(message)
+                if record is None:
                     continue
                 self._keystore.forget(record["subject_ref"], record["categories"] or None)
                 self.heard += 1
@@ -85,6 +82,24 @@ class RevocationListener:
                 )
         finally:
             self._consumer.close()
+
+    def _decode(self, message: Any) -> dict[str, Any] | None:
+        """The revocation, or None when the record is not one. While the Schema Registry
+        cannot be asked, keep asking: skipping a revocation would leave shredded keys cached."""
+        delay = 0.25
+        while True:
+            try:
+                return self._codec.decode(
+                    "lifecycle.KeyRevocation", message.value() or b"", KEY_REVOCATIONS
+                )
+            except DecodeError as exc:
+                log.error("revocation.undecodable", offset=message.offset(), error=str(exc))
+                return None
+            except RegistryUnavailableError as exc:
+                log.warning("registry.unavailable", retry_in_s=delay, error=str(exc)[:300])
+                if self._stop.wait(delay):
+                    return None
+                delay = min(delay * 2, 8.0)
 
     def stop(self) -> None:
         self._stop.set()

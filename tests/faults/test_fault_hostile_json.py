@@ -3,10 +3,11 @@
 ``streams.events.parse_line`` with the real policy vocabulary must, for every line, either
 validate it or raise ``ValidationError`` naming a field; never anything else. Its messages are
 printed and logged, so they must never repeat a value of the input: every string the
-strategies plant as a value carries the marker ``Ω`` (nothing else does), and no message may
-contain it. A value in a name slot (kind, channel, purpose, category) is not personal data when
-it is shaped like a policy name (lower_snake_case, as in "unknown category 'emial'"), so those
-may be echoed; anything else there (a name, an address, an e-mail) is a value like any other.
+strategies plant as a value, or as a key that may be personal text, carries the marker ``Ω``
+(nothing else does), and no message may contain it. A value in a name slot (kind, channel,
+purpose, category) or a key is not personal data when it is shaped like a policy name
+(lower_snake_case, as in "unknown category 'emial'"), so those may be echoed; anything else
+there (a name, an address, an e-mail) is a value like any other.
 A line that validates must be publishable: its text encodes as UTF-8.
 """
 
@@ -120,7 +121,7 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
         "granted": st.one_of(st.booleans(), json_values),
         "data": st.one_of(
             st.dictionaries(
-                st.one_of(st.sampled_from(sorted(VOCABULARY.categories)), plain_text),
+                st.one_of(st.sampled_from(sorted(VOCABULARY.categories)), plain_text, secret),
                 st.one_of(secret, json_values),
                 max_size=4,
             ),
@@ -131,7 +132,7 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
         if draw(st.booleans()):
             event[field] = draw(strategy)
     for _ in range(draw(st.integers(0, 1))):
-        event[draw(plain_text)] = draw(json_values)
+        event[draw(st.one_of(plain_text, secret))] = draw(json_values)
     return event
 
 
@@ -158,8 +159,10 @@ def parse(line: str | bytes) -> InputEvent | ValidationError:
             value.encode("utf-8")  # publishable: no lone surrogate survives validation
         return event
     # the field is a path into the line: "(line)", "kind", "actor.role", "categories[0]", or an
-    # unknown key as written (which may be any string, even empty)
+    # unknown key: as written only when shaped like a name, else a placeholder (a key, top-level
+    # or in data, may be personal text)
     assert isinstance(refusal.field, str) and refusal.message, f"no field: {refusal!r}"
+    assert MARK not in refusal.field, f"the field repeats an input key: {refusal.field}"
     return refusal
 
 
@@ -221,6 +224,14 @@ FOUND = {
     "a name as the kind": {**BASE, "kind": f"{MARK}Odette Example{MARK}"},
     "a name as the purpose": {**BASE, "purpose": f"{MARK}Odette Example{MARK}"},
     "an address as a category": {**BASE, "categories": [f"{MARK}12 Sample Street{MARK}"]},
+    "a name and address as a data key": {
+        **{k: v for k, v in BASE.items() if k not in ("categories", "purpose")},
+        "kind": "collected",
+        "channel": "web_form",
+        "purposes": ["billing"],
+        "data": {f"{MARK}Jane Doe, 1 Main St{MARK}": "x"},
+    },
+    "a name as a top-level key": {**BASE, f"{MARK}Jane Doe{MARK}": "x"},
     "an e-mail as the channel": {
         **{k: v for k, v in BASE.items() if k not in ("categories", "purpose")},
         "kind": "collected",

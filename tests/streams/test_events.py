@@ -128,6 +128,14 @@ SECRET = "jane.secret@example.org"
         (line(kind="consent_changed", purpose="billing", granted="no"), "granted"),
         (line(kind="deletion_requested"), "request_id"),
         (line(kind="used", categories=["email"], purpose="billing", extra=SECRET), "extra"),
+        (
+            line(kind="used", categories=["email"], purpose="billing", **{SECRET: "x"}),
+            "(an unknown field)",
+        ),
+        (
+            line(kind="collected", channel="web_form", purposes=["billing"], data={SECRET: "x"}),
+            "data.(an unknown field)",
+        ),
     ],
 )
 def test_bad_lines_name_the_field_and_never_echo_a_value(raw: bytes, field: str) -> None:
@@ -158,3 +166,17 @@ def test_hostile_lines_get_a_field_error_and_no_value_is_repeated(raw: bytes, fi
         parse_line(raw, Vocab())
     assert caught.value.field == field
     assert "Odette" not in str(caught.value)
+
+
+def test_personal_text_used_as_a_data_key_is_masked_in_the_error() -> None:
+    raw = line(
+        kind="collected",
+        channel="web_form",
+        purposes=["billing"],
+        data={"Jane Doe, 1 Main St": "x"},
+    )
+    with pytest.raises(ValidationError) as caught:
+        parse_line(raw, Vocab())
+    assert caught.value.field == "data.(an unknown field)"
+    assert "unknown category" in caught.value.message
+    assert "Jane" not in str(caught.value) and "Main St" not in str(caught.value)

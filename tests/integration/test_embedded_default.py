@@ -1,0 +1,66 @@
+"""`lifecycle up --demo` on the embedded default: no KAFKA_BOOTSTRAP, its own tansu broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from fixtures.broker import LIFECYCLE, REPO, WorkerProcess
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """pid -> executable of every live child process of ``pid``."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            exe = os.readlink(entry / "exe")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found[int(entry.name)] = exe
+    return found
+
+
+def test_up_demo_runs_its_own_broker_decides_and_stops_it_on_sigterm(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIFECYCLE_", "KAFKA_"))}
+    env.update(
+        LIFECYCLE_DATA_DIR=str(tmp_path / "data"),
+        LIFECYCLE_METRICS_PORT="0",
+        PYTHONUNBUFFERED="1",
+    )
+    log_path = tmp_path / "up.log"
+    with open(log_path, "wb") as out:
+        process = subprocess.Popen(
+            [LIFECYCLE, "up", "--demo"], env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT
+        )
+    worker = WorkerProcess(process, log_path)
+    try:
+        worker.wait_for_log('"batch.decided"', timeout=120)
+        brokers = {pid: exe for pid, exe in children_of(process.pid).items() if "tansu" in exe}
+        assert len(brokers) == 1, f"expected one tansu child, found {children_of(process.pid)}"
+        (broker_pid,) = brokers
+        announced = next(
+            json.loads(line) for line in worker.log().splitlines() if '"broker.embedded"' in line
+        )
+        host, port = announced["bootstrap"].rsplit(":", 1)
+        assert host == "127.0.0.1"
+        assert (tmp_path / "data" / "broker.log").exists()
+    finally:
+        code = worker.stop(signal.SIGTERM, timeout=60)
+
+    assert code == 0, worker.log()[-3000:]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Path(f"/proc/{broker_pid}").exists():
+        time.sleep(0.1)
+    assert not Path(f"/proc/{broker_pid}").exists(), "the tansu broker outlived lifecycle up"
+    with socket.socket() as sock:
+        assert sock.connect_ex((host, int(port))) != 0, "the broker port still answers"
