@@ -45,7 +45,7 @@ from processors.rules import (
 from sinks.ledger import audit_ledger, create_ledger
 from sinks.vault import HeldValue, Vault
 from streams.exceptions import KeyStoreError
-from streams.keys import IDENTITY_CATEGORY
+from streams.keys import IDENTITY_CATEGORY, KeyStore
 from streams.outbox import Outbox
 from streams.revocations import revocation_record
 from streams.topics import (
@@ -129,6 +129,17 @@ def recorded_events(engine: Engine, event_ids: Sequence[str]) -> dict[str, tuple
             for event_id, subject_ref, kind, seq in conn.execute(query):
                 found[event_id] = (subject_ref, kind, seq)
     return found
+
+
+def live_categories(keys: KeyStore, subject_ref: str) -> list[str]:
+    """The categories of ``subject_ref`` with a live data key (``subject_id`` aside)."""
+    return sorted(
+        {
+            key.category
+            for key in keys.keys_of(subject_ref)
+            if key.shredded_at is None and key.category != IDENTITY_CATEGORY
+        }
+    )
 
 
 def decision_record(
@@ -336,18 +347,25 @@ class DecisionStage:
         entry: Entry,
         held: dict[tuple[str, str], HeldValue],
     ) -> dict[str, Any]:
+        """Shred what the request covers: every category held, and every category whose key
+        still lives in the key store although nothing of it is held (a refused collection's
+        ciphertext travelled on ``customer.events`` all the same); keep only held categories
+        the law requires kept. When nothing stays held, the ``subject_id`` key goes too."""
         ref, body = event["subject_ref"], event["body"]
         at = event["occurred_at"]
-        plan = plan_erasure(entry.state, body.get("categories"), self._book.in_force(at), at)
+        keyed = self._until_done(
+            "keys.live", lambda: live_categories(self._keys, ref), subject_ref=ref
+        )
+        plan = plan_erasure(
+            entry.state, body.get("categories"), self._book.in_force(at), at, keyed=keyed
+        )
         entry.state = apply_erasure(entry.state, plan, at)
         to_shred = list(plan.shred)
-        if body.get("categories") is None and not entry.state.collected:
+        if not entry.state.collected:
             to_shred.append(IDENTITY_CATEGORY)  # nothing kept: subject_id itself goes too
-        shredded = await self.shred(ref, to_shred, "subject_erased") if to_shred else []
+        await self.shred(ref, to_shred, "subject_erased")
         for category in plan.shred:
             held.pop((ref, category), None)
-        if shredded:
-            self._revoke(ref, shredded)
         log.info(
             "erasure.done",
             request_id=body["request_id"],
@@ -364,14 +382,25 @@ class DecisionStage:
         }
 
     async def shred(self, subject_ref: str, categories: list[str], reason: str) -> list[str]:
-        """Destroy keys, retrying until the key store confirms; release the vault copies."""
+        """Destroy the keys of ``categories`` (retrying until the key store confirms), release
+        the vault copies, then tell every process to drop those keys from its cache; the
+        categories whose keys this call destroyed.
+
+        The revocation names every category asked for, whatever the key store answered: when
+        the vault release fails after the destruction committed, the retry finds nothing left
+        to destroy, yet other processes may still cache the keys (and a revocation of a key
+        already gone costs a cache miss, nothing more)."""
+        if not categories:
+            return []
 
         def destroy() -> list[str]:
             shredded = self._keys.shred(subject_ref, categories, reason)
             self._vault.release(subject_ref, categories)
             return shredded
 
-        return self._until_done("shred", destroy, subject_ref=subject_ref)
+        shredded = self._until_done("shred", destroy, subject_ref=subject_ref)
+        self._revoke(subject_ref, categories)
+        return shredded
 
     def _until_done(self, what: str, work: Callable[[], T], **context: str) -> T:
         """``work()``, retried with backoff while the database is unavailable.
@@ -417,12 +446,13 @@ class DecisionStage:
                 due = expired(entry.state, self._book, as_of)
                 if not due:
                     continue
-                shredded = await self.shred(ref, due, "retention_expired")
-                self._metrics.retention_shredded(len(due))
                 entry.state = mark_erased(entry.state, due, "retention_expired", as_of)
+                gone = list(due)
+                if not entry.state.collected:
+                    gone.append(IDENTITY_CATEGORY)  # nothing held any more: nor who it was
+                await self.shred(ref, gone, "retention_expired")
+                self._metrics.retention_shredded(len(due))
                 self.table[key] = entry.dump()
-                if shredded:
-                    self._revoke(ref, shredded)
                 policy = self._book.in_force(as_of)
                 record = {
                     "event_id": f"{sweep_id}/{ref}",

@@ -14,7 +14,7 @@ from streams.codec import SingleObjectCodec
 from streams.envelope import decrypt_value
 from streams.exceptions import KeyShreddedError
 from streams.keys import open_keystore
-from streams.topics import CONFIRMATIONS, CUSTOMER_EVENTS
+from streams.topics import CONFIRMATIONS, CUSTOMER_EVENTS, DEAD_LETTERS
 
 from fixtures.broker import Workers, audit_records, read_topic, run_cli
 from integration.scenario import PERSONAL, event, lines
@@ -303,3 +303,78 @@ def test_a_newer_collection_rectifies_the_value_the_report_shows(
     assert held["address"]["value"] == "99 Corrected Road, Arima"
     assert held["address"]["channel"] == "telephone"
     assert held["name"]["value"] == PERSONAL["name"]
+
+
+# --------------------------------------------------------------------------- values never held
+
+
+def collection(event_id: str, minute: int, role: str, **data: str) -> dict[str, Any]:
+    return event(
+        "collected",
+        event_id,
+        minute,
+        role,
+        channel="telephone",
+        purposes=["service_provision"],
+        data=data,
+    )
+
+
+def decided(broker: str, count: int) -> dict[str, dict[str, Any]]:
+    return {r["decision"]["event_id"]: r["decision"] for r in audit_records(broker, CODEC, count)}
+
+
+def test_erasure_shreds_a_live_key_of_a_value_the_subject_never_held(
+    pipeline: dict[str, str], broker: str
+) -> None:
+    # reusing an event_id the ledger holds for another kind gets the collection dead-lettered,
+    # never decided: its value is on customer.events under a live key, and nothing is held
+    lettered = collection("e03", 30, "customer_service", telephone="+1 868 555 0100")
+    assert run_cli(pipeline, "publish", "-", stdin=lines([lettered])).returncode == 0
+    read_topic(broker, DEAD_LETTERS, min_count=1)
+    ref = keystore_of(pipeline).subject_ref(SUBJECT)
+    assert readable_values(broker, pipeline, ref)["telephone"] == {"+1 868 555 0100"}
+
+    confirmation = erase(pipeline, "--categories", "telephone")
+
+    assert (confirmation["status"], confirmation["shredded_categories"]) == (
+        "completed",
+        ["telephone"],
+    )
+    assert "telephone" not in readable_values(broker, pipeline, ref)
+    assert {"name", "email", "banking", "subject_id"} <= set(readable_values(broker, pipeline, ref))
+
+
+def test_the_subject_id_goes_when_a_retention_sweep_shreds_the_last_data_held(
+    pipeline: dict[str, str], broker: str
+) -> None:
+    ref = keystore_of(pipeline).subject_ref(SUBJECT)
+    confirmation = erase(pipeline)
+    assert [r["category"] for r in confirmation["retained_categories"]] == ["banking"]
+    assert set(readable_values(broker, pipeline, ref)) == {"banking", "subject_id"}
+
+    swept = run_cli(pipeline, "retention", "sweep", "--as-of", "2033-01-01")
+
+    assert swept.returncode == 0, swept.stderr.decode()
+    sweep = decided(broker, len(HISTORY) + 2)
+    assert [d["categories"] for d in sweep.values() if d["kind"] == "retention_sweep"] == [
+        ["banking"]
+    ]
+    assert readable_values(broker, pipeline, ref) == {}
+    assert all(k.shredded_at is not None for k in keystore_of(pipeline).keys_of(ref))
+
+
+def test_a_partial_erasure_of_the_last_category_held_shreds_the_subject_id_too(
+    workers: Workers, lifecycle_env: dict[str, str], broker: str
+) -> None:
+    workers.start()
+    only = collection("e70", 0, "customer_service", email=PERSONAL["email"])
+    assert run_cli(lifecycle_env, "publish", "-", stdin=lines([only])).returncode == 0
+    audit_records(broker, CODEC, 1)
+    ref = keystore_of(lifecycle_env).subject_ref(SUBJECT)
+    assert set(readable_values(broker, lifecycle_env, ref)) == {"email", "subject_id"}
+
+    confirmation = erase(lifecycle_env, "--categories", "email")
+
+    assert confirmation["shredded_categories"] == ["email"]
+    assert readable_values(broker, lifecycle_env, ref) == {}

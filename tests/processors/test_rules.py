@@ -513,6 +513,28 @@ def test_erasure_plan_for_listed_categories_reports_repeats_and_unknowns(
     assert repeat.status == "nothing_held"
 
 
+def test_erasure_shreds_keyed_categories_of_refused_collections_and_retains_only_held_ones(
+    customer: SubjectState,
+) -> None:
+    # date_of_birth and service_account were only ever refused (their ciphertext is on the
+    # bus under live keys); service_account has a legal hold, but nothing of it is held
+    refused = collected(["date_of_birth", "service_account"], ["billing"], role="web_admin")
+    state = run([refused], customer)
+    keyed = ["address", "banking", "date_of_birth", "email", "name", "service_account"]
+    plan = plan_erasure(state, None, BOOK.latest, LATER, keyed=keyed)
+    assert plan.shred == ("address", "date_of_birth", "email", "name", "service_account")
+    assert [r.category for r in plan.retained] == ["banking"]
+    partial = plan_erasure(state, ["date_of_birth"], BOOK.latest, LATER, keyed=keyed)
+    assert (partial.shred, partial.status) == (("date_of_birth",), "completed")
+    after = apply_erasure(state, partial, LATER)
+    assert after.erased["date_of_birth"].reason_code == SUBJECT_ERASED
+    assert "date_of_birth" not in after.collected
+    repeat = plan_erasure(after, ["date_of_birth"], BOOK.latest, LATER, keyed=[])
+    assert repeat.already_erased == ("date_of_birth",) and repeat.shred == ()
+    without_keys = plan_erasure(state, ["date_of_birth"], BOOK.latest, LATER)
+    assert without_keys.status == "nothing_held"
+
+
 def test_erasure_shreds_financial_records_whose_legal_hold_has_ended() -> None:
     state = run([collected(["banking"], ["billing"], at=datetime(2019, 1, 1, tzinfo=UTC))])
     at = datetime(2026, 3, 1, tzinfo=UTC)
