@@ -4,7 +4,8 @@ Pure functions over plain values (no Kafka, no clock, no keys): :func:`decide` j
 ``lifecycle.CustomerEvent`` against the :class:`~processors.policy.Policy` in force at its
 ``occurred_at`` and the subject's :class:`SubjectState`; :func:`apply` folds an allowed event
 into the state; :func:`plan_erasure`, :func:`apply_erasure`, :func:`mark_erased` and
-:func:`expired` are what erasure requests and retention sweeps need.
+:func:`expired` are what erasure requests and retention sweeps need; :func:`rekeyed` records a
+held value re-encrypted under a new key version (after a refused collection of its category).
 
 Check order (the first failing check decides; within a check, categories in event order):
 
@@ -714,6 +715,19 @@ def mark_erased(
         held.pop(category, None)
         erased[category] = Erased(reason_code, erased_at)
     return SubjectState(collected, state.consent, erased, held)
+
+
+def rekeyed(state: SubjectState, versions: Mapping[str, int]) -> SubjectState:
+    """The state once the held values of some categories were re-encrypted under a new data
+    key version (``versions``: category -> version). Categories not held are ignored."""
+    collected = dict(state.collected)
+    for category, version in versions.items():
+        item = collected.get(category)
+        if item is not None:
+            collected[category] = Collection(
+                item.purposes, version, item.collected_at, item.policy_version
+            )
+    return SubjectState(collected, state.consent, state.erased, state.held)
 
 
 def expired(state: SubjectState, book: PolicyBook, as_of: datetime) -> list[str]:

@@ -308,6 +308,10 @@ def test_a_newer_collection_rectifies_the_value_the_report_shows(
 # --------------------------------------------------------------------------- values never held
 
 
+BIRTH_DATE, REFUSED_BIRTH_DATE = "1980-01-01", "1999-09-09"
+REFUSED_EMAIL = "refused.copy@example.org"
+
+
 def collection(event_id: str, minute: int, role: str, **data: str) -> dict[str, Any]:
     return event(
         "collected",
@@ -343,6 +347,44 @@ def test_erasure_shreds_a_live_key_of_a_value_the_subject_never_held(
     )
     assert "telephone" not in readable_values(broker, pipeline, ref)
     assert {"name", "email", "banking", "subject_id"} <= set(readable_values(broker, pipeline, ref))
+
+
+def test_a_refused_collection_is_unreadable_at_once_and_the_held_value_survives_it(
+    pipeline: dict[str, str], broker: str
+) -> None:
+    ref = keystore_of(pipeline).subject_ref(SUBJECT)
+    # date_of_birth: allowed then refused in one publish (usually one batch); email: held
+    # since e01 (in the vault), then refused. field_technician may touch neither.
+    later = [
+        collection("e60", 30, "customer_service", date_of_birth=BIRTH_DATE),
+        collection("e61", 31, "field_technician", date_of_birth=REFUSED_BIRTH_DATE),
+        collection("e62", 32, "field_technician", email=REFUSED_EMAIL),
+    ]
+    assert run_cli(pipeline, "publish", "-", stdin=lines(later)).returncode == 0
+    outcome = decided(broker, len(HISTORY) + 3)
+    assert [outcome[e]["reason_code"] for e in ("e60", "e61", "e62")] == [
+        "allowed",
+        "role_not_authorized",
+        "role_not_authorized",
+    ]
+
+    readable = readable_values(broker, pipeline, ref)
+    assert REFUSED_BIRTH_DATE not in readable.get("date_of_birth", set())
+    assert REFUSED_EMAIL not in readable.get("email", set())
+    assert readable["name"] == {PERSONAL["name"]}  # other categories' keys are untouched
+    report = json.loads(run_cli(pipeline, "subject", "report", SUBJECT, "--json").stdout)
+    held = {h["category"]: h["value"] for h in report["held"]}
+    assert held["date_of_birth"] == BIRTH_DATE and held["email"] == PERSONAL["email"]
+    keys = keystore_of(pipeline).keys_of(ref)
+    destroyed = {(k.category, k.shred_reason) for k in keys if k.shredded_at is not None}
+    assert destroyed == {
+        ("date_of_birth", "role_not_authorized"),
+        ("email", "role_not_authorized"),
+    }
+
+    use = event("used", "e63", 33, "customer_service", categories=["email"], purpose="billing")
+    assert run_cli(pipeline, "publish", "-", stdin=lines([use])).returncode == 0
+    assert decided(broker, len(HISTORY) + 4)["e63"]["reason_code"] == "allowed"
 
 
 def test_the_subject_id_goes_when_a_retention_sweep_shreds_the_last_data_held(

@@ -29,6 +29,7 @@ from processors.rules import (
     expired,
     mark_erased,
     plan_erasure,
+    rekeyed,
 )
 
 REPO_POLICY = Path(__file__).resolve().parents[2] / "policy"
@@ -533,6 +534,16 @@ def test_erasure_shreds_keyed_categories_of_refused_collections_and_retains_only
     assert repeat.already_erased == ("date_of_birth",) and repeat.shred == ()
     without_keys = plan_erasure(state, ["date_of_birth"], BOOK.latest, LATER)
     assert without_keys.status == "nothing_held"
+
+
+def test_rekeyed_records_the_new_key_version_of_held_categories_only(
+    customer: SubjectState,
+) -> None:
+    after = rekeyed(customer, {"email": 3, "telephone": 2})
+    assert after.collected["email"].key_version == 3
+    assert after.collected["email"].purposes == customer.collected["email"].purposes
+    assert after.collected["name"] == customer.collected["name"]
+    assert "telephone" not in after.collected
 
 
 def test_erasure_shreds_financial_records_whose_legal_hold_has_ended() -> None:
