@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -395,7 +396,7 @@ def test_the_subject_id_goes_when_a_retention_sweep_shreds_the_last_data_held(
     assert [r["category"] for r in confirmation["retained_categories"]] == ["banking"]
     assert set(readable_values(broker, pipeline, ref)) == {"banking", "subject_id"}
 
-    swept = run_cli(pipeline, "retention", "sweep", "--as-of", "2033-01-01")
+    swept = run_cli(pipeline, "retention", "sweep", "--as-of", "2033-01-01T00:00:00+00:00")
 
     assert swept.returncode == 0, swept.stderr.decode()
     sweep = decided(broker, len(HISTORY) + 2)
@@ -420,3 +421,29 @@ def test_a_partial_erasure_of_the_last_category_held_shreds_the_subject_id_too(
 
     assert confirmation["shredded_categories"] == ["email"]
     assert readable_values(broker, lifecycle_env, ref) == {}
+
+
+def test_retention_sweep_as_of_takes_zoned_and_naive_times_and_refuses_garbage(
+    lifecycle_env: dict[str, str],
+) -> None:
+    for garbage in ("next tuesday", "2033-13-01", ""):
+        refused = run_cli(lifecycle_env, "retention", "sweep", "--as-of", garbage)
+        assert refused.returncode == 2
+        assert "--as-of" in refused.stderr.decode() and "ISO-8601" in refused.stderr.decode()
+    for good in (
+        "2033-01-01",
+        "2033-01-01T00:00:00",
+        "2033-01-01T04:00:00+04:00",
+        "2033-01-01T00:00Z",
+    ):
+        accepted = run_cli(lifecycle_env, "retention", "sweep", "--as-of", good)
+        assert accepted.returncode == 0, (good, accepted.stderr.decode())
+
+
+def test_as_of_times_are_read_as_instants_in_utc() -> None:
+    import lifecycle.cli  # noqa: F401  (first: it registers cli_privacy's commands)
+    from lifecycle.cli_privacy import Instant
+
+    midnight = datetime(2033, 1, 1, tzinfo=UTC)
+    for text_ in ("2033-01-01", "2033-01-01T00:00:00", "2033-01-01T04:00:00+04:00", "20330101"):
+        assert Instant().convert(text_, None, None) == midnight
