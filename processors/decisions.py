@@ -206,6 +206,8 @@ class DecisionStage:
         self._outbox = outbox
         self._metrics = metrics
         self._runtime = runtime
+        self.clock = runtime.clock
+        """The time retention sweeps of this worker judge by (:mod:`processors.retention`)."""
         self._codec = runtime.codec
         self._book = runtime.policy
         self._keys = runtime.keystore
