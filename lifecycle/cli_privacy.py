@@ -22,10 +22,26 @@ from streams.offsets import read_to_ends
 from streams.topics import CONFIRMATIONS
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+class Instant(click.ParamType):
+    """An ISO-8601 date or date-time, with a zone or without (then UTC): an aware datetime."""
+
+    name = "ISO-8601 time"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
+        try:
+            parsed = (
+                value if isinstance(value, datetime) else datetime.fromisoformat(str(value).strip())
+            )
+        except ValueError:
+            self.fail(
+                f"{value!r} is not an ISO-8601 date or time "
+                "(e.g. 2033-01-01, 2033-01-01T09:30:00 in UTC, or 2033-01-01T09:30:00+04:00)",
+                param,
+                ctx,
+            )
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _json(record: dict[str, object]) -> str:
@@ -159,7 +175,12 @@ def retention() -> None:
 
 
 @retention.command("sweep")
-@click.option("--as-of", type=click.DateTime(), default=None, help="judge as of this time (UTC)")
+@click.option(
+    "--as-of",
+    type=Instant(),
+    default=None,
+    help="judge as of this ISO-8601 date or time (with a zone, or UTC); default now",
+)
 def retention_sweep(as_of: datetime | None) -> None:
     """Ask the workers to shred data whose retention period ran out."""
     from processors.retention import request_sweep
@@ -167,7 +188,7 @@ def retention_sweep(as_of: datetime | None) -> None:
     with bus(load_settings()) as live:
         runtime = Runtime(live)
         sweep_id = request_sweep(
-            live.kafka_client_config(), runtime.codec, live.topic_partitions, _aware(as_of)
+            live.kafka_client_config(), runtime.codec, live.topic_partitions, as_of
         )
     click.echo(sweep_id)
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
+from lifecycle.clock import Clock, SystemClock
 from lifecycle.config import Settings
 from lifecycle.db import make_engine
 from lifecycle.logging import get_logger
@@ -28,6 +29,8 @@ log = get_logger(__name__)
 @dataclass
 class Runtime:
     settings: Settings
+    clock: Clock = field(default_factory=SystemClock)
+    """What time it is wherever time decides something (retention); tests inject their own."""
 
     @cached_property
     def engine(self) -> Engine:

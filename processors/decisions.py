@@ -13,6 +13,8 @@ later events, so a restart changes no decision; the audit ledger drops the dupli
 Erasure runs here too, in order with the subject's other events: keys are shredded (retried
 until the database confirms), vault copies released, a key-revocation record published, and
 the erasure decision emitted; the ledger publishes the confirmation once that decision is durable.
+A refused collection destroys the key its values were encrypted with (rotating it when the
+subject still holds a value of that category: see :meth:`DecisionStage._destroy_refused`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -41,11 +43,13 @@ from processors.rules import (
     expired,
     mark_erased,
     plan_erasure,
+    rekeyed,
 )
 from sinks.ledger import audit_ledger, create_ledger
 from sinks.vault import HeldValue, Vault
-from streams.exceptions import KeyStoreError
-from streams.keys import IDENTITY_CATEGORY
+from streams.envelope import decrypt_value, encrypt_value
+from streams.exceptions import DecodeError, KeyShreddedError, KeyStoreError
+from streams.keys import IDENTITY_CATEGORY, KeyStore
 from streams.outbox import Outbox
 from streams.revocations import revocation_record
 from streams.topics import (
@@ -131,6 +135,17 @@ def recorded_events(engine: Engine, event_ids: Sequence[str]) -> dict[str, tuple
     return found
 
 
+def live_categories(keys: KeyStore, subject_ref: str) -> list[str]:
+    """The categories of ``subject_ref`` with a live data key (``subject_id`` aside)."""
+    return sorted(
+        {
+            key.category
+            for key in keys.keys_of(subject_ref)
+            if key.shredded_at is None and key.category != IDENTITY_CATEGORY
+        }
+    )
+
+
 def decision_record(
     event: dict[str, Any],
     verdict: Verdict,
@@ -191,6 +206,8 @@ class DecisionStage:
         self._outbox = outbox
         self._metrics = metrics
         self._runtime = runtime
+        self.clock = runtime.clock
+        """The time retention sweeps of this worker judge by (:mod:`processors.retention`)."""
         self._codec = runtime.codec
         self._book = runtime.policy
         self._keys = runtime.keystore
@@ -285,8 +302,11 @@ class DecisionStage:
             erasure = await self._erase(event, entry, held)
         else:
             entry.state = apply(event, verdict, entry.state)
-        if event["kind"] == "collected" and verdict.decision == "allow":
-            self._hold(event, held)
+        if event["kind"] == "collected":
+            if verdict.decision == "allow":
+                self._hold(event, held)
+            else:
+                self._destroy_refused(event, entry, held, verdict.reason_code)
         record = decision_record(
             event, verdict, partition=item.partition, offset=item.offset, erasure=erasure
         )
@@ -309,6 +329,107 @@ class DecisionStage:
                 body["channel"],
                 tuple(body["purposes"]),
             )
+
+    def _destroy_refused(
+        self,
+        event: dict[str, Any],
+        entry: Entry,
+        held: dict[tuple[str, str], HeldValue],
+        reason: str,
+    ) -> None:
+        """A refused collection keeps nothing: destroy the key its values were encrypted with.
+
+        The publisher encrypted each value under the subject's current key of its category
+        before anyone decided, so the ciphertext is on ``customer.events`` already; only
+        destroying that key makes it unreadable. Keys are per (subject, category) and shared
+        by every value of the category collected while the key was current, so the key of a
+        refused value may also be the key of an allowed value the subject still holds:
+
+        * nothing of the category held: its live keys are destroyed (shred reason: the
+          refusal's reason code). A later collection gets a new key version.
+        * a value held (the vault's current value, or one this batch is about to store): the
+          key is rotated. The held value is decrypted, every live key of the category is
+          destroyed, a new version is created, the value is re-encrypted under it (same
+          event id, so the same associated data) and written to the vault at once. The held
+          value stays readable where the pipeline promises it (the vault: access reports);
+          the copies of earlier allowed values on ``customer.events`` become unreadable,
+          exactly as the refused one does (they shared its key).
+
+        Limits: the key store cannot yet create a new version while the old one lives, so a
+        crash between the destruction and the vault write loses the held value (it then reads
+        as shredded: fail closed, never readable); and a value a publisher encrypted under
+        the destroyed key before the revocation reached it arrives unreadable.
+        """
+        ref = event["subject_ref"]
+        refused = sorted({v["category"] for v in event["body"]["data"] if v["key_version"] > 0})
+        if not refused:
+            return  # the publisher withheld every value: no key, no ciphertext
+        kept = self._carried_over(ref, [c for c in refused if c in entry.state.collected], held)
+        self._until_done(
+            "keys.shred", lambda: self._keys.shred(ref, refused, reason), subject_ref=ref
+        )
+        if kept:
+            rekeyed_values = self._until_done(
+                "keys.rotate", lambda: self._reencrypt(ref, kept), subject_ref=ref
+            )
+            self._until_done(
+                "vault.hold", lambda: self._vault.hold(rekeyed_values), subject_ref=ref
+            )
+            for value in rekeyed_values:
+                if (ref, value.category) in held:
+                    held[(ref, value.category)] = value
+            entry.state = rekeyed(entry.state, {v.category: v.key_version for v in rekeyed_values})
+        self._revoke(ref, refused)
+        log.info(
+            "collection.refused_keys_destroyed",
+            event_id=event["event_id"],
+            subject_ref=ref,
+            categories=refused,
+            rekeyed=sorted(kept),
+        )
+
+    def _carried_over(
+        self, ref: str, categories: list[str], held: dict[tuple[str, str], HeldValue]
+    ) -> dict[str, tuple[HeldValue, str]]:
+        """category -> (held value, its plaintext), for the held values of ``categories``
+        that still decrypt (this batch's newer value first, else the vault's)."""
+        if not categories:
+            return {}
+        stored = {
+            value.category: value
+            for value in self._until_done("vault.read", lambda: self._vault.held(ref))
+        }
+
+        def open_all() -> dict[str, tuple[HeldValue, str]]:
+            out: dict[str, tuple[HeldValue, str]] = {}
+            for category in categories:
+                value = held.get((ref, category)) or stored.get(category)
+                if value is None:
+                    continue
+                try:
+                    plain = decrypt_value(self._keys, value.event_id, ref, value.encrypted_value())
+                except (KeyShreddedError, DecodeError):
+                    continue  # unreadable already: nothing to carry over
+                out[category] = (value, plain)
+            return out
+
+        return self._until_done("keys.read", open_all, subject_ref=ref)
+
+    def _reencrypt(self, ref: str, kept: Mapping[str, tuple[HeldValue, str]]) -> list[HeldValue]:
+        """``kept``'s values encrypted under their categories' new current keys."""
+        keys = self._keys.encryption_keys((ref, category) for category in kept)
+        out: list[HeldValue] = []
+        for category, (value, plain) in kept.items():
+            sealed = encrypt_value(keys[(ref, category)], value.event_id, plain)
+            out.append(
+                replace(
+                    value,
+                    key_version=sealed["key_version"],
+                    nonce=sealed["nonce"],
+                    ciphertext=sealed["ciphertext"],
+                )
+            )
+        return out
 
     def _emit(self, record: dict[str, Any]) -> None:
         """Into the outbox: the decision, and a refusal for the privacy team too."""
@@ -336,18 +457,25 @@ class DecisionStage:
         entry: Entry,
         held: dict[tuple[str, str], HeldValue],
     ) -> dict[str, Any]:
+        """Shred what the request covers: every category held, and every category whose key
+        still lives in the key store although nothing of it is held (a refused collection's
+        ciphertext travelled on ``customer.events`` all the same); keep only held categories
+        the law requires kept. When nothing stays held, the ``subject_id`` key goes too."""
         ref, body = event["subject_ref"], event["body"]
         at = event["occurred_at"]
-        plan = plan_erasure(entry.state, body.get("categories"), self._book.in_force(at), at)
+        keyed = self._until_done(
+            "keys.live", lambda: live_categories(self._keys, ref), subject_ref=ref
+        )
+        plan = plan_erasure(
+            entry.state, body.get("categories"), self._book.in_force(at), at, keyed=keyed
+        )
         entry.state = apply_erasure(entry.state, plan, at)
         to_shred = list(plan.shred)
-        if body.get("categories") is None and not entry.state.collected:
+        if not entry.state.collected:
             to_shred.append(IDENTITY_CATEGORY)  # nothing kept: subject_id itself goes too
-        shredded = await self.shred(ref, to_shred, "subject_erased") if to_shred else []
+        await self.shred(ref, to_shred, "subject_erased")
         for category in plan.shred:
             held.pop((ref, category), None)
-        if shredded:
-            self._revoke(ref, shredded)
         log.info(
             "erasure.done",
             request_id=body["request_id"],
@@ -364,14 +492,25 @@ class DecisionStage:
         }
 
     async def shred(self, subject_ref: str, categories: list[str], reason: str) -> list[str]:
-        """Destroy keys, retrying until the key store confirms; release the vault copies."""
+        """Destroy the keys of ``categories`` (retrying until the key store confirms), release
+        the vault copies, then tell every process to drop those keys from its cache; the
+        categories whose keys this call destroyed.
+
+        The revocation names every category asked for, whatever the key store answered: when
+        the vault release fails after the destruction committed, the retry finds nothing left
+        to destroy, yet other processes may still cache the keys (and a revocation of a key
+        already gone costs a cache miss, nothing more)."""
+        if not categories:
+            return []
 
         def destroy() -> list[str]:
             shredded = self._keys.shred(subject_ref, categories, reason)
             self._vault.release(subject_ref, categories)
             return shredded
 
-        return self._until_done("shred", destroy, subject_ref=subject_ref)
+        shredded = self._until_done("shred", destroy, subject_ref=subject_ref)
+        self._revoke(subject_ref, categories)
+        return shredded
 
     def _until_done(self, what: str, work: Callable[[], T], **context: str) -> T:
         """``work()``, retried with backoff while the database is unavailable.
@@ -417,12 +556,13 @@ class DecisionStage:
                 due = expired(entry.state, self._book, as_of)
                 if not due:
                     continue
-                shredded = await self.shred(ref, due, "retention_expired")
-                self._metrics.retention_shredded(len(due))
                 entry.state = mark_erased(entry.state, due, "retention_expired", as_of)
+                gone = list(due)
+                if not entry.state.collected:
+                    gone.append(IDENTITY_CATEGORY)  # nothing held any more: nor who it was
+                await self.shred(ref, gone, "retention_expired")
+                self._metrics.retention_shredded(len(due))
                 self.table[key] = entry.dump()
-                if shredded:
-                    self._revoke(ref, shredded)
                 policy = self._book.in_force(as_of)
                 record = {
                     "event_id": f"{sweep_id}/{ref}",

@@ -6,7 +6,8 @@ subjects' state):
   partition of ``privacy.retention-sweeps``; that topic is co-partitioned with
   ``customer.events``, so the worker owning partition *p* sweeps the subjects of *p*;
 * a timer in every worker sweeps its own partitions as of now, every
-  ``LIFECYCLE_RETENTION_INTERVAL`` seconds (default 3600).
+  ``LIFECYCLE_RETENTION_INTERVAL`` seconds (default 3600); "now" is the runtime's injected
+  :class:`~lifecycle.clock.Clock`, so a test sets it months ahead instead of waiting.
 """
 
 from __future__ import annotations
@@ -71,10 +72,11 @@ def register_retention(app: faust.App, stage: DecisionStage, codec: Codec) -> No
         owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == CUSTOMER_EVENTS}
         if not owned:
             return
-        now = datetime.now(UTC)
+        now = stage.clock()
+        sweep_id = f"timer-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"  # unique if time stands
         try:
-            swept = await stage.sweep(now, f"timer-{now:%Y%m%dT%H%M%S}", owned)
+            swept = await stage.sweep(now, sweep_id, owned)
         except Exception as exc:
             fail_loudly("retention timer", exc)
         if swept:
-            log.info("retention.swept", sweep_id="timer", subjects=swept)
+            log.info("retention.swept", sweep_id=sweep_id, subjects=swept)

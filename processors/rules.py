@@ -4,7 +4,8 @@ Pure functions over plain values (no Kafka, no clock, no keys): :func:`decide` j
 ``lifecycle.CustomerEvent`` against the :class:`~processors.policy.Policy` in force at its
 ``occurred_at`` and the subject's :class:`SubjectState`; :func:`apply` folds an allowed event
 into the state; :func:`plan_erasure`, :func:`apply_erasure`, :func:`mark_erased` and
-:func:`expired` are what erasure requests and retention sweeps need.
+:func:`expired` are what erasure requests and retention sweeps need; :func:`rekeyed` records a
+held value re-encrypted under a new key version (after a refused collection of its category).
 
 Check order (the first failing check decides; within a check, categories in event order):
 
@@ -613,7 +614,8 @@ class RetainedCategory:
 class ErasurePlan:
     """What an erasure request does to a subject's data.
 
-    ``shred``: held categories whose data keys are destroyed now. ``retained``: held categories
+    ``shred``: categories whose data keys are destroyed now (held ones, and ones with a live key
+    but nothing held: values of refused collections). ``retained``: held categories
     the law requires kept (basis, until). ``already_erased``: requested categories erased
     earlier (a repeated request). ``not_held``: requested categories never collected.
     """
@@ -633,16 +635,26 @@ class ErasurePlan:
 
 
 def plan_erasure(
-    state: SubjectState, requested: Sequence[str] | None, policy: Policy, at: datetime
+    state: SubjectState,
+    requested: Sequence[str] | None,
+    policy: Policy,
+    at: datetime,
+    *,
+    keyed: Iterable[str] = (),
 ) -> ErasurePlan:
     """What to shred and what to keep for an erasure request at ``at`` under ``policy`` (the
-    version in force then). ``requested`` None means every category held.
+    version in force then). ``requested`` None means every category held or keyed.
 
-    Only held categories are shredded. A held category with a legal hold (``retention``
-    ``legal_basis`` + ``keep_for``, measured from its latest collection) that has not ended by
-    ``at`` is retained with its basis and until-date; one whose hold ended is shredded.
+    ``keyed`` names the categories whose data key still lives in the key store (the subject's
+    own ``subject_id`` key aside). The publisher encrypts every value before the decision, so a
+    refused collection leaves a ciphertext on ``customer.events`` under a live key although
+    nothing of it is held: such a category is shredded too. Only held categories can be
+    retained: a legal hold (``retention`` ``legal_basis`` + ``keep_for``, measured from the
+    category's latest collection) that has not ended by ``at`` keeps its basis and until-date;
+    one whose hold ended is shredded.
     """
-    targets = tuple(sorted(state.collected)) if requested is None else _unique(requested)
+    live = frozenset(keyed)
+    targets = tuple(sorted({*state.collected, *live})) if requested is None else _unique(requested)
     today = _aware(at).date()
     shred: list[str] = []
     retained: list[RetainedCategory] = []
@@ -651,7 +663,10 @@ def plan_erasure(
     for category in targets:
         held = state.collected.get(category)
         if held is None:
-            (already if category in state.erased else not_held).append(category)
+            if category in live:
+                shred.append(category)  # only refused (never held) values: nothing to retain
+            else:
+                (already if category in state.erased else not_held).append(category)
             continue
         hold = _legal_hold(state, policy, category, held)
         if hold is not None and hold.until >= today:
@@ -662,9 +677,15 @@ def plan_erasure(
 
 
 def apply_erasure(state: SubjectState, plan: ErasurePlan, at: datetime) -> SubjectState:
-    """The state once ``plan`` is carried out: shredded categories erased ``subject_erased``,
+    """The state once ``plan`` is carried out: shredded categories erased ``subject_erased``
+    (those never held too: their key is destroyed, so a later use is refused as erased),
     retained ones held for their legal basis until their until-date."""
     erased = mark_erased(state, plan.shred, SUBJECT_ERASED, at)
+    unheld = [c for c in plan.shred if c not in state.collected and c not in erased.erased]
+    if unheld:
+        marks = dict(erased.erased)
+        marks.update(dict.fromkeys(unheld, Erased(SUBJECT_ERASED, _iso(at))))
+        erased = SubjectState(erased.collected, erased.consent, marks, erased.held)
     if not plan.retained:
         return erased
     held = dict(erased.held)
@@ -694,6 +715,19 @@ def mark_erased(
         held.pop(category, None)
         erased[category] = Erased(reason_code, erased_at)
     return SubjectState(collected, state.consent, erased, held)
+
+
+def rekeyed(state: SubjectState, versions: Mapping[str, int]) -> SubjectState:
+    """The state once the held values of some categories were re-encrypted under a new data
+    key version (``versions``: category -> version). Categories not held are ignored."""
+    collected = dict(state.collected)
+    for category, version in versions.items():
+        item = collected.get(category)
+        if item is not None:
+            collected[category] = Collection(
+                item.purposes, version, item.collected_at, item.policy_version
+            )
+    return SubjectState(collected, state.consent, state.erased, state.held)
 
 
 def expired(state: SubjectState, book: PolicyBook, as_of: datetime) -> list[str]:

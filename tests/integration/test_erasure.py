@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.exceptions import InvalidTag
 from sqlalchemy import text
 
 from lifecycle.db import make_engine
+from processors.deadletters import QUARANTINE_CATEGORY, QUARANTINE_SUBJECT
 from streams.codec import SingleObjectCodec
-from streams.envelope import decrypt_value
+from streams.envelope import associated_data, decrypt_value
 from streams.exceptions import KeyShreddedError
 from streams.keys import open_keystore
-from streams.topics import CONFIRMATIONS, CUSTOMER_EVENTS
+from streams.topics import CONFIRMATIONS, CUSTOMER_EVENTS, DEAD_LETTERS
 
 from fixtures.broker import Workers, audit_records, read_topic, run_cli
 from integration.scenario import PERSONAL, event, lines
@@ -303,3 +306,280 @@ def test_a_newer_collection_rectifies_the_value_the_report_shows(
     assert held["address"]["value"] == "99 Corrected Road, Arima"
     assert held["address"]["channel"] == "telephone"
     assert held["name"]["value"] == PERSONAL["name"]
+
+
+# --------------------------------------------------------------------------- values never held
+
+
+BIRTH_DATE, REFUSED_BIRTH_DATE = "1980-01-01", "1999-09-09"
+REFUSED_EMAIL = "refused.copy@example.org"
+
+
+def collection(event_id: str, minute: int, role: str, **data: str) -> dict[str, Any]:
+    return event(
+        "collected",
+        event_id,
+        minute,
+        role,
+        channel="telephone",
+        purposes=["service_provision"],
+        data=data,
+    )
+
+
+def decided(broker: str, count: int) -> dict[str, dict[str, Any]]:
+    return {r["decision"]["event_id"]: r["decision"] for r in audit_records(broker, CODEC, count)}
+
+
+def test_erasure_shreds_a_live_key_of_a_value_the_subject_never_held(
+    pipeline: dict[str, str], broker: str
+) -> None:
+    # reusing an event_id the ledger holds for another kind gets the collection dead-lettered,
+    # never decided: its value is on customer.events under a live key, and nothing is held
+    lettered = collection("e03", 30, "customer_service", telephone="+1 868 555 0100")
+    assert run_cli(pipeline, "publish", "-", stdin=lines([lettered])).returncode == 0
+    read_topic(broker, DEAD_LETTERS, min_count=1)
+    ref = keystore_of(pipeline).subject_ref(SUBJECT)
+    assert readable_values(broker, pipeline, ref)["telephone"] == {"+1 868 555 0100"}
+
+    confirmation = erase(pipeline, "--categories", "telephone")
+
+    assert (confirmation["status"], confirmation["shredded_categories"]) == (
+        "completed",
+        ["telephone"],
+    )
+    assert "telephone" not in readable_values(broker, pipeline, ref)
+    assert {"name", "email", "banking", "subject_id"} <= set(readable_values(broker, pipeline, ref))
+
+
+def test_a_refused_collection_is_unreadable_at_once_and_the_held_value_survives_it(
+    pipeline: dict[str, str], broker: str
+) -> None:
+    ref = keystore_of(pipeline).subject_ref(SUBJECT)
+    # date_of_birth: allowed then refused in one publish (usually one batch); email: held
+    # since e01 (in the vault), then refused. field_technician may touch neither.
+    later = [
+        collection("e60", 30, "customer_service", date_of_birth=BIRTH_DATE),
+        collection("e61", 31, "field_technician", date_of_birth=REFUSED_BIRTH_DATE),
+        collection("e62", 32, "field_technician", email=REFUSED_EMAIL),
+    ]
+    assert run_cli(pipeline, "publish", "-", stdin=lines(later)).returncode == 0
+    outcome = decided(broker, len(HISTORY) + 3)
+    assert [outcome[e]["reason_code"] for e in ("e60", "e61", "e62")] == [
+        "allowed",
+        "role_not_authorized",
+        "role_not_authorized",
+    ]
+
+    readable = readable_values(broker, pipeline, ref)
+    assert REFUSED_BIRTH_DATE not in readable.get("date_of_birth", set())
+    assert REFUSED_EMAIL not in readable.get("email", set())
+    assert readable["name"] == {PERSONAL["name"]}  # other categories' keys are untouched
+    report = json.loads(run_cli(pipeline, "subject", "report", SUBJECT, "--json").stdout)
+    held = {h["category"]: h["value"] for h in report["held"]}
+    assert held["date_of_birth"] == BIRTH_DATE and held["email"] == PERSONAL["email"]
+    keys = keystore_of(pipeline).keys_of(ref)
+    destroyed = {(k.category, k.shred_reason) for k in keys if k.shredded_at is not None}
+    assert destroyed == {
+        ("date_of_birth", "role_not_authorized"),
+        ("email", "role_not_authorized"),
+    }
+
+    use = event("used", "e63", 33, "customer_service", categories=["email"], purpose="billing")
+    assert run_cli(pipeline, "publish", "-", stdin=lines([use])).returncode == 0
+    assert decided(broker, len(HISTORY) + 4)["e63"]["reason_code"] == "allowed"
+
+
+def test_the_subject_id_goes_when_a_retention_sweep_shreds_the_last_data_held(
+    pipeline: dict[str, str], broker: str
+) -> None:
+    ref = keystore_of(pipeline).subject_ref(SUBJECT)
+    confirmation = erase(pipeline)
+    assert [r["category"] for r in confirmation["retained_categories"]] == ["banking"]
+    assert set(readable_values(broker, pipeline, ref)) == {"banking", "subject_id"}
+
+    swept = run_cli(pipeline, "retention", "sweep", "--as-of", "2033-01-01T00:00:00+00:00")
+
+    assert swept.returncode == 0, swept.stderr.decode()
+    sweep = decided(broker, len(HISTORY) + 2)
+    assert [d["categories"] for d in sweep.values() if d["kind"] == "retention_sweep"] == [
+        ["banking"]
+    ]
+    assert readable_values(broker, pipeline, ref) == {}
+    assert all(k.shredded_at is not None for k in keystore_of(pipeline).keys_of(ref))
+
+
+def test_a_partial_erasure_of_the_last_category_held_shreds_the_subject_id_too(
+    workers: Workers, lifecycle_env: dict[str, str], broker: str
+) -> None:
+    workers.start()
+    only = collection("e70", 0, "customer_service", email=PERSONAL["email"])
+    assert run_cli(lifecycle_env, "publish", "-", stdin=lines([only])).returncode == 0
+    audit_records(broker, CODEC, 1)
+    ref = keystore_of(lifecycle_env).subject_ref(SUBJECT)
+    assert set(readable_values(broker, lifecycle_env, ref)) == {"email", "subject_id"}
+
+    confirmation = erase(lifecycle_env, "--categories", "email")
+
+    assert confirmation["shredded_categories"] == ["email"]
+    assert readable_values(broker, lifecycle_env, ref) == {}
+
+
+def test_retention_sweep_as_of_takes_zoned_and_naive_times_and_refuses_garbage(
+    lifecycle_env: dict[str, str],
+) -> None:
+    for garbage in ("next tuesday", "2033-13-01", ""):
+        refused = run_cli(lifecycle_env, "retention", "sweep", "--as-of", garbage)
+        assert refused.returncode == 2
+        assert "--as-of" in refused.stderr.decode() and "ISO-8601" in refused.stderr.decode()
+    for good in (
+        "2033-01-01",
+        "2033-01-01T00:00:00",
+        "2033-01-01T04:00:00+04:00",
+        "2033-01-01T00:00Z",
+    ):
+        accepted = run_cli(lifecycle_env, "retention", "sweep", "--as-of", good)
+        assert accepted.returncode == 0, (good, accepted.stderr.decode())
+
+
+def test_as_of_times_are_read_as_instants_in_utc() -> None:
+    import lifecycle.cli  # noqa: F401  (first: it registers cli_privacy's commands)
+    from lifecycle.cli_privacy import Instant
+
+    midnight = datetime(2033, 1, 1, tzinfo=UTC)
+    for text_ in ("2033-01-01", "2033-01-01T00:00:00", "2033-01-01T04:00:00+04:00", "20330101"):
+        assert Instant().convert(text_, None, None) == midnight
+
+
+# --------------------------------------------------------------------------- the whole bus
+
+ERASED_HISTORY = [
+    event(
+        "collected",
+        "e01",
+        0,
+        "system",
+        channel="web_form",
+        purposes=["billing", "account_notices", "service_provision"],
+        data={k: PERSONAL[k] for k in ("name", "email", "address")},  # nothing the law keeps
+    ),
+    *HISTORY[1:3],  # web_log collected; name and banking used (banking: not_collected)
+    collection("r01", 10, "customer_service", date_of_birth=BIRTH_DATE),
+    collection("r02", 11, "field_technician", date_of_birth=REFUSED_BIRTH_DATE),  # refused
+    collection("r03", 12, "field_technician", email=REFUSED_EMAIL),  # refused, email held
+    event(
+        "collected",
+        "r04",
+        13,
+        "system",
+        channel="online_tendering",
+        purposes=["transaction_processing"],
+        data={"credit_card": PERSONAL["credit_card"]},
+    ),  # prohibited: the publisher withholds the card
+]
+LETTERED = collection("e03", 14, "customer_service", telephone="+1 868 555 0199")
+"""Reuses the event_id of a use the ledger holds: dead-lettered, never decided."""
+
+
+def sealed_values(record: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*(record["body"].get("data") or []), record["subject"]]
+
+
+def subject_values_on_the_bus(
+    broker: str, env: dict[str, str], ref: str
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """(topic, event_id, encrypted value) for every value of ``ref`` on customer.events and
+    inside every dead letter (unsealed with the quarantine key: a dead letter carries the
+    original record)."""
+    keystore = keystore_of(env)
+    found = []
+    for message in read_topic(broker, CUSTOMER_EVENTS):
+        record = CODEC.decode("lifecycle.CustomerEvent", message.value())
+        if record["subject_ref"] == ref:
+            found += [(CUSTOMER_EVENTS, record["event_id"], v) for v in sealed_values(record)]
+    for message in read_topic(broker, DEAD_LETTERS):
+        headers = {name: value for name, value in message.headers() or []}
+        position = "/".join(
+            headers[f"lifecycle.source.{part}"].decode()
+            for part in ("topic", "partition", "offset")
+        )
+        quarantine = keystore.decryption_key(
+            QUARANTINE_SUBJECT,
+            QUARANTINE_CATEGORY,
+            int(headers["lifecycle.quarantine.key_version"]),
+        )
+        sealed = message.value()
+        payload = quarantine.aead.decrypt(
+            sealed[:12],
+            sealed[12:],
+            associated_data(position, QUARANTINE_SUBJECT, QUARANTINE_CATEGORY),
+        )
+        key_length = int.from_bytes(payload[:4], "big")
+        record = CODEC.decode("lifecycle.CustomerEvent", payload[4 + key_length :])
+        if record["subject_ref"] == ref:
+            found += [(DEAD_LETTERS, record["event_id"], v) for v in sealed_values(record)]
+    return found
+
+
+def every_live_key(env: dict[str, str]) -> list[Any]:
+    """Every data key the key store still holds, of any subject and category, unwrapped."""
+    keystore = keystore_of(env)
+    engine = make_engine(f"sqlite:///{Path(env['LIFECYCLE_DATA_DIR']) / 'lifecycle.sqlite'}")
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT subject_ref, category, version FROM data_keys WHERE wrapped_key IS NOT NULL"
+            )
+        ).all()
+    return [keystore.decryption_key(*row) for row in rows]
+
+
+def test_after_erasing_a_history_with_refused_collections_no_key_opens_any_value_on_any_topic(
+    workers: Workers, lifecycle_env: dict[str, str], broker: str
+) -> None:
+    workers.start()
+    assert run_cli(lifecycle_env, "publish", "-", stdin=lines(ERASED_HISTORY)).returncode == 0
+    audit_records(broker, CODEC, len(ERASED_HISTORY))
+    assert run_cli(lifecycle_env, "publish", "-", stdin=lines([LETTERED])).returncode == 0
+    read_topic(broker, DEAD_LETTERS, min_count=1)
+    ref = keystore_of(lifecycle_env).subject_ref(SUBJECT)
+
+    confirmation = erase(lifecycle_env)
+
+    assert confirmation["status"] == "completed" and confirmation["retained_categories"] == []
+    assert set(confirmation["shredded_categories"]) == {
+        "name",
+        "email",
+        "address",
+        "web_log",
+        "date_of_birth",
+        "telephone",  # never held: the dead-lettered collection's live key
+    }
+    values = subject_values_on_the_bus(broker, lifecycle_env, ref)
+    assert {topic for topic, _, _ in values} == {CUSTOMER_EVENTS, DEAD_LETTERS}
+    assert len(values) >= 2 * len(ERASED_HISTORY)
+    live = every_live_key(lifecycle_env)
+    assert live and all(key.subject_ref != ref for key in live)
+    for _topic, event_id, value in values:
+        if value["key_version"] < 1:
+            continue  # withheld by the publisher: no ciphertext at all
+        aad = associated_data(event_id, ref, value["category"])
+        for key in live:
+            with pytest.raises(InvalidTag):
+                key.aead.decrypt(value["nonce"], value["ciphertext"], aad)
+    # and no plaintext of it anywhere: values, keys, headers of every topic, changelogs included
+    secrets = [
+        SUBJECT.encode(),
+        BIRTH_DATE.encode(),
+        REFUSED_BIRTH_DATE.encode(),
+        REFUSED_EMAIL.encode(),
+        b"+1 868 555 0199",
+        *(PERSONAL[k].encode() for k in ("name", "email", "address", "web_log", "credit_card")),
+    ]
+    from integration.test_bus import all_bytes_on_the_bus
+
+    on_bus = all_bytes_on_the_bus(broker)
+    assert any(topic.endswith("-changelog") for topic, _ in on_bus)
+    assert [t for t, data in on_bus if any(s in data for s in secrets)] == []
+    report = json.loads(run_cli(lifecycle_env, "subject", "report", SUBJECT, "--json").stdout)
+    assert report["held"] == []

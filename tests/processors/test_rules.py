@@ -29,6 +29,7 @@ from processors.rules import (
     expired,
     mark_erased,
     plan_erasure,
+    rekeyed,
 )
 
 REPO_POLICY = Path(__file__).resolve().parents[2] / "policy"
@@ -511,6 +512,38 @@ def test_erasure_plan_for_listed_categories_reports_repeats_and_unknowns(
     assert plan.not_held == ("telephone",)
     repeat = plan_erasure(state, ["email"], BOOK.latest, LATER)
     assert repeat.status == "nothing_held"
+
+
+def test_erasure_shreds_keyed_categories_of_refused_collections_and_retains_only_held_ones(
+    customer: SubjectState,
+) -> None:
+    # date_of_birth and service_account were only ever refused (their ciphertext is on the
+    # bus under live keys); service_account has a legal hold, but nothing of it is held
+    refused = collected(["date_of_birth", "service_account"], ["billing"], role="web_admin")
+    state = run([refused], customer)
+    keyed = ["address", "banking", "date_of_birth", "email", "name", "service_account"]
+    plan = plan_erasure(state, None, BOOK.latest, LATER, keyed=keyed)
+    assert plan.shred == ("address", "date_of_birth", "email", "name", "service_account")
+    assert [r.category for r in plan.retained] == ["banking"]
+    partial = plan_erasure(state, ["date_of_birth"], BOOK.latest, LATER, keyed=keyed)
+    assert (partial.shred, partial.status) == (("date_of_birth",), "completed")
+    after = apply_erasure(state, partial, LATER)
+    assert after.erased["date_of_birth"].reason_code == SUBJECT_ERASED
+    assert "date_of_birth" not in after.collected
+    repeat = plan_erasure(after, ["date_of_birth"], BOOK.latest, LATER, keyed=[])
+    assert repeat.already_erased == ("date_of_birth",) and repeat.shred == ()
+    without_keys = plan_erasure(state, ["date_of_birth"], BOOK.latest, LATER)
+    assert without_keys.status == "nothing_held"
+
+
+def test_rekeyed_records_the_new_key_version_of_held_categories_only(
+    customer: SubjectState,
+) -> None:
+    after = rekeyed(customer, {"email": 3, "telephone": 2})
+    assert after.collected["email"].key_version == 3
+    assert after.collected["email"].purposes == customer.collected["email"].purposes
+    assert after.collected["name"] == customer.collected["name"]
+    assert "telephone" not in after.collected
 
 
 def test_erasure_shreds_financial_records_whose_legal_hold_has_ended() -> None:
