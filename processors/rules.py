@@ -31,12 +31,15 @@ Check order (the first failing check decides; within a check, categories in even
   3. actor role unknown, or may not touch a category -> ``role_not_authorized``
   4. otherwise ``allowed``
 
-``consent_changed``: ``allowed`` for a consent-based purpose; a prohibited, unknown or
-necessity-based purpose -> ``purpose_not_permitted`` (there is no consent to change).
+``consent_changed``: an actor role the policy does not know -> ``role_not_authorized``;
+``allowed`` for a consent-based purpose; a prohibited, unknown or necessity-based purpose ->
+``purpose_not_permitted`` (there is no consent to change).
 
-``deletion_requested``: ``allowed`` (the erasure processor shreds); a request naming a
-category the policy does not know -> ``not_collected`` and nothing is erased, so the privacy
-team sees it on ``privacy.violations`` and files it again with policy names.
+``deletion_requested``: an actor role the policy does not know -> ``role_not_authorized`` and
+nothing is erased; ``allowed`` (the erasure processor shreds); a request naming a category the
+policy does not know -> ``not_collected`` and nothing is erased, so the privacy team sees it
+on ``privacy.violations`` and files it again with policy names. Any role the policy knows may
+file a customer's request or consent change (they act for the customer).
 """
 
 from __future__ import annotations
@@ -241,9 +244,15 @@ def decide(event: Mapping[str, Any], state: SubjectState, book: PolicyBook) -> V
             return _decide_use(policy, state, kind, role, body)
         if kind == "collected":
             return _decide_collection(policy, role, body)
-        if kind == "consent_changed":
-            return _decide_consent(policy, body)
-        if kind == "deletion_requested":
+        if kind == "consent_changed" or kind == "deletion_requested":
+            if role not in policy.roles:  # a request must come from someone the policy knows
+                rule = _unknown("roles", "role", role, policy.version)
+                requested = body.get("categories") if kind == "deletion_requested" else None
+                return Verdict(
+                    "deny", ROLE_NOT_AUTHORIZED, rule, policy.version, _unique(requested or ())
+                )
+            if kind == "consent_changed":
+                return _decide_consent(policy, body)
             return _decide_deletion(policy, state, body)
     except (KeyError, TypeError, AttributeError) as exc:
         raise EventError(f"not a decoded CustomerEvent: {type(exc).__name__}: {exc}") from exc

@@ -122,6 +122,16 @@ UNKNOWN: list[tuple[dict[str, Any], str]] = [
         ),
         "not_collected",
     ),
+    (
+        subject_event(
+            "consent_changed", "n12", 8, UNKNOWN_ROLE, purpose="personalization", granted=False
+        ),
+        "role_not_authorized",
+    ),
+    (  # nothing is erased: the uses after it are still allowed
+        subject_event("deletion_requested", "n13", 8, UNKNOWN_ROLE, request_id="REQ-N13"),
+        "role_not_authorized",
+    ),
 ]
 
 AFTER = [

@@ -387,6 +387,24 @@ def test_deletion_request_naming_an_unknown_category_is_denied_and_erases_nothin
     assert run([deletion(["email", "emails"])], customer) == customer
 
 
+def test_a_request_or_consent_change_from_a_role_the_policy_does_not_know_changes_nothing(
+    customer: SubjectState,
+) -> None:
+    request = {**deletion(None), "actor": {"id": "x-1", "role": "intern"}}
+    verdict = verdict_of(request, customer)
+    assert (verdict.decision, verdict.reason_code) == ("deny", "role_not_authorized")
+    assert "'intern' is not a role" in verdict.rule
+    assert run([request], customer) == customer
+    listed = {**deletion(["email"]), "actor": {"id": "x-1", "role": "intern"}}
+    assert verdict_of(listed, customer).categories == ("email",)
+
+    change = {**consent("service_information", False), "actor": {"id": "x-1", "role": "intern"}}
+    assert verdict_of(change, customer).reason_code == "role_not_authorized"
+    assert run([change], customer) == customer
+    staff = {**deletion(None), "actor": {"id": "cs-1", "role": "customer_service"}}
+    assert verdict_of(staff, customer).reason_code == "allowed"  # staff file it for the customer
+
+
 # --------------------------------------------------------------------------- policy versions
 
 
