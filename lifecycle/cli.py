@@ -207,7 +207,7 @@ def keys_reshred(since: datetime | None) -> None:
 
     Each revocation destroys the keys of its customer and categories created before it, so a
     key made after the erasure (a later collection) is kept. Safe to repeat."""
-    from streams.revocations import read_revocations
+    from streams.revocations import REPLAYED, read_revocations
 
     settings = load_settings()
     runtime = Runtime(settings)
@@ -221,7 +221,7 @@ def keys_reshred(since: datetime | None) -> None:
             runtime.keystore.shred(
                 record["subject_ref"],
                 record["categories"] or None,
-                "revocation_replayed",
+                REPLAYED,
                 created_before=revoked_at,
             )
         )

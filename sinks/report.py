@@ -25,6 +25,7 @@ from processors.policy import Policy
 from processors.rules import (
     ALLOWED,
     RETENTION_EXPIRED,
+    SUBJECT_ERASED,
     ErasurePlan,
     RetainedCategory,
     SubjectState,
@@ -37,6 +38,7 @@ from sinks.ledger import iter_records
 from sinks.vault import Vault
 from streams.envelope import reveal
 from streams.keys import IDENTITY_CATEGORY, KeyStore
+from streams.revocations import REPLAYED
 
 DISCLOSING_ROLE = "privacy_officer"
 
@@ -183,11 +185,20 @@ def subject_report(
             if purpose.consent_based and name not in state.consent
         }
     for key in keystore.keys_of(ref):
+        # a key destroyed because a collection was refused (its reason code) erased nothing
+        # the customer had given: the held value, if any, lives on under the next key
+        if key.shred_reason not in ERASURE_REASONS:
+            continue
         if key.shredded_at is not None and key.category != IDENTITY_CATEGORY:
             report.erased.append(
                 ErasedCategory(key.category, key.shred_reason or "shredded", iso(key.shredded_at))
             )
     return report
+
+
+ERASURE_REASONS = frozenset({SUBJECT_ERASED, RETENTION_EXPIRED, REPLAYED})
+"""Shred reasons that are erasures of the customer's data (a request, a retention sweep, or
+either replayed after a restore)."""
 
 
 def iso(at: datetime) -> str:

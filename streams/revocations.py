@@ -27,6 +27,9 @@ from streams.topics import KEY_REVOCATIONS
 
 log = get_logger(__name__)
 
+REPLAYED = "revocation_replayed"
+"""The shred reason of a key destroyed again by ``lifecycle keys reshred`` after a restore."""
+
 
 def revocation_record(subject_ref: str, categories: Iterable[str]) -> dict[str, object]:
     return {

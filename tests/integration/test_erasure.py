@@ -378,6 +378,7 @@ def test_a_refused_collection_is_unreadable_at_once_and_the_held_value_survives_
     report = json.loads(run_cli(pipeline, "subject", "report", SUBJECT, "--json").stdout)
     held = {h["category"]: h["value"] for h in report["held"]}
     assert held["date_of_birth"] == BIRTH_DATE and held["email"] == PERSONAL["email"]
+    assert report["erased"] == []  # a refusal erased nothing the customer had given
     keys = keystore_of(pipeline).keys_of(ref)
     destroyed = {(k.category, k.shred_reason) for k in keys if k.shredded_at is not None}
     assert destroyed == {
