@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 import click
 
-from lifecycle.cli_audit import Moment
+from lifecycle.cli_audit import Moment, audit
 from lifecycle.config import Settings, load_settings
 from lifecycle.errors import LifecycleError
 from lifecycle.logging import configure_logging, get_logger
@@ -167,7 +167,7 @@ def topics_apply(partitions: int | None, replication: int | None, grow_partition
 
 @cli.group()
 def keys() -> None:
-    """The key store: master-key rotation."""
+    """The key store: master-key rotation, and destroying erased keys again after a restore."""
 
 
 @keys.command("new-master-key")
@@ -250,22 +250,13 @@ def audit_recover() -> None:
 
 def _register_subsystem_commands() -> None:
     """Commands that live beside their subsystem."""
+    from lifecycle.cli_events import events
     from lifecycle.cli_policy import policy
     from lifecycle.cli_privacy import COMMANDS
 
-    try:  # TEMPORARY
-        from lifecycle.cli_audit import audit
-
-        audit.add_command(audit_recover)
-        extra = [audit]
-    except ModuleNotFoundError:
-        extra = []
-
-    for command in (policy, *extra, *COMMANDS):
+    audit.add_command(audit_recover)
+    for command in (policy, audit, events, *COMMANDS):
         cli.add_command(command)
-    from lifecycle.cli_events import events
-
-    cli.add_command(events)
 
 
 _register_subsystem_commands()
