@@ -31,6 +31,31 @@ def _drop_personal_data(
     return event_dict
 
 
+def _exception_summary(exc: BaseException) -> dict[str, Any]:
+    """An exception as log fields: its type and the first line of its message, and where it
+    was raised (file, line, function), but no source lines or locals, which may quote data."""
+    first_line = (str(exc).splitlines() or [""])[0][:300]
+    frames = [
+        f"{frame.filename}:{frame.lineno} in {frame.name}"
+        for frame in traceback.extract_tb(exc.__traceback__)
+    ]
+    return {"exception": f"{type(exc).__name__}: {first_line}", "frames": frames[-8:]}
+
+
+def _exception_fields(
+    _logger: object, _name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """``exc_info`` (ours, or a library's ``log.exception``) as :func:`_exception_summary`."""
+    exc_info = event_dict.pop("exc_info", None)
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    if isinstance(exc_info, BaseException):
+        event_dict.update(_exception_summary(exc_info))
+    elif isinstance(exc_info, tuple) and isinstance(exc_info[1], BaseException):
+        event_dict.update(_exception_summary(exc_info[1]))
+    return event_dict
+
+
 _SETTINGS: dict[str, Any] = {"level": "INFO", "json": True}
 
 
@@ -42,6 +67,7 @@ def _shared_processors() -> list[Any]:
     return [
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _exception_fields,
         _drop_personal_data,
     ]
 
@@ -76,21 +102,12 @@ def stdlib_logging_config() -> dict[str, Any]:
 
 
 def _log_uncaught(kind: str, exc: BaseException | None, thread: str | None = None) -> None:
-    """An uncaught exception as one JSON line: its type, the first line of its message and
-    where it was raised (file, line, function), but no source lines or locals, which may
-    quote data."""
+    """An uncaught exception as one JSON line (see :func:`_exception_summary`)."""
     if exc is None:
         return
-    frames = [
-        f"{frame.filename}:{frame.lineno} in {frame.name}"
-        for frame in traceback.extract_tb(exc.__traceback__)
-    ]
-    first_line = (str(exc).splitlines() or [""])[0][:300]
+    summary = _exception_summary(exc)
     structlog.get_logger("lifecycle.uncaught").critical(
-        f"{kind}.uncaught",
-        thread=thread,
-        error=f"{type(exc).__name__}: {first_line}",
-        frames=frames[-8:],
+        f"{kind}.uncaught", thread=thread, error=summary["exception"], frames=summary["frames"]
     )
 
 
@@ -119,7 +136,6 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
         processors=[
             structlog.contextvars.merge_contextvars,
             *_shared_processors(),
-            structlog.processors.format_exc_info,
             _renderer(as_json),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),

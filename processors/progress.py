@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -236,8 +236,19 @@ class Progress:
         await self._seek(number, part.position)
 
     async def _seek(self, number: int, offset: int) -> None:
+        tp = TP(self._topic, number)
+        consumer = self._app.consumer
         try:
-            await self._app.consumer.seek(TP(self._topic, number), offset)
+            thread = getattr(consumer, "_thread", None)
+            if thread is None:  # a consumer without a fetching thread of its own
+                await consumer.seek(tp, offset)
+                return
+            # Faust's seek calls aiokafka's from this thread while the consumer's thread
+            # iterates the fetched records: the two threads race on the fetcher's records
+            # (a KeyError that ended the worker, seen in the crash fault test). So the seek
+            # runs in the consumer's thread, then the read offset is set as Faust's seek does.
+            await thread.call_thread(_in_consumer_thread, thread.seek, tp, offset)
+            consumer._read_offset[tp] = offset or None
         except Exception as exc:  # not assigned any more: its next owner reads from the commit
             log.warning("intake.seek_failed", partition=number, error=type(exc).__name__)
 
@@ -294,6 +305,11 @@ class Progress:
                 active=tp in (getattr(consumer, "_active_partitions", None) or ()),
                 paused=tp in getattr(consumer, "_paused_partitions", ()),
             )
-            consumer.resume_partitions({tp})
+            consumer.resume_partitions({tp})  # Faust's own sets, read by the fetch loop
             part.moved_at = now
             await self._seek(tp.partition, part.position)
+
+
+async def _in_consumer_thread(call: Callable[..., object], *args: object) -> None:
+    """``call(*args)``, as a coroutine for ``call_thread`` to run in the consumer's thread."""
+    call(*args)
