@@ -11,16 +11,14 @@ continue the database's own chain.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
-
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from sinks.chain import ChainFollower, audit_record_row, row_hash
 from sinks.exceptions import LedgerError
 from sinks.ledger import SqlAuditSink
 from streams.codec import Codec
 from streams.exceptions import DecodeError
+from streams.offsets import read_whole
 from streams.topics import AUDIT
 
 BATCH = 1_000
@@ -31,53 +29,27 @@ def recover_from_topic(client_config: dict[str, str], codec: Codec, sink: SqlAud
 
     Raises :class:`LedgerError` naming the seq where the topic's chain breaks or stops
     continuing the database's; records before that point are kept (they verified)."""
-    consumer = Consumer(
-        {
-            **client_config,
-            "group.id": f"lifecycle-recover-{uuid.uuid4()}",  # never joined
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
-    )
     follower = ChainFollower()
     pending: list[dict[str, Any]] = []
     added = 0
-    try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(AUDIT, 0), timeout=10)
-        if high > low:
-            consumer.assign([TopicPartition(AUDIT, 0, low)])
-            while True:
-                message = consumer.poll(1.0)
-                if message is None:
-                    continue
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF:
-                        break
-                    if error.fatal():
-                        raise KafkaException(error)
-                    continue
-                try:
-                    record = codec.decode("lifecycle.AuditRecord", message.value() or b"", AUDIT)
-                    row = audit_record_row(record)
-                except (DecodeError, ValueError) as exc:
-                    raise LedgerError(
-                        f"{AUDIT} offset {message.offset()} is not an audit record: {exc}"
-                    ) from exc
-                pending.extend(
-                    follower.feed_hashed(
-                        row, row["seq"], row["prev_hash"], row["hash"], row_hash(row)
-                    )
-                )
-                if follower.problem is not None:
-                    break
-                if len(pending) >= BATCH:
-                    added += sink.adopt(pending)
-                    pending = []
-        report = follower.finish()
-        added += sink.adopt(pending)
-    finally:
-        consumer.close()
+    for message in read_whole(client_config, AUDIT, "recover"):
+        try:
+            record = codec.decode("lifecycle.AuditRecord", message.value() or b"", AUDIT)
+            row = audit_record_row(record)
+        except (DecodeError, ValueError) as exc:
+            raise LedgerError(
+                f"{AUDIT} offset {message.offset()} is not an audit record: {exc}"
+            ) from exc
+        pending.extend(
+            follower.feed_hashed(row, row["seq"], row["prev_hash"], row["hash"], row_hash(row))
+        )
+        if follower.problem is not None:
+            break
+        if len(pending) >= BATCH:
+            added += sink.adopt(pending)
+            pending = []
+    report = follower.finish()
+    added += sink.adopt(pending)
     if not report.ok:
         raise LedgerError(
             f"{AUDIT} breaks at seq {report.first_bad_seq}: {report.problem}; "

@@ -11,18 +11,18 @@ a key that no longer exists.
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
 from lifecycle.config import FETCH_WAIT_MS
 from lifecycle.logging import get_logger, librdkafka_logger
 from streams.codec import Codec
 from streams.exceptions import DecodeError, RegistryUnavailableError
 from streams.keys import KeyStore
+from streams.offsets import read_whole
 from streams.topics import KEY_REVOCATIONS
 
 log = get_logger(__name__)
@@ -116,38 +116,10 @@ def read_revocations(client_config: dict[str, str], codec: Codec) -> Iterator[di
     For re-destroying keys after a restore (``lifecycle keys reshred``): nothing may write
     to the topic meanwhile. A record that does not decode is an error, not skipped: a
     revocation passed over would leave an erased customer's key alive."""
-    consumer = Consumer(
-        {
-            "fetch.wait.max.ms": str(FETCH_WAIT_MS),
-            **client_config,
-            "group.id": f"lifecycle-reshred-{uuid.uuid4()}",  # never joined
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
-    )
-    try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(KEY_REVOCATIONS, 0), timeout=10)
-        if high <= low:
-            return
-        consumer.assign([TopicPartition(KEY_REVOCATIONS, 0, low)])
-        while True:
-            message = consumer.poll(1.0)
-            if message is None:
-                continue
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    return
-                if error.fatal():
-                    raise KafkaException(error)
-                continue
-            try:
-                yield codec.decode(
-                    "lifecycle.KeyRevocation", message.value() or b"", KEY_REVOCATIONS
-                )
-            except DecodeError as exc:
-                raise DecodeError(
-                    f"{KEY_REVOCATIONS} offset {message.offset()} is not a revocation: {exc}"
-                ) from exc
-    finally:
-        consumer.close()
+    for message in read_whole(client_config, KEY_REVOCATIONS, "reshred"):
+        try:
+            yield codec.decode("lifecycle.KeyRevocation", message.value() or b"", KEY_REVOCATIONS)
+        except DecodeError as exc:
+            raise DecodeError(
+                f"{KEY_REVOCATIONS} offset {message.offset()} is not a revocation: {exc}"
+            ) from exc
