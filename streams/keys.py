@@ -19,7 +19,6 @@ of the traffic.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import os
 import stat
@@ -273,7 +272,7 @@ class EnvelopeKeyStore(ABC):
     # -- public API ----------------------------------------------------------------------
 
     def subject_ref(self, subject_id: str) -> str:
-        return hmac.new(self._pseudonym_key, subject_id.encode(), hashlib.sha256).hexdigest()
+        return hmac.digest(self._pseudonym_key, subject_id.encode(), "sha256").hex()
 
     def encryption_keys(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], DataKey]:
         result: dict[tuple[str, str], DataKey] = {}

@@ -21,11 +21,15 @@ from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from processors.intake import decode_event
+from processors.policy import load_policies
 from streams.broker import free_port
 from streams.codec import ConfluentCodec, load_topic_schema, schema_json
 from streams.exceptions import DecodeError, RegistryUnavailableError
-from streams.topics import DECISIONS
+from streams.keys import MemoryKeyStore
+from streams.publisher import Publisher
+from streams.topics import CUSTOMER_EVENTS, DECISIONS
 
+from fixtures.broker import REPO
 from tests_support import customer_event
 
 
@@ -65,6 +69,43 @@ def test_a_consumer_on_the_registry_path_reads_what_a_producer_on_it_wrote(broke
 
     assert sorted(d["event_id"] for d in decoded) == sorted(r["event_id"] for r in records)
     assert registry.get_subjects() == ["customer.events-value"]
+
+
+def test_the_publisher_writes_every_kind_through_the_registry_codec(broker: str) -> None:
+    """The publisher names the body's union branch for the encoder; the registry path (whose
+    serializer may validate or transform the record first) must take that form too."""
+    registry = SchemaRegistryClient.new_client({"url": "mock://registry-publisher"})
+    lines = (REPO / "examples" / "events.jsonl").read_bytes().splitlines()
+    publisher = Publisher(
+        {"bootstrap.servers": broker},
+        MemoryKeyStore(),
+        ConfluentCodec("mock://r", client=registry),
+        load_policies(REPO / "policy").vocabulary(),
+        listen_for_revocations=False,
+    )
+    report = publisher.publish_lines(lines)
+    assert report.ok and report.published == len(lines)
+
+    reader = ConfluentCodec("mock://r", client=registry)
+    decoded = {
+        record["event_id"]: record
+        for record in (
+            reader.decode("lifecycle.CustomerEvent", m.value(), CUSTOMER_EVENTS)
+            for m in consume_all(broker, CUSTOMER_EVENTS, len(lines))
+        )
+    }
+    for line in lines:
+        sent = json.loads(line)
+        body = decoded[sent["event_id"]]["body"]
+        assert decoded[sent["event_id"]]["kind"] == sent["kind"]
+        if sent["kind"] == "collected":
+            assert sorted(v["category"] for v in body["data"]) == sorted(sent["data"])
+        elif sent["kind"] == "deletion_requested":
+            assert body["request_id"] == sent["request_id"]
+        elif sent["kind"] == "consent_changed":
+            assert (body["purpose"], body["granted"]) == (sent["purpose"], sent["granted"])
+        else:
+            assert (body["purpose"], body["categories"]) == (sent["purpose"], sent["categories"])
 
 
 def test_records_of_an_older_registered_schema_decode_into_the_current_one() -> None:
