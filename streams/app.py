@@ -7,6 +7,9 @@ Settings that matter on the bus:
 * ``producer_linger=0.005``: Faust's default (0) sends a produce request per record while the
   sender is idle; 5 ms of linger batches them (bench: bare pass-through agent 5,400 -> 7,100
   events/s, decision stage 3,100 -> 3,800 events/s, same run), for 5 ms more latency a hop.
+* ``producer_partitioner``: aiokafka's default partitioner, but with the keys' murmur2 hashes
+  remembered (:func:`streams.topics.key_partitioner`): every table update computed it in
+  Python for the changelog's partition.
 * acks are manual in our agents (``noack_take`` + ``stream.ack`` once the effect is durable),
   because Faust acks an event even when the agent body raised.
 * table recovery reads each changelog to the end a fetch reports (:mod:`streams.offsets`), not
@@ -32,6 +35,7 @@ from lifecycle.config import Settings
 from lifecycle.logging import librdkafka_logger
 from streams.offsets import end_offsets
 from streams.security import faust_credentials as _faust_credentials
+from streams.topics import key_partitioner
 
 APP_ID = "lifecycle"
 
@@ -127,6 +131,7 @@ def create_app(settings: Settings, *, app_id: str | None = None, **overrides: An
         "consumer_auto_offset_reset": "earliest",
         "producer_acks": -1,
         "producer_linger": 0.005,
+        "producer_partitioner": key_partitioner,
         "web_enabled": False,
         "datadir": str(settings.data_dir / "faust"),
         "key_serializer": "raw",
