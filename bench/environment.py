@@ -1,6 +1,6 @@
 """What the benchmarks run on: a scratch folder, a broker with the contract's topics, settings
-for pipeline processes, and the few measuring tools they share (rates from broker timestamps,
-CPU time and memory of a process, percentiles).
+for pipeline processes, and the few measuring tools they share (rates from broker timestamps
+or from a topic's growth, CPU time and memory of a process, percentiles).
 
 The broker is a fresh embedded tansu per benchmark unless ``KAFKA_BOOTSTRAP`` names a cluster;
 then that cluster is used as it is (use a throw-away one: the pipeline's topic names are fixed
@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from lifecycle.config import Settings, load_settings
 from streams.broker import EmbeddedBroker
+from streams.offsets import read_to_ends
 from streams.topics import apply_topics
 
 PARTITIONS = 4
@@ -280,6 +282,28 @@ def read_records(
                     raise RuntimeError(f"reading {topic}: {message.error()}")
                 out.append(message if values else message.timestamp()[1])
         return out
+    finally:
+        consumer.close()
+
+
+def records_written(bootstrap: str, *topics: str, timeout: float = 15.0) -> dict[str, int]:
+    """Records written so far to each of ``topics``: the sum of its partitions' end offsets as
+    a fetch sees them (``streams.offsets``; tansu's ListOffsets answer falls short by up to a
+    batch). Two readings some time apart give a topic's write rate while it is still being
+    written, where :func:`read_records` would never see it go idle."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-ends-{uuid.uuid4()}",  # never joined: partitions are assigned
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        listed = consumer.list_topics(timeout=10).topics
+        wanted = [(topic, p) for topic in topics for p in sorted(listed[topic].partitions)]
+        ends = read_to_ends(consumer, wanted, timeout)
+        return {topic: sum(ends[(topic, p)] for p in listed[topic].partitions) for topic in topics}
     finally:
         consumer.close()
 
