@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from lifecycle.config import Settings, load_settings
 from streams.broker import EmbeddedBroker
@@ -225,10 +225,10 @@ def produce_all(
             failed.append(error.str())
 
     for key, value, partition in records:
-        extra = {} if partition is None else {"partition": partition}
+        chosen = -1 if partition is None else partition  # -1: the partitioner chooses
         while True:
             try:
-                producer.produce(topic, value, key, on_delivery=delivered, **extra)
+                producer.produce(topic, value, key, chosen, on_delivery=delivered)
                 break
             except BufferError:
                 producer.poll(0.05)
