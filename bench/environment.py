@@ -1,6 +1,6 @@
 """What the benchmarks run on: a scratch folder, a broker with the contract's topics, settings
-for pipeline processes, and the few measuring tools they share (rates from broker timestamps,
-CPU time and memory of a process, percentiles).
+for pipeline processes, and the few measuring tools they share (rates from broker timestamps
+or from a topic's growth, CPU time and memory of a process, percentiles).
 
 The broker is a fresh embedded tansu per benchmark unless ``KAFKA_BOOTSTRAP`` names a cluster;
 then that cluster is used as it is (use a throw-away one: the pipeline's topic names are fixed
@@ -17,16 +17,18 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from lifecycle.config import Settings, load_settings
 from streams.broker import EmbeddedBroker
+from streams.offsets import read_to_ends
 from streams.topics import apply_topics
 
 PARTITIONS = 4
@@ -223,10 +225,10 @@ def produce_all(
             failed.append(error.str())
 
     for key, value, partition in records:
-        extra = {} if partition is None else {"partition": partition}
+        chosen = -1 if partition is None else partition  # -1: the partitioner chooses
         while True:
             try:
-                producer.produce(topic, value, key, on_delivery=delivered, **extra)
+                producer.produce(topic, value, key, chosen, on_delivery=delivered)
                 break
             except BufferError:
                 producer.poll(0.05)
@@ -280,6 +282,28 @@ def read_records(
                     raise RuntimeError(f"reading {topic}: {message.error()}")
                 out.append(message if values else message.timestamp()[1])
         return out
+    finally:
+        consumer.close()
+
+
+def records_written(bootstrap: str, *topics: str, timeout: float = 15.0) -> dict[str, int]:
+    """Records written so far to each of ``topics``: the sum of its partitions' end offsets as
+    a fetch sees them (``streams.offsets``; tansu's ListOffsets answer falls short by up to a
+    batch). Two readings some time apart give a topic's write rate while it is still being
+    written, where :func:`read_records` would never see it go idle."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-ends-{uuid.uuid4()}",  # never joined: partitions are assigned
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        listed = consumer.list_topics(timeout=10).topics
+        wanted = [(topic, p) for topic in topics for p in sorted(listed[topic].partitions)]
+        ends = read_to_ends(consumer, wanted, timeout)
+        return {topic: sum(ends[(topic, p)] for p in listed[topic].partitions) for topic in topics}
     finally:
         consumer.close()
 

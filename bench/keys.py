@@ -178,11 +178,11 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
     for start in range(0, args.lookups, CHUNK):
         pairs = []
         for _ in range(min(CHUNK, args.lookups - start)):
-            index, category = zipf.draw(), rng.randrange(len(CATEGORIES))
-            slot = index * len(CATEGORIES) + category
+            index, drawn = zipf.draw(), rng.randrange(len(CATEGORIES))
+            slot = index * len(CATEGORIES) + drawn
             first_time += seen[slot] == 0
             seen[slot] = 1
-            pairs.append((store.subject_ref(subject_id(index)), CATEGORIES[category]))
+            pairs.append((store.subject_ref(subject_id(index)), CATEGORIES[drawn]))
         store.encryption_keys(pairs)
     hits = store.cache_hits - hits_before
     measured = hits + store.cache_misses - misses_before

@@ -49,7 +49,7 @@ def worker(mode: str, overrides: dict[str, Any], loop: str) -> None:
     if loop == "uvloop":
         import asyncio
 
-        import uvloop
+        import uvloop  # type: ignore[import-not-found]  # (not a dependency: for A/B runs)
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     settings = load_settings()

@@ -12,6 +12,8 @@ import statistics
 import time
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from bench import ledger
 from bench.base import Row, Scale, Target
 from bench.environment import BenchEnv
@@ -75,7 +77,7 @@ def read_rows(path: Path, count: int) -> float:
         engine.dispose()
 
 
-def write_ledger(env: BenchEnv, scale: Scale) -> tuple[Path, object, int]:
+def write_ledger(env: BenchEnv, scale: Scale) -> tuple[Path, Ed25519PublicKey, int]:
     count = scale.pick(100_000, 3_000)
     folder = env.folder(NAME)
     book = load_policies(load_settings({"LIFECYCLE_DATA_DIR": str(folder)}).policy_dir)
