@@ -32,27 +32,22 @@ def _setting(text: str) -> tuple[str, Any]:
         return name, value
 
 
-def worker(mode: str, overrides: dict[str, Any], loop: str) -> None:
+def worker(mode: str, overrides: dict[str, Any], loop: str | None) -> None:
     """Run one Faust worker until SIGTERM."""
     import faust
 
     from lifecycle.logging import configure_logging
     from lifecycle.observability import Metrics
     from lifecycle.runtime import Runtime
-    from processors.worker import build_worker, register_decisions, run_worker
+    from processors.worker import build_worker, register_decisions, run_worker, use_event_loop
     from streams.app import create_app
 
     # as `lifecycle up` does; and at "info", like it: at "warning" or above, Faust's worker
     # turns the root logger to DEBUG for its terminal spinner, and every debug call in Faust
     # and aiokafka then builds a log record (about a fifth of a bare agent's time)
     configure_logging(os.environ.get("LIFECYCLE_LOG_LEVEL", "INFO"))
-    if loop == "uvloop":
-        import asyncio
-
-        import uvloop  # type: ignore[import-not-found]  # (not a dependency: for A/B runs)
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     settings = load_settings()
+    use_event_loop(loop or settings.event_loop)  # as `lifecycle up` does, unless --loop says
     app: faust.App
     if mode == "passthrough":
         app = create_app(settings, app_id="bench-passthrough", **overrides)
@@ -118,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     w = roles.add_parser("worker")
     w.add_argument("--mode", choices=WORKER_MODES, required=True)
     w.add_argument("--setting", action="append", default=[], type=_setting, metavar="NAME=JSON")
-    w.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    w.add_argument("--loop", choices=("asyncio", "uvloop"), default=None, help="default: as up")
     t = roles.add_parser("traffic")
     t.add_argument("--rate", type=float, required=True)
     t.add_argument("--subjects", type=int, default=10_000)

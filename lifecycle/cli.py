@@ -61,10 +61,11 @@ def bus(settings: Settings, *, start_embedded: bool = False) -> Iterator[Setting
 def up(demo: bool) -> None:
     """Run the pipeline (embedded broker unless KAFKA_BOOTSTRAP is set)."""
     from lifecycle.observability import Health, Metrics, start_metrics_server
-    from processors.worker import build_worker, run_worker
+    from processors.worker import build_worker, run_worker, use_event_loop
     from streams.topics import apply_topics
 
     settings = load_settings()
+    use_event_loop(settings.event_loop)  # before anything makes a loop
     health = Health()
     metrics = Metrics(health=health)
     _metrics_server = start_metrics_server(metrics, health)  # logs metrics.listening

@@ -60,6 +60,8 @@ class Settings:
     replication: int | None = None
     """Replication factor of the topics the pipeline creates (``LIFECYCLE_REPLICATION``);
     None: the broker's ``default.replication.factor``."""
+    event_loop: str = "uvloop"
+    """The workers' event loop (``LIFECYCLE_EVENT_LOOP``): ``uvloop`` or ``asyncio``."""
 
     @property
     def embedded(self) -> bool:
@@ -104,6 +106,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     key_cache_warm = _switch(env, "LIFECYCLE_KEY_CACHE_WARM")
     publish_timeout_ms = _whole_number(env, "LIFECYCLE_PUBLISH_TIMEOUT_MS", 120_000, least=1)
     replication = _whole_number(env, "LIFECYCLE_REPLICATION", 0, least=1) or None
+    event_loop = _choice(env, "LIFECYCLE_EVENT_LOOP", EVENT_LOOPS)
     security = {prop: env[var] for var, prop in _KAFKA_SECURITY_ENV.items() if env.get(var)}
     return Settings(
         kafka_bootstrap=env.get("KAFKA_BOOTSTRAP") or None,
@@ -125,7 +128,21 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         key_cache_warm=key_cache_warm,
         publish_timeout_ms=publish_timeout_ms,
         replication=replication,
+        event_loop=event_loop,
     )
+
+
+EVENT_LOOPS = ("uvloop", "asyncio")
+"""The event loops a worker can run on; the first is the default."""
+
+
+def _choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return choices[0]
+    if raw not in choices:
+        raise ConfigurationError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
 
 
 def _switch(env: dict[str, str], name: str) -> bool:

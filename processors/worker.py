@@ -6,6 +6,7 @@ consumer group gives it; add workers to scale out.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import faust
@@ -91,6 +92,27 @@ def build_worker(
     return app
 
 
+def use_event_loop(name: str) -> str:
+    """Make ``name`` (``uvloop`` or ``asyncio``) the event loop of every loop created from now
+    on, Faust's consumer thread's included; call it before the app exists. The loop in use:
+    ``asyncio`` when uvloop is asked for but not installed (it has no Windows build).
+
+    uvloop is the default: Faust's per-event machinery is mostly the event loop's (tasks,
+    futures, callbacks), and on uvloop a bare Faust agent used 14 % less CPU an event and the
+    decision worker 15 % less (README, "Performance")."""
+    if name == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            log.warning("event_loop.fallback", wanted="uvloop", using="asyncio")
+            name = "asyncio"
+        else:
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+            return name
+    asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+    return name
+
+
 def run_worker(app: faust.App, *, health: Health | None = None, loglevel: str = "info") -> None:
     """Run until SIGTERM/SIGINT; leaves the consumer group cleanly."""
     from faust.worker import Worker
@@ -102,4 +124,5 @@ def run_worker(app: faust.App, *, health: Health | None = None, loglevel: str = 
     )
     if health is not None:  # beats from the event loop itself, even during table recovery
         health.attach(worker.loop)
+    log.info("worker.event_loop", loop=type(worker.loop).__module__.split(".")[0])
     worker.execute_from_commandline()

@@ -53,3 +53,10 @@ def test_the_key_cache_size_and_warming_are_configurable_and_checked() -> None:
         load_settings({"LIFECYCLE_KEY_CACHE": "0"})
     with pytest.raises(ConfigurationError, match="LIFECYCLE_KEY_CACHE_WARM must be 1 or 0"):
         load_settings({"LIFECYCLE_KEY_CACHE_WARM": "sometimes"})
+
+
+def test_the_event_loop_defaults_to_uvloop_and_is_checked() -> None:
+    assert load_settings({}).event_loop == "uvloop"
+    assert load_settings({"LIFECYCLE_EVENT_LOOP": " AsyncIO "}).event_loop == "asyncio"
+    with pytest.raises(ConfigurationError, match="LIFECYCLE_EVENT_LOOP must be one of"):
+        load_settings({"LIFECYCLE_EVENT_LOOP": "trio"})
