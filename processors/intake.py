@@ -11,6 +11,7 @@ processes it again: no offset is ever skipped silently.
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import re
 import sys
@@ -192,7 +193,8 @@ def register_intake(
                 reject(message, f"record is on partition {message.partition}, its key's is {home}")
                 continue
             decoded.append(Decoded(record, message.partition, message.offset))
-            metrics.event_consumed(record["kind"])
+        for kind, count in collections.Counter(item.record["kind"] for item in decoded).items():
+            metrics.event_consumed(kind, count)
         if decoded:
             refused = await handle(decoded)
             if refused:
