@@ -26,7 +26,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from lifecycle.config import Settings, load_settings
+from core.settings import Settings, load_settings
 from streams.broker import EmbeddedBroker
 from streams.offsets import read_to_ends
 from streams.topics import apply_topics

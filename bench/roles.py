@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from lifecycle.config import load_settings
+from core.settings import load_settings
 from streams.topics import CUSTOMER_EVENTS
 
 PASSTHROUGH_TOPIC = "bench.passthrough"
@@ -36,10 +36,10 @@ def worker(mode: str, overrides: dict[str, Any], loop: str | None) -> None:
     """Run one Faust worker until SIGTERM."""
     import faust
 
-    from lifecycle.logging import configure_logging
+    from core.logging import configure_logging
     from lifecycle.observability import Metrics
     from lifecycle.runtime import Runtime
-    from processors.worker import build_worker, register_decisions, run_worker, use_event_loop
+    from lifecycle.worker import build_worker, register_decisions, run_worker, use_event_loop
     from streams.app import create_app
 
     # as `lifecycle up` does; and at "info", like it: at "warning" or above, Faust's worker

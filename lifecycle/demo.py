@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from lifecycle.logging import get_logger
+from core.logging import get_logger
 from lifecycle.runtime import Runtime
 from lifecycle.traffic import Traffic
 from streams.publisher import Publisher

@@ -46,8 +46,8 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import choose_encoder
 
-from lifecycle.errors import ConfigurationError
-from lifecycle.logging import get_logger
+from core.errors import ConfigurationError
+from core.logging import get_logger
 from processors.rules import REASON_CODES
 from streams.events import KINDS
 from streams.topics import TOPICS
@@ -619,7 +619,7 @@ def start_metrics_server(
     """Serve ``/metrics``, ``/healthz`` and ``/readyz`` from a daemon thread and return at once.
 
     ``host``/``port`` default to the environment (:func:`metrics_address`). A port that cannot
-    be bound raises :class:`~lifecycle.errors.ConfigurationError` naming it.
+    be bound raises :class:`~core.errors.ConfigurationError` naming it.
     """
     env_host, env_port = metrics_address(environ)
     bind_host = env_host if host is None else host

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
-from lifecycle.clock import Clock, SystemClock
-from lifecycle.config import Settings
-from lifecycle.db import make_engine
-from lifecycle.logging import get_logger
+from core.clock import Clock, SystemClock
+from core.db import make_engine
+from core.logging import get_logger
+from core.settings import Settings
 from streams.codec import Codec, make_codec
 from streams.exceptions import KeyStoreError
 from streams.keys import SqlKeyStore, open_keystore

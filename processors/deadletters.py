@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from lifecycle.logging import get_logger
+from core.logging import get_logger
 from lifecycle.observability import Metrics
 from streams.envelope import encrypt_value
 from streams.keys import KeyStore

@@ -30,7 +30,7 @@ import faust
 import orjson
 from sqlalchemy import Engine, select
 
-from lifecycle.logging import get_logger
+from core.logging import get_logger
 from lifecycle.observability import Metrics
 from lifecycle.runtime import Runtime
 from processors.intake import Decoded, Refused

@@ -1,6 +1,6 @@
 """Explaining the policy: what a version says, and what it decides for one event, offline.
 
-Used by ``lifecycle policy show`` and ``lifecycle policy check`` (:mod:`lifecycle.cli_policy`).
+Used by ``lifecycle policy show`` and ``lifecycle policy check`` (:mod:`lifecycle.cli.policy`).
 Nothing here touches a broker, a key store or a database. Events are read in the contract's
 JSON-lines input format and validated exactly as the publisher validates them
 (:func:`streams.events.validate`); their values are dropped at once and never printed, and

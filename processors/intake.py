@@ -21,7 +21,7 @@ from typing import Any
 
 import faust
 
-from lifecycle.logging import get_logger
+from core.logging import get_logger
 from lifecycle.observability import Metrics
 from processors.deadletters import DeadLetterQueue
 from processors.progress import Progress

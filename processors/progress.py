@@ -36,7 +36,7 @@ import faust
 from confluent_kafka import KafkaException
 from faust.types import TP
 
-from lifecycle.logging import get_logger
+from core.logging import get_logger
 from streams.offsets import end_offsets, start_offsets
 from streams.topics import CUSTOMER_EVENTS
 

@@ -7,7 +7,7 @@ subjects' state):
   ``customer.events``, so the worker owning partition *p* sweeps the subjects of *p*;
 * a timer in every worker sweeps its own partitions as of now, every
   ``LIFECYCLE_RETENTION_INTERVAL`` seconds (default 3600); "now" is the runtime's injected
-  :class:`~lifecycle.clock.Clock`, so a test sets it months ahead instead of waiting.
+  :class:`~core.clock.Clock`, so a test sets it months ahead instead of waiting.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 import faust
 from confluent_kafka import Producer
 
-from lifecycle.logging import get_logger, librdkafka_logger
+from core.logging import get_logger, librdkafka_logger
 from processors.decisions import DecisionStage
 from processors.intake import fail_loudly
 from streams.codec import Codec

@@ -36,8 +36,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from lifecycle.logging import get_logger
-from lifecycle.secretfiles import create_secret_file
+from core.logging import get_logger
+from core.secretfiles import create_secret_file
 from sinks.chain import utc_text
 from sinks.exceptions import SigningKeyError
 

@@ -54,8 +54,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
-from lifecycle.config import Settings
-from lifecycle.db import make_engine, schema_lock
+from core.db import make_engine, schema_lock
+from core.settings import Settings
 from sinks.chain import (
     CANONICAL_KEYS,
     GENESIS_HASH,

@@ -24,7 +24,7 @@ from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from lifecycle.logging import librdkafka_logger
+from core.logging import librdkafka_logger
 from sinks.chain import (
     ChainFollower,
     ChainProblem,

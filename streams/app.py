@@ -31,8 +31,8 @@ from confluent_kafka import KafkaException
 from faust.transport.drivers import aiokafka as _faust_kafka
 from faust.types import TP
 
-from lifecycle.config import Settings
-from lifecycle.logging import librdkafka_logger
+from core.logging import librdkafka_logger
+from core.settings import Settings
 from streams.offsets import end_offsets
 from streams.security import faust_credentials as _faust_credentials
 from streams.topics import key_partitioner

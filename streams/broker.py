@@ -16,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from lifecycle.logging import librdkafka_logger
+from core.logging import librdkafka_logger
 from streams.exceptions import BrokerError
 
 

@@ -49,9 +49,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from lifecycle.db import create_tables
-from lifecycle.logging import get_logger
-from lifecycle.secretfiles import create_secret_file
+from core.db import create_tables
+from core.logging import get_logger
+from core.secretfiles import create_secret_file
 from streams.exceptions import KeyShreddedError, KeyStoreError, WrongMasterKeyError
 from streams.keycache import KeyCache
 

@@ -21,8 +21,8 @@ from collections.abc import Iterable, Iterator, Mapping
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from lifecycle.config import FETCH_WAIT_MS
-from lifecycle.logging import librdkafka_logger
+from core.logging import librdkafka_logger
+from core.settings import FETCH_WAIT_MS
 
 TopicPart = tuple[str, int]
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from lifecycle.logging import get_logger, librdkafka_logger
+from core.logging import get_logger, librdkafka_logger
 from streams.codec import Codec
 from streams.envelope import encrypt_value
 from streams.events import InputEvent, Vocabulary, parse_line

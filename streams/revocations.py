@@ -17,8 +17,8 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from lifecycle.config import FETCH_WAIT_MS
-from lifecycle.logging import get_logger, librdkafka_logger
+from core.logging import get_logger, librdkafka_logger
+from core.settings import FETCH_WAIT_MS
 from streams.codec import Codec
 from streams.exceptions import DecodeError, RegistryUnavailableError
 from streams.keys import KeyStore

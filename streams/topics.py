@@ -20,7 +20,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
-from lifecycle.logging import librdkafka_logger
+from core.logging import librdkafka_logger
 from streams.exceptions import BrokerError
 
 CUSTOMER_EVENTS = "customer.events"

@@ -20,7 +20,7 @@ import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lifecycle.errors import ConfigurationError
+from core.errors import ConfigurationError
 from lifecycle.observability import (
     DEFAULT_METRICS_PORT,
     OTHER,

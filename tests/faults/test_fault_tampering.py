@@ -42,8 +42,8 @@ from faults.invariants import wait_until_settled
 from sqlalchemy import create_engine, insert, select, update
 from sqlalchemy.engine import Connection, make_url
 
-from lifecycle.config import load_settings
-from lifecycle.db import make_engine
+from core.db import make_engine
+from core.settings import load_settings
 from sinks.chain import CANONICAL_KEYS, row_hash
 from sinks.ledger import (
     audit_chain_head,

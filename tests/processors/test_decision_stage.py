@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from lifecycle.config import load_settings
+from core.settings import load_settings
 from lifecycle.observability import Metrics
 from lifecycle.runtime import Runtime
 from processors.decisions import DecisionStage

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from lifecycle.cli_policy import policy
+from lifecycle.cli.policy import policy
 from processors.explain import check_event, describe_policy, parse_instant
 from processors.policy import load_policies
 

@@ -9,7 +9,7 @@ from audit_helpers import make_decision
 from confluent_kafka import Producer
 from sqlalchemy import Engine
 
-from lifecycle.db import make_engine
+from core.db import make_engine
 from sinks.chain import audit_record_row
 from sinks.checkpoints import CheckpointSigner
 from sinks.exceptions import LedgerError

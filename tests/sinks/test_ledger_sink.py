@@ -16,7 +16,7 @@ from audit_helpers import erasure_decision, execute, make_decision
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
-from lifecycle.db import make_engine
+from core.db import make_engine
 from sinks.chain import GENESIS_HASH
 from sinks.checkpoints import CheckpointSigner, load_signing_key
 from sinks.exceptions import InvalidDecisionError, LedgerError, LedgerUnavailableError

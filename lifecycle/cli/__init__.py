@@ -12,10 +12,10 @@ from typing import BinaryIO
 
 import click
 
-from lifecycle.cli_audit import Moment, audit
-from lifecycle.config import Settings, load_settings
-from lifecycle.errors import LifecycleError
-from lifecycle.logging import configure_logging, get_logger
+from core.errors import LifecycleError
+from core.logging import configure_logging, get_logger
+from core.settings import Settings, load_settings
+from lifecycle.cli.audit import Moment, audit
 from lifecycle.runtime import Runtime
 
 EXIT_REFUSED_LINES = 1
@@ -61,7 +61,7 @@ def bus(settings: Settings, *, start_embedded: bool = False) -> Iterator[Setting
 def up(demo: bool) -> None:
     """Run the pipeline (embedded broker unless KAFKA_BOOTSTRAP is set)."""
     from lifecycle.observability import Health, Metrics, start_metrics_server
-    from processors.worker import build_worker, run_worker, use_event_loop
+    from lifecycle.worker import build_worker, run_worker, use_event_loop
     from streams.topics import apply_topics
 
     settings = load_settings()
@@ -251,9 +251,9 @@ def audit_recover() -> None:
 
 def _register_subsystem_commands() -> None:
     """Commands that live beside their subsystem."""
-    from lifecycle.cli_events import events
-    from lifecycle.cli_policy import policy
-    from lifecycle.cli_privacy import COMMANDS
+    from lifecycle.cli.events import events
+    from lifecycle.cli.policy import policy
+    from lifecycle.cli.privacy import COMMANDS
 
     audit.add_command(audit_recover)
     for command in (policy, audit, events, *COMMANDS):

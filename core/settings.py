@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lifecycle.errors import ConfigurationError
+from core.errors import ConfigurationError
 
 _KAFKA_SECURITY_ENV = {
     # environment variable -> librdkafka / Kafka client property

@@ -23,8 +23,8 @@ import click
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from lifecycle.config import load_settings
-from lifecycle.errors import LifecycleError
+from core.errors import LifecycleError
+from core.settings import load_settings
 from lifecycle.runtime import Runtime
 from streams.codec import Codec
 from streams.envelope import SHREDDED, associated_data, decrypt_value

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import click
 
-from lifecycle.config import load_settings
-from lifecycle.errors import LifecycleError
+from core.errors import LifecycleError
+from core.settings import load_settings
 from processors.explain import (
     check_event,
     describe_policy,

@@ -29,7 +29,7 @@ from typing import Any
 import mode
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
-from lifecycle.logging import get_logger, librdkafka_logger
+from core.logging import get_logger, librdkafka_logger
 from lifecycle.observability import Metrics
 from lifecycle.runtime import Runtime
 from processors.deadletters import DeadLetterQueue

@@ -26,9 +26,9 @@ import orjson
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
-from lifecycle.config import Settings, load_settings
-from lifecycle.db import make_engine
-from lifecycle.errors import LifecycleError
+from core.db import make_engine
+from core.errors import LifecycleError
+from core.settings import Settings, load_settings
 
 EXIT_TAMPERED = 1
 EXIT_ERROR = 2

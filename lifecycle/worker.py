@@ -11,14 +11,14 @@ from typing import Any
 
 import faust
 
-from lifecycle.logging import get_logger
+from core.logging import get_logger
 from lifecycle.observability import Health, Metrics
 from lifecycle.runtime import Runtime
+from processors.audit_stage import LedgerService, LedgerStage
 from processors.decisions import DecisionStage
 from processors.intake import register_intake
 from processors.progress import Progress
 from processors.retention import register_retention
-from sinks.audit_stage import LedgerService, LedgerStage
 from sinks.ledger import open_audit_sink
 from streams.app import create_app
 from streams.outbox import Outbox
@@ -117,7 +117,7 @@ def run_worker(app: faust.App, *, health: Health | None = None, loglevel: str = 
     """Run until SIGTERM/SIGINT; leaves the consumer group cleanly."""
     from faust.worker import Worker
 
-    from lifecycle.logging import stdlib_logging_config
+    from core.logging import stdlib_logging_config
 
     worker = Worker(
         app, loglevel=loglevel, redirect_stdouts=False, logging_config=stdlib_logging_config()

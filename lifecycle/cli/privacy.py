@@ -13,9 +13,9 @@ import click
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from core.logging import librdkafka_logger
+from core.settings import load_settings
 from lifecycle.cli import bus
-from lifecycle.config import load_settings
-from lifecycle.logging import librdkafka_logger
 from lifecycle.runtime import Runtime
 from streams.codec import Codec
 from streams.offsets import read_to_ends
@@ -159,7 +159,7 @@ def subject() -> None:
 )
 def subject_report_command(subject_id: str, as_json: bool, role: str) -> None:
     """What is held, used, shared and erased for SUBJECT_ID."""
-    from sinks.report import subject_report
+    from processors.report import subject_report
 
     runtime = Runtime(load_settings())
     in_force = runtime.policy.in_force(datetime.now(UTC))  # its consent defaults apply today
