@@ -37,9 +37,9 @@ def worker(mode: str, overrides: dict[str, Any], loop: str | None) -> None:
     import faust
 
     from core.logging import configure_logging
-    from lifecycle.observability import Metrics
     from lifecycle.runtime import Runtime
     from lifecycle.worker import build_worker, register_decisions, run_worker, use_event_loop
+    from processors.metrics import Metrics
     from streams.app import create_app
 
     # as `lifecycle up` does; and at "info", like it: at "warning" or above, Faust's worker

@@ -12,11 +12,12 @@ from typing import Any
 import faust
 
 from core.logging import get_logger
-from lifecycle.observability import Health, Metrics
+from lifecycle.observability import Health
 from lifecycle.runtime import Runtime
 from processors.audit_stage import LedgerService, LedgerStage
 from processors.decisions import DecisionStage
 from processors.intake import register_intake
+from processors.metrics import Metrics
 from processors.progress import Progress
 from processors.retention import register_retention
 from sinks.ledger import open_audit_sink

@@ -30,10 +30,10 @@ import mode
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
 from core.logging import get_logger, librdkafka_logger
-from lifecycle.observability import Metrics
-from lifecycle.runtime import Runtime
 from processors.deadletters import DeadLetterQueue
 from processors.intake import fail_loudly
+from processors.metrics import Metrics
+from processors.resources import Resources
 from sinks.chain import AuditEntry
 from sinks.exceptions import InvalidDecisionError, LedgerUnavailableError
 from sinks.ledger import SqlAuditSink
@@ -80,7 +80,9 @@ def confirmation_record(entry: AuditEntry) -> dict[str, Any] | None:
 class LedgerStage:
     """Consumes ``privacy.decisions`` and fills the ledger (see the module docstring)."""
 
-    def __init__(self, runtime: Runtime, sink: SqlAuditSink, metrics: Metrics, group: str) -> None:
+    def __init__(
+        self, runtime: Resources, sink: SqlAuditSink, metrics: Metrics, group: str
+    ) -> None:
         config = runtime.settings.kafka_client_config()
         consumer_config = runtime.settings.kafka_consumer_config()
         self._codec = runtime.codec

@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 
 from core.logging import get_logger
-from lifecycle.observability import Metrics
+from processors.metrics import Metrics
 from streams.envelope import encrypt_value
 from streams.keys import KeyStore
 from streams.outbox import Outbox

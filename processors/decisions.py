@@ -31,20 +31,12 @@ import orjson
 from sqlalchemy import Engine, select
 
 from core.logging import get_logger
-from lifecycle.observability import Metrics
-from lifecycle.runtime import Runtime
+from processors.erasure import apply_erasure, expired, mark_erased, plan_erasure, rekeyed
 from processors.intake import Decoded, Refused
-from processors.rules import (
-    SubjectState,
-    Verdict,
-    apply,
-    apply_erasure,
-    decide,
-    expired,
-    mark_erased,
-    plan_erasure,
-    rekeyed,
-)
+from processors.metrics import Metrics
+from processors.resources import Resources
+from processors.rules import Verdict, apply, decide
+from processors.state import SubjectState
 from sinks.ledger import audit_ledger, create_ledger
 from sinks.vault import HeldValue, Vault
 from streams.envelope import decrypt_value, encrypt_value
@@ -193,7 +185,7 @@ class DecisionStage:
     def __init__(
         self,
         app: faust.App,
-        runtime: Runtime,
+        runtime: Resources,
         metrics: Metrics,
         outbox: Outbox,
         *,

@@ -12,23 +12,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from core.instants import aware
+from processors.erasure import apply_erasure, expired, mark_erased, plan_erasure
 from processors.policy import Citation, Policy, PolicyBook, Vocabulary
-from processors.rules import (
-    RETENTION_EXPIRED,
-    SubjectState,
-    Verdict,
-    apply,
-    apply_erasure,
-    decide,
-    expired,
-    mark_erased,
-    plan_erasure,
-)
+from processors.reasons import RETENTION_EXPIRED
+from processors.rules import Verdict, apply, decide
+from processors.state import SubjectState
 from streams.events import InputEvent, validate
 from streams.exceptions import ValidationError
 
@@ -38,21 +32,6 @@ CHECK_SUBJECT_REF = "(policy check)"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 """What a name from an event must look like to be judged although the policy does not know it
 (anything else may be personal data in the wrong field: it is refused, never repeated)."""
-
-
-# --------------------------------------------------------------------------- instants
-
-
-def parse_instant(text: str) -> datetime:
-    """``2026-01-01`` (midnight UTC) or an ISO 8601 date-time (no zone means UTC)."""
-    try:
-        if "T" not in text and " " not in text.strip():
-            day = date.fromisoformat(text.strip())
-            return datetime(day.year, day.month, day.day, tzinfo=UTC)
-        parsed = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(f"{text!r} is not an ISO date (2026-01-01) or date-time") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 # --------------------------------------------------------------------------- policy show
@@ -402,7 +381,7 @@ def check_event(
     now = now or datetime.now(UTC)
     target, refusal = parse_target(line, book, now=now)
     if at is not None:
-        target.occurred_at = at if at.tzinfo else at.replace(tzinfo=UTC)
+        target.occurred_at = aware(at)
     prior: list[dict[str, Any]] = []
     for number, state_line in enumerate(state_lines, start=1):
         if not state_line.strip():

@@ -22,8 +22,8 @@ from typing import Any
 import faust
 
 from core.logging import get_logger
-from lifecycle.observability import Metrics
 from processors.deadletters import DeadLetterQueue
+from processors.metrics import Metrics
 from processors.progress import Progress
 from streams.codec import Codec
 from streams.exceptions import DecodeError, RegistryUnavailableError

@@ -25,6 +25,7 @@ from typing import Any, Literal, cast
 
 import yaml
 
+from core.instants import aware, parse_instant
 from processors.exceptions import PolicyError
 
 Basis = Literal["necessary", "consent"]
@@ -695,14 +696,14 @@ class _PolicyReader:
 
     def _instant(self, node: Any, path: str) -> datetime:
         """A date (midnight UTC) or a date-time; a date-time without a zone is UTC."""
-        value: Any = node
         if isinstance(node, str):
             try:
-                value = datetime.fromisoformat(node) if "T" in node else date.fromisoformat(node)
+                return parse_instant(node)
             except ValueError:
                 raise self.fail(path, f"{node!r} is not an ISO date such as 2018-08-01") from None
+        value: Any = node
         if isinstance(value, datetime):
-            return value if value.tzinfo else value.replace(tzinfo=UTC)
+            return aware(value)
         if isinstance(value, date):
             return datetime(value.year, value.month, value.day, tzinfo=UTC)
         raise self.fail(path, f"must be an ISO date such as 2018-08-01, not {_kind(node)}")

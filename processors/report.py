@@ -21,19 +21,11 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from processors.erasure import ErasurePlan, RetainedCategory, apply_erasure, mark_erased
 from processors.policy import Policy
-from processors.rules import (
-    ALLOWED,
-    RETENTION_EXPIRED,
-    SUBJECT_ERASED,
-    ErasurePlan,
-    RetainedCategory,
-    SubjectState,
-    Verdict,
-    apply,
-    apply_erasure,
-    mark_erased,
-)
+from processors.reasons import ALLOWED, RETENTION_EXPIRED, SUBJECT_ERASED
+from processors.rules import Verdict, apply
+from processors.state import SubjectState
 from sinks.ledger import iter_records
 from sinks.vault import Vault
 from streams.envelope import reveal

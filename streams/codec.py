@@ -24,7 +24,9 @@ import fastavro
 import fastavro.schema
 
 from schemas import HISTORY_DIR, SCHEMA_DIR, TOPIC_RECORDS
-from streams.exceptions import DecodeError, EncodeError, RegistryUnavailableError, SchemaError
+from schemas.exceptions import SchemaError
+from schemas.files import load_topic_schema, schema_json
+from streams.exceptions import DecodeError, EncodeError, RegistryUnavailableError
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 _HEADER_LEN = 10
@@ -38,31 +40,6 @@ class Codec(Protocol):
     def encode(self, record_name: str, record: Mapping[str, Any], topic: str = "") -> bytes: ...
 
     def decode(self, record_name: str, data: bytes, topic: str = "") -> Record: ...
-
-
-def load_topic_schema(record_name: str, schema_dir: Path = SCHEMA_DIR) -> dict[str, Any]:
-    """The self-contained (all named types inlined) parsed schema of ``record_name``."""
-    path = schema_dir / f"{record_name}.avsc"
-    try:
-        return cast(dict[str, Any], fastavro.schema.load_schema(str(path), _write_hint=False))
-    except FileNotFoundError as exc:
-        raise SchemaError(f"no schema file {path}") from exc
-    except Exception as exc:
-        raise SchemaError(f"invalid schema {path}: {exc}") from exc
-
-
-def schema_json(parsed: Mapping[str, Any]) -> str:
-    """The self-contained JSON text of a parsed schema, logical types, docs and defaults kept
-    (for a registry, or a history snapshot)."""
-    return json.dumps(_public(parsed), sort_keys=True)
-
-
-def _public(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: _public(v) for k, v in node.items() if not k.startswith("__")}
-    if isinstance(node, list):
-        return [_public(v) for v in node]
-    return node
 
 
 def fingerprint(parsed: Mapping[str, Any]) -> bytes:

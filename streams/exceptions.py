@@ -9,10 +9,6 @@ class StreamsError(LifecycleError):
     """Root of the bus's errors."""
 
 
-class SchemaError(StreamsError):
-    """A schema file is missing or invalid."""
-
-
 class DecodeError(StreamsError):
     """A record on a topic could not be decoded (not Avro, unknown fingerprint, corrupt body)."""
 

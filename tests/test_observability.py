@@ -23,13 +23,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from core.errors import ConfigurationError
 from lifecycle.observability import (
     DEFAULT_METRICS_PORT,
-    OTHER,
     Health,
-    Metrics,
     MetricsServer,
     metrics_address,
     start_metrics_server,
 )
+from processors.metrics import OTHER, Metrics
 
 CONTRACT_REASON_CODES = {
     "allowed",

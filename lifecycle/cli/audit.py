@@ -11,15 +11,13 @@ data; ``--subject`` turns a customer's id into its pseudonym with the key store'
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import Any
 
 import click
 import orjson
@@ -28,64 +26,13 @@ from sqlalchemy.engine import make_url
 
 from core.db import make_engine
 from core.errors import LifecycleError
+from core.instants import INSTANT
 from core.settings import Settings, load_settings
+from lifecycle.cli.base import EXIT_ERROR, bus, fail
+from lifecycle.runtime import Runtime
+from sinks.export import FORMATS, writer
 
 EXIT_TAMPERED = 1
-EXIT_ERROR = 2
-
-EXPORT_FIELDS = (
-    "seq",
-    "event_id",
-    "kind",
-    "subject_ref",
-    "decision",
-    "reason_code",
-    "policy_version",
-    "occurred_at",
-    "decided_at",
-    "recorded_at",
-    "source",
-    "actor_role",
-    "purpose",
-    "purposes",
-    "consent_granted",
-    "recipient",
-    "categories",
-    "rule",
-    "erasure",
-    "source_partition",
-    "source_offset",
-    "prev_hash",
-    "hash",
-)
-"""Columns of ``export --format csv`` (and keys of each JSON line), in this order."""
-
-
-class Moment(click.ParamType):
-    """An ISO-8601 date or date-time; without a zone it is UTC."""
-
-    name = "TIME"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> datetime:
-        if isinstance(value, datetime):
-            return value
-        try:
-            moment = datetime.fromisoformat(str(value))
-        except ValueError:
-            self.fail(
-                f"{value!r} is not an ISO-8601 date or time (e.g. 2025-03-01 or "
-                "2025-03-01T09:30:00Z)",
-                param,
-                ctx,
-            )
-        return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def _fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(EXIT_ERROR)
 
 
 def _progress_bar(total: int | None, what: str) -> Any:
@@ -103,7 +50,7 @@ def _ledger_engine(settings: Settings) -> Iterator[Engine]:
     url = make_url(settings.db_url)
     database = url.database if url.get_backend_name() == "sqlite" else None
     if database not in (None, "", ":memory:") and not Path(str(database)).exists():
-        _fail(f"no audit ledger at {url.database} (set LIFECYCLE_DB_URL or LIFECYCLE_DATA_DIR)")
+        fail(f"no audit ledger at {url.database} (set LIFECYCLE_DB_URL or LIFECYCLE_DATA_DIR)")
     engine = make_engine(settings.db_url)
     try:
         yield engine
@@ -115,7 +62,7 @@ def _subject_ref(settings: Settings, subject_id: str) -> str:
     from streams.keys import open_keystore
 
     if not settings.master_key_file.exists():
-        _fail(
+        fail(
             f"--subject needs the key store's master key, and {settings.master_key_file} does "
             "not exist (set LIFECYCLE_MASTER_KEY_FILE, or use --subject-ref)"
         )
@@ -139,14 +86,14 @@ def audit() -> None:
     help="only this customer (their subject_id; looked up as its pseudonym)",
 )
 @click.option("--subject-ref", metavar="REF", help="only this pseudonym, as found in the ledger")
-@click.option("--since", type=Moment(), help="occurred at or after (ISO-8601; UTC if no zone)")
-@click.option("--until", type=Moment(), help="occurred before (ISO-8601; UTC if no zone)")
+@click.option("--since", type=INSTANT, help="occurred at or after (ISO-8601; UTC if no zone)")
+@click.option("--until", type=INSTANT, help="occurred before (ISO-8601; UTC if no zone)")
 @click.option("--kind", metavar="K", help="event kind: collected, used, shared, ...")
 @click.option("--decision", type=click.Choice(["allow", "deny"]), help="only this verdict")
 @click.option(
     "--format",
     "output_format",
-    type=click.Choice(["jsonl", "csv"]),
+    type=click.Choice(FORMATS),
     default="jsonl",
     show_default=True,
 )
@@ -182,47 +129,14 @@ def export(
         out = click.get_binary_stream("stdout")
         with _ledger_engine(settings) as engine:
             total = count_records(engine, **filters) if sys.stderr.isatty() else None
-            write = _jsonl_writer(out) if output_format == "jsonl" else _csv_writer(out)
+            write = writer(output_format, out)
             with _progress_bar(total, "export") as bar:
                 for entry in iter_records(engine, **filters):
                     write(entry.as_export())
                     bar.update(1)
             out.flush()
     except LifecycleError as exc:
-        _fail(str(exc))
-
-
-def _jsonl_writer(out: IO[bytes]) -> Callable[[dict[str, Any]], None]:
-    def write(record: dict[str, Any]) -> None:
-        out.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
-
-    return write
-
-
-def _csv_writer(out: IO[bytes]) -> Callable[[dict[str, Any]], None]:
-    """Lists as ``a;b``, the erasure record as compact JSON, null as an empty cell."""
-    line = io.StringIO()
-    writer = csv.writer(line)
-
-    def cell(value: Any) -> Any:
-        if value is None:
-            return ""
-        if isinstance(value, list):
-            return ";".join(value)
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, dict):
-            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
-        return value
-
-    def emit(cells: list[Any]) -> None:
-        writer.writerow(cells)
-        out.write(line.getvalue().encode())
-        line.seek(0)
-        line.truncate()
-
-    emit(list(EXPORT_FIELDS))
-    return lambda record: emit([cell(record[name]) for name in EXPORT_FIELDS])
+        fail(str(exc))
 
 
 @audit.command("verify")
@@ -257,7 +171,7 @@ def verify_command(public_keys: tuple[Path, ...], as_json: bool) -> None:
 
             report = verify(engine, keys, progress=progress)
     except LifecycleError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if as_json:
         click.echo(orjson.dumps(dataclasses.asdict(report)).decode())
     else:
@@ -279,8 +193,6 @@ def verify_command(public_keys: tuple[Path, ...], as_json: bool) -> None:
 @click.option("--follow", is_flag=True, help="keep reading new records")
 def replay_command(from_beginning: bool, follow: bool) -> None:
     """Read privacy.audit, checking the hash chain as it goes (JSON lines on stdout)."""
-    from lifecycle.cli import bus
-    from lifecycle.runtime import Runtime
     from sinks.replay import replay
 
     with bus(load_settings()) as live:
@@ -308,4 +220,21 @@ def replay_command(from_beginning: bool, follow: bool) -> None:
         sys.exit(EXIT_TAMPERED)
 
 
-__all__ = ["EXIT_ERROR", "EXIT_TAMPERED", "EXPORT_FIELDS", "audit"]
+@audit.command("recover")
+def audit_recover() -> None:
+    """Bring a ledger database restored from a backup forward from privacy.audit: check the
+    topic's whole chain and add every record past the database's head (then sign it).
+
+    Run after `lifecycle keys reshred` and before any worker starts; safe to repeat."""
+    from sinks.ledger import open_audit_sink
+    from sinks.recovery import recover_from_topic
+
+    settings = load_settings()
+    runtime = Runtime(settings)
+    with open_audit_sink(settings) as sink:
+        added = recover_from_topic(settings.kafka_client_config(), runtime.codec, sink)
+        seq, _hash = sink.head()
+    click.echo(f"added {added} records from privacy.audit; ledger head: seq {seq}", err=True)
+
+
+__all__ = ["EXIT_ERROR", "EXIT_TAMPERED", "audit"]

@@ -25,6 +25,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from core.errors import LifecycleError
 from core.settings import load_settings
+from lifecycle.cli.base import bus
 from lifecycle.runtime import Runtime
 from streams.codec import Codec
 from streams.envelope import SHREDDED, associated_data, decrypt_value
@@ -415,8 +416,6 @@ def tail_command(
 
     Without --decrypt, personal values show as ciphertext lengths only.
     """
-    from lifecycle.cli import bus
-
     if subject_id is not None and topic != CUSTOMER_EVENTS:
         raise click.UsageError(f"--subject reads {CUSTOMER_EVENTS} only")
     stop = _stop_on_signals()

@@ -14,14 +14,9 @@ from pathlib import Path
 import click
 
 from core.errors import LifecycleError
+from core.instants import INSTANT
 from core.settings import load_settings
-from processors.explain import (
-    check_event,
-    describe_policy,
-    parse_instant,
-    render_check,
-    render_policy,
-)
+from processors.explain import check_event, describe_policy, render_check, render_policy
 from processors.policy import PolicyBook, load_policies
 from streams.exceptions import ValidationError
 
@@ -36,27 +31,18 @@ def _book() -> PolicyBook:
         raise click.ClickException(str(exc)) from exc
 
 
-def _instant(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return parse_instant(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
 @click.group(name="policy")
 def policy() -> None:
     """The privacy policy as code: show it, check an event against it."""
 
 
 @policy.command("show")
-@click.argument("date", metavar="[DATE]", required=False, callback=_instant)
+@click.argument("date", metavar="[DATE]", required=False, type=INSTANT)
 @click.option(
     "--at",
     "at",
     metavar="DATE",
-    callback=_instant,
+    type=INSTANT,
     help="show the version in force then (ISO date or date-time; default: now)",
 )
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of text")
@@ -85,7 +71,7 @@ def show(date: datetime | None, at: datetime | None, as_json: bool) -> None:
     "--at",
     "at",
     metavar="DATE",
-    callback=_instant,
+    type=INSTANT,
     help="judge it as if it occurred then (default: its occurred_at, else now)",
 )
 @click.option(

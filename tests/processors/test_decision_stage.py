@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from core.settings import load_settings
-from lifecycle.observability import Metrics
 from lifecycle.runtime import Runtime
 from processors.decisions import DecisionStage
+from processors.metrics import Metrics
 from sinks.vault import Vault
 from streams.app import create_app
 from streams.keys import SqlKeyStore, open_keystore

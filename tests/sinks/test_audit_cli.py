@@ -18,8 +18,9 @@ from sqlalchemy.exc import DBAPIError
 
 from core.db import make_engine
 from core.settings import load_settings
-from lifecycle.cli.audit import EXIT_ERROR, EXIT_TAMPERED, EXPORT_FIELDS, audit
+from lifecycle.cli.audit import EXIT_ERROR, EXIT_TAMPERED, audit
 from sinks.checkpoints import load_signing_key, public_key_path
+from sinks.export import EXPORT_FIELDS
 from sinks.ledger import SqlAuditSink
 from streams.keys import open_keystore
 

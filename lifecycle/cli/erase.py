@@ -1,4 +1,5 @@
-"""The privacy team's commands: erase, confirmations, subject report, retention sweep."""
+"""``lifecycle erase`` and ``lifecycle confirmations``: the privacy team files erasure requests
+and reads their confirmations."""
 
 from __future__ import annotations
 
@@ -6,46 +7,20 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import click
-import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from core.logging import librdkafka_logger
 from core.settings import load_settings
-from lifecycle.cli import bus
+from lifecycle.cli.base import bus, json_line
 from lifecycle.runtime import Runtime
 from streams.codec import Codec
 from streams.offsets import read_to_ends
 from streams.topics import CONFIRMATIONS
 
-
-class Instant(click.ParamType):
-    """An ISO-8601 date or date-time, with a zone or without (then UTC): an aware datetime."""
-
-    name = "ISO-8601 time"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> datetime:
-        try:
-            parsed = (
-                value if isinstance(value, datetime) else datetime.fromisoformat(str(value).strip())
-            )
-        except ValueError:
-            self.fail(
-                f"{value!r} is not an ISO-8601 date or time "
-                "(e.g. 2033-01-01, 2033-01-01T09:30:00 in UTC, or 2033-01-01T09:30:00+04:00)",
-                param,
-                ctx,
-            )
-        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _json(record: dict[str, object]) -> str:
-    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS).decode()
+EXIT_NO_CONFIRMATION = 3
 
 
 class ConfirmationReader:
@@ -126,10 +101,10 @@ def erase(
             return
         for confirmation in reader.read(follow=True, timeout=timeout):
             if confirmation["request_id"] == request_id:
-                click.echo(_json(confirmation))
+                click.echo(json_line(confirmation))
                 return
     click.echo(f"no confirmation for {request_id} within {timeout:.0f}s", err=True)
-    sys.exit(3)
+    sys.exit(EXIT_NO_CONFIRMATION)
 
 
 @click.command()
@@ -140,57 +115,4 @@ def confirmations(follow: bool) -> None:
         runtime = Runtime(live)
         reader = ConfirmationReader(live.kafka_consumer_config(), runtime.codec, from_end=False)
         for record in reader.read(follow=follow):
-            click.echo(_json(record))
-
-
-@click.group()
-def subject() -> None:
-    """Customers' access requests."""
-
-
-@subject.command("report")
-@click.argument("subject_id")
-@click.option("--json", "as_json", is_flag=True)
-@click.option(
-    "--role",
-    default="privacy_officer",
-    show_default=True,
-    help="who reads: values are decrypted only for privacy_officer",
-)
-def subject_report_command(subject_id: str, as_json: bool, role: str) -> None:
-    """What is held, used, shared and erased for SUBJECT_ID."""
-    from processors.report import subject_report
-
-    runtime = Runtime(load_settings())
-    in_force = runtime.policy.in_force(datetime.now(UTC))  # its consent defaults apply today
-    report = subject_report(
-        runtime.engine, runtime.keystore, subject_id, role=role, policy=in_force
-    )
-    click.echo(_json(report.to_dict()) if as_json else report.render())
-
-
-@click.group()
-def retention() -> None:
-    """Retention of data."""
-
-
-@retention.command("sweep")
-@click.option(
-    "--as-of",
-    type=Instant(),
-    default=None,
-    help="judge as of this ISO-8601 date or time (with a zone, or UTC); default now",
-)
-def retention_sweep(as_of: datetime | None) -> None:
-    """Ask the workers to shred data whose retention period ran out."""
-    from processors.retention import request_sweep
-
-    with bus(load_settings()) as live:
-        runtime = Runtime(live)
-        sweep_id = request_sweep(
-            live.kafka_client_config(), runtime.codec, live.topic_partitions, as_of
-        )
-    click.echo(sweep_id)
-
-
-COMMANDS = (erase, confirmations, subject, retention)
+            click.echo(json_line(record))
