@@ -9,7 +9,6 @@ shredded key's bytes are overwritten rather than left in free pages. Any other S
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import make_url
+
+from core.retry import retry_call
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -50,18 +51,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def _switch_to_wal(cursor: Any) -> None:
     """Put the file in WAL mode (a no-op once it is). Switching needs the file to itself and
     SQLite answers "database is locked" at once, without its busy handler, while another
-    process holds it (seen when several processes open a new file together), so retry."""
-    deadline = time.monotonic() + _WAL_SWITCH_SECONDS
-    delay = 0.01
-    while True:
-        try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() >= deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+    process holds it (several processes opening a new file together), so retry."""
+    retry_call(
+        lambda: cursor.execute("PRAGMA journal_mode=WAL"),
+        on=_locked,
+        first=0.01,
+        most=0.5,
+        within=_WAL_SWITCH_SECONDS,
+    )
+
+
+def _locked(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
 
 
 def is_sqlite(engine: Engine) -> bool:

@@ -30,6 +30,7 @@ import mode
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
 from core.logging import get_logger, librdkafka_logger
+from core.retry import retry_call
 from processors.deadletters import DeadLetterQueue
 from processors.intake import fail_loudly
 from processors.metrics import Metrics
@@ -187,15 +188,19 @@ class LedgerStage:
             log.warning("ledger.commit_dropped", error=error.str(), records=len(entries))
 
     def _append(self, decisions: list[dict[str, Any]]) -> list[AuditEntry]:
-        delay = RETRY_FIRST
-        while True:
-            try:
-                return self._sink.append(decisions)
-            except LedgerUnavailableError as exc:
-                log.error("ledger.unavailable", error=str(exc), retry_in=delay)
-                if self._stop.wait(delay):
-                    raise
-                delay = min(delay * 2, RETRY_MAX)
+        """The batch appended, retried while the database is down (until the stage stops)."""
+
+        def notice(exc: BaseException, wait: float) -> None:
+            log.error("ledger.unavailable", error=str(exc), retry_in=wait)
+
+        return retry_call(
+            lambda: self._sink.append(decisions),
+            on=LedgerUnavailableError,
+            first=RETRY_FIRST,
+            most=RETRY_MAX,
+            stop=self._stop,
+            notice=notice,
+        )
 
     def _reject(self, message: Message, error: str) -> None:
         self._dlq.send(

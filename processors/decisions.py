@@ -20,7 +20,6 @@ subject still holds a value of that category: see :meth:`DecisionStage._destroy_
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -31,6 +30,7 @@ import orjson
 from sqlalchemy import Engine, select
 
 from core.logging import get_logger
+from core.retry import retry_call
 from processors.erasure import apply_erasure, expired, mark_erased, plan_erasure, rekeyed
 from processors.intake import Decoded, Refused
 from processors.metrics import Metrics
@@ -512,17 +512,13 @@ class DecisionStage:
         thread keeps the group's heartbeats going). Awaiting here instead let a worker that
         joined during a PostgreSQL outage take partitions mid-batch; Faust then re-fetched
         them behind events already read and the group stalled (fault test, issue 7)."""
-        delay = RETRY_FIRST
-        while True:
-            try:
-                return work()
-            except KeyStoreError as exc:
-                error = str(exc)
-            except Exception as exc:  # a database error's text quotes its parameters: not logged
-                error = type(exc).__name__
-            log.error(f"{what}.retrying", error=error, in_seconds=delay, **context)
-            time.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX)
+
+        def notice(exc: BaseException, wait: float) -> None:
+            # a database error's text quotes its parameters: only its type is logged
+            error = str(exc) if isinstance(exc, KeyStoreError) else type(exc).__name__
+            log.error(f"{what}.retrying", error=error, in_seconds=wait, **context)
+
+        return retry_call(work, on=Exception, first=RETRY_FIRST, most=RETRY_MAX, notice=notice)
 
     def _revoke(self, subject_ref: str, categories: Iterable[str]) -> None:
         value = self._codec.encode(

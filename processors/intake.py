@@ -22,6 +22,7 @@ from typing import Any
 import faust
 
 from core.logging import get_logger
+from core.retry import retry_call_async
 from processors.deadletters import DeadLetterQueue
 from processors.metrics import Metrics
 from processors.progress import Progress
@@ -97,17 +98,22 @@ async def decode_event(
     fault (it is dead-lettered). While the Schema Registry cannot be asked, the record is not
     at fault: retry with backoff, and after ``patience`` seconds raise
     RegistryUnavailableError, which stops the worker before any offset is committed."""
-    waited, delay = 0.0, 0.25
-    while True:
-        try:
-            return codec.decode("lifecycle.CustomerEvent", value, topic)
-        except RegistryUnavailableError as exc:
-            if waited >= patience:
-                raise
-            log.warning("registry.unavailable", retry_in_s=delay, error=str(exc)[:300])
-            await sleep(delay)
-            waited += delay
-            delay = min(delay * 2, 8.0)
+
+    async def decode() -> dict[str, Any]:
+        return codec.decode("lifecycle.CustomerEvent", value, topic)
+
+    def notice(exc: BaseException, wait: float) -> None:
+        log.warning("registry.unavailable", retry_in_s=wait, error=str(exc)[:300])
+
+    return await retry_call_async(
+        decode,
+        on=RegistryUnavailableError,
+        first=0.25,
+        most=8.0,
+        patience=patience,
+        notice=notice,
+        sleep=sleep,
+    )
 
 
 def fail_loudly(what: str, exc: BaseException) -> None:

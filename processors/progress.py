@@ -37,6 +37,7 @@ from confluent_kafka import KafkaException
 from faust.types import TP
 
 from core.logging import get_logger
+from core.retry import retry_call_async
 from streams.offsets import end_offsets, start_offsets
 from streams.topics import CUSTOMER_EVENTS
 
@@ -211,13 +212,17 @@ class Progress:
         group = self._app.conf.id
         wanted = [(self._topic, number) for number in sorted(partitions)]
         generation = self._generation
-        while True:
-            try:
-                starts = await asyncio.to_thread(start_offsets, self._client_config, group, wanted)
-                break
-            except KafkaException as exc:
-                log.warning("intake.start_unavailable", error=str(exc))
-                await asyncio.sleep(RESEEK_AFTER)
+
+        def notice(exc: BaseException, _wait: float) -> None:
+            log.warning("intake.start_unavailable", error=str(exc))
+
+        starts = await retry_call_async(
+            lambda: asyncio.to_thread(start_offsets, self._client_config, group, wanted),
+            on=KafkaException,
+            first=RESEEK_AFTER,
+            most=RESEEK_AFTER,
+            notice=notice,
+        )
         if generation != self._generation:
             return
         assigned = {tp.partition for tp in self._assigned()}

@@ -17,14 +17,10 @@ anything else goes through the codec, :func:`~sinks.chain.audit_record_row` and
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
-
-from core.logging import librdkafka_logger
 from sinks.chain import (
     ChainFollower,
     ChainProblem,
@@ -36,11 +32,11 @@ from sinks.chain import (
 )
 from streams.codec import SINGLE_OBJECT_MAGIC, Codec, SingleObjectCodec
 from streams.exceptions import DecodeError
-from streams.offsets import end_offsets
+from streams.reader import TopicReader
 from streams.topics import AUDIT
 
 BATCH = 1_000
-"""Messages taken from the consumer at a time."""
+"""Records taken from the consumer at a time."""
 
 
 def replay_line(canonical: bytes, stored_hash: str) -> bytes:
@@ -61,55 +57,36 @@ def replay(
     """Emit every verified record (its line, see :func:`replay_line`) in seq order; the report
     when the topic's end is reached (or, with ``follow``, when ``stop()`` says so or the chain
     breaks)."""
-    consumer = Consumer(
-        {
-            **client_config,
-            "group.id": f"lifecycle-replay-{uuid.uuid4()}",
-            "logger": librdkafka_logger(),
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",
-        }
-    )
     follower = ChainFollower(anchor_on_first=not from_beginning)
     reader = AuditRecordReader.for_codec(codec)
     read = reader.read if reader is not None else _never
-    try:
-        # The first offset asked for, not OFFSET_BEGINNING: librdkafka resolves that one only
-        # after a back-off (half a second here, before the first record arrives).
-        if from_beginning:
-            start, _high = consumer.get_watermark_offsets(TopicPartition(AUDIT, 0), timeout=10)
-        else:  # the end as a fetch sees it (see streams.offsets)
-            start = end_offsets(client_config, [(AUDIT, 0)])[(AUDIT, 0)]
-        consumer.assign([TopicPartition(AUDIT, 0, start)])
-        while not stop():
-            for message in consumer.consume(BATCH, 0.2):
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF and not follow:
-                        return follower.finish()
-                    continue
-                value = message.value() or b""
-                fast = read(value)
-                if fast is not None:
-                    verified = follower.feed_hashed(*fast)
-                else:
-                    try:
-                        record = codec.decode("lifecycle.AuditRecord", value, AUDIT)
-                    except DecodeError as exc:
-                        follower.problem = ChainProblem(
-                            follower.head_seq + 1,
-                            f"privacy.audit offset {message.offset()} is not an audit record: "
-                            f"{exc}",
-                        )
-                        return follower.finish()
-                    verified = _feed(follower, record)
-                for item in verified:
-                    emit(item)
-                if follower.problem is not None:
-                    return follower.finish()
-    finally:
-        consumer.close()
+    records = TopicReader(
+        client_config,
+        AUDIT,
+        start="first" if from_beginning else "end",
+        partitions=[0],
+        label="replay",
+        batch=BATCH,
+    )
+    for message in records.messages(follow=follow, stop=stop):
+        value = message.value() or b""
+        fast = read(value)
+        if fast is not None:
+            verified = follower.feed_hashed(*fast)
+        else:
+            try:
+                record = codec.decode("lifecycle.AuditRecord", value, AUDIT)
+            except DecodeError as exc:
+                follower.problem = ChainProblem(
+                    follower.head_seq + 1,
+                    f"privacy.audit offset {message.offset()} is not an audit record: {exc}",
+                )
+                break
+            verified = _feed(follower, record)
+        for item in verified:
+            emit(item)
+        if follower.problem is not None:
+            break
     return follower.finish()
 
 

@@ -31,8 +31,8 @@ from confluent_kafka import KafkaException
 from faust.transport.drivers import aiokafka as _faust_kafka
 from faust.types import TP
 
-from core.logging import librdkafka_logger
 from core.settings import Settings
+from streams import clients
 from streams.offsets import end_offsets
 from streams.security import faust_credentials as _faust_credentials
 from streams.topics import key_partitioner
@@ -98,16 +98,11 @@ def _replication_of_the_bus(settings: Settings) -> int:
     """The replication factor the broker gave ``customer.events`` (its default, when
     LIFECYCLE_REPLICATION is not set), for the topics Faust creates (table changelogs): Faust's
     client cannot ask for "the broker's default" (-1 needs CreateTopics v4; it speaks v3)."""
-    from confluent_kafka.admin import AdminClient
-
     from streams.topics import CUSTOMER_EVENTS
 
     try:
-        config: dict[str, Any] = {
-            **settings.kafka_client_config(),
-            "logger": librdkafka_logger(),
-        }
-        metadata = AdminClient(config).list_topics(CUSTOMER_EVENTS, timeout=10)
+        admin = clients.admin(settings.kafka_client_config())
+        metadata = admin.list_topics(CUSTOMER_EVENTS, timeout=10)
         partitions = metadata.topics[CUSTOMER_EVENTS].partitions.values()
         return max((len(p.replicas) for p in partitions), default=1) or 1
     except (KafkaException, KeyError) as exc:

@@ -6,7 +6,6 @@ import functools
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiokafka.partitioner import murmur2
 from confluent_kafka import KafkaError
@@ -20,7 +19,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
-from core.logging import librdkafka_logger
+from streams import clients
 from streams.exceptions import BrokerError
 
 CUSTOMER_EVENTS = "customer.events"
@@ -111,7 +110,7 @@ def topic_config(spec: TopicSpec, replication: int | None) -> dict[str, str]:
 
 
 def apply_topics(
-    client_config: Mapping[str, str | int | float | bool],
+    client_config: Mapping[str, str],
     partitions: int,
     replication: int | None = None,
     timeout: float = 30.0,
@@ -128,8 +127,7 @@ def apply_topics(
     partitions: stop the workers first). Raises :class:`TopicsMismatchError`, after treating
     every topic, for what cannot be made right here: more partitions than configured (Kafka
     cannot remove any), another replication factor, or an operation the broker refused."""
-    config: dict[str, Any] = {**client_config, "logger": librdkafka_logger()}
-    admin = AdminClient(config)
+    admin = clients.admin(client_config)
     specs = {spec.name: spec for spec in TOPICS}
     wanted = {name: partitions if spec.partitioned else 1 for name, spec in specs.items()}
     outcome: dict[str, str] = {}

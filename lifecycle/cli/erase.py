@@ -4,62 +4,33 @@ and reads their confirmations."""
 from __future__ import annotations
 
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import click
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from core.logging import librdkafka_logger
 from core.settings import load_settings
 from lifecycle.cli.base import bus, json_line
 from lifecycle.runtime import Runtime
+from schemas.kinds import DELETION_REQUESTED
 from streams.codec import Codec
-from streams.offsets import read_to_ends
+from streams.reader import Start, TopicReader
 from streams.topics import CONFIRMATIONS
 
 EXIT_NO_CONFIRMATION = 3
 
 
-class ConfirmationReader:
-    """Reads privacy.deletion-confirmations from the beginning, or from its current end (the
-    end offset is fixed when the reader is made, so nothing published after that is missed)."""
+def confirmations_of(
+    reader: TopicReader, codec: Codec, *, follow: bool, within: float | None = None
+) -> Iterator[dict[str, Any]]:
+    """The confirmations ``reader`` reads from privacy.deletion-confirmations, decoded."""
+    for message in reader.messages(follow=follow, within=within):
+        yield codec.decode("lifecycle.DeletionConfirmation", message.value() or b"", CONFIRMATIONS)
 
-    def __init__(self, client_config: dict[str, str], codec: Codec, *, from_end: bool) -> None:
-        self._codec = codec
-        self._consumer = Consumer(
-            {
-                **client_config,
-                "group.id": f"lifecycle-cli-{uuid.uuid4()}",
-                "logger": librdkafka_logger(),
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-            }
-        )
-        start = OFFSET_BEGINNING
-        if from_end:  # found with this consumer (not a second one)
-            start = read_to_ends(self._consumer, [(CONFIRMATIONS, 0)])[(CONFIRMATIONS, 0)]
-        self._consumer.assign([TopicPartition(CONFIRMATIONS, 0, start)])
 
-    def read(self, *, follow: bool, timeout: float | None = None) -> Iterator[dict[str, Any]]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            while deadline is None or time.monotonic() < deadline:
-                message = self._consumer.poll(0.2)
-                if message is None:
-                    continue
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF and not follow:
-                        return
-                    continue
-                yield self._codec.decode(
-                    "lifecycle.DeletionConfirmation", message.value() or b"", CONFIRMATIONS
-                )
-        finally:
-            self._consumer.close()
+def _reader(client_config: dict[str, str], start: Start) -> TopicReader:
+    return TopicReader(client_config, CONFIRMATIONS, start=start, partitions=[0], label="cli")
 
 
 @click.command()
@@ -79,13 +50,9 @@ def erase(
         runtime = Runtime(live).open()
         config = live.kafka_client_config()
         # listen from the end before publishing, so the answer cannot slip past
-        reader = (
-            ConfirmationReader(live.kafka_consumer_config(), runtime.codec, from_end=True)
-            if wait
-            else None
-        )
+        reader = _reader(live.kafka_consumer_config(), "end") if wait else None
         event: dict[str, object] = {
-            "kind": "deletion_requested",
+            "kind": DELETION_REQUESTED,
             "source": "privacy-team",
             "subject_id": subject_id,
             "actor": {"id": "lifecycle-cli", "role": "privacy_officer"},
@@ -99,7 +66,7 @@ def erase(
         click.echo(f"erasure requested: {request_id}", err=True)
         if reader is None:
             return
-        for confirmation in reader.read(follow=True, timeout=timeout):
+        for confirmation in confirmations_of(reader, runtime.codec, follow=True, within=timeout):
             if confirmation["request_id"] == request_id:
                 click.echo(json_line(confirmation))
                 return
@@ -113,6 +80,6 @@ def confirmations(follow: bool) -> None:
     """Read privacy.deletion-confirmations (one JSON object a line)."""
     with bus(load_settings()) as live:
         runtime = Runtime(live)
-        reader = ConfirmationReader(live.kafka_consumer_config(), runtime.codec, from_end=False)
-        for record in reader.read(follow=follow):
+        reader = _reader(live.kafka_consumer_config(), "first")
+        for record in confirmations_of(reader, runtime.codec, follow=follow):
             click.echo(json_line(record))

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import signal
 import threading
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
 import click
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaException, Message
 
 from core.errors import LifecycleError
 from core.settings import load_settings
@@ -31,7 +30,7 @@ from streams.codec import Codec
 from streams.envelope import SHREDDED, associated_data, decrypt_value
 from streams.exceptions import DecodeError, KeyShreddedError, WrongMasterKeyError
 from streams.keys import KeyStore
-from streams.offsets import end_offsets
+from streams.reader import TopicReader
 from streams.topics import CUSTOMER_EVENTS, DEAD_LETTERS
 
 WITHHELD = "[withheld]"
@@ -44,7 +43,7 @@ _NONCE_LEN = 12
 
 
 class TailError(LifecycleError):
-    """The tail cannot start (a topic that does not exist, a bad option)."""
+    """The tail cannot start (the broker cannot say where the topic's partitions are)."""
 
 
 @dataclass(slots=True)
@@ -91,66 +90,6 @@ class Opener:
             key.category == category and key.version == version
             for key in self.keystore.keys_of(subject_ref)
         )
-
-
-# --------------------------------------------------------------------------- reading
-
-
-class TopicTail:
-    """Reads every partition of ``topic``, without a consumer group (nothing is committed):
-    from each partition's first record, or from its end at start; up to the end, or on."""
-
-    def __init__(self, client_config: dict[str, str], topic: str, *, from_end: bool) -> None:
-        self.partitions: list[int] = []
-        self._consumer = Consumer(
-            {
-                **client_config,
-                "group.id": f"lifecycle-tail-{uuid.uuid4()}",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-            }
-        )
-        try:
-            starts = self._starts(client_config, topic, from_end)
-        except BaseException:
-            self._consumer.close()
-            raise
-        self._consumer.assign([TopicPartition(topic, p, at) for p, at in starts.items()])
-
-    def _starts(self, client_config: dict[str, str], topic: str, from_end: bool) -> dict[int, int]:
-        try:
-            metadata = self._consumer.list_topics(topic, timeout=10).topics.get(topic)
-            if metadata is None or metadata.error is not None or not metadata.partitions:
-                raise TailError(f"topic {topic} does not exist (lifecycle topics apply creates it)")
-            self.partitions = sorted(metadata.partitions)
-            if from_end:  # the end as a fetch sees it (see streams.offsets)
-                ends = end_offsets(client_config, [(topic, p) for p in self.partitions])
-                return {p: ends[(topic, p)] for p in self.partitions}
-            return {
-                p: self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[0]
-                for p in self.partitions
-            }
-        except KafkaException as exc:
-            raise TailError(f"cannot read {topic}: {exc.args[0]}") from exc
-
-    def read(self, *, follow: bool, stop: threading.Event) -> Iterator[Message]:
-        pending = set(self.partitions)
-        try:
-            while not stop.is_set():
-                message = self._consumer.poll(_POLL)
-                if message is None:
-                    continue
-                error = message.error()
-                if error is None:
-                    yield message
-                elif error.code() == KafkaError._PARTITION_EOF:
-                    pending.discard(message.partition() or 0)
-                    if not pending and not follow:
-                        return
-                elif error.fatal():
-                    raise KafkaException(error)
-        finally:
-            self._consumer.close()
 
 
 # --------------------------------------------------------------------------- showing
@@ -349,7 +288,7 @@ def tail_records(
     opener: Opener | None = None,
     subject_ref: str | None = None,
     stop: threading.Event | None = None,
-    on_start: Callable[[TopicTail], None] = lambda _tail: None,
+    on_start: Callable[[TopicReader], None] = lambda _reader: None,
 ) -> TailCounts:
     """Emit every record of ``topic`` as shown (see :func:`show_event`,
     :func:`show_dead_letter`); a record that does not decode is emitted as its position and
@@ -357,9 +296,15 @@ def tail_records(
     published after that is read). Returns the counts when the end is reached or
     (``follow``) ``stop`` is set."""
     counts = opener.counts if opener is not None else TailCounts()
-    reader = TopicTail(client_config, topic, from_end=not from_beginning)
+    try:
+        reader = TopicReader(
+            client_config, topic, start="first" if from_beginning else "end", label="tail"
+        )
+    except KafkaException as exc:
+        raise TailError(f"cannot read {topic}: {exc.args[0]}") from exc
     on_start(reader)
-    for message in reader.read(follow=follow, stop=stop or threading.Event()):
+    stopped = stop or threading.Event()
+    for message in reader.messages(follow=follow, stop=stopped.is_set):
         counts.records += 1
         if topic == DEAD_LETTERS:
             emit(show_dead_letter(message, opener))
@@ -427,7 +372,7 @@ def tail_command(
         def emit(shown: Shown) -> None:
             click.echo(orjson.dumps(shown).decode() if as_json else render(shown))
 
-        def started(reader: TopicTail) -> None:
+        def started(reader: TopicReader) -> None:
             if follow:
                 where = "the first record" if from_beginning else "the live end"
                 click.echo(
