@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from core.db import make_engine
-from streams.keycache import KeyCache
 from streams.keys import SqlKeyStore, load_master_key
+from streams.keys.cache import KeyCache
 
 REF_A, REF_B, REF_C = "a" * 64, "b" * 64, "c" * 64
 

@@ -1,478 +1,51 @@
-"""The customer-data privacy policy as code: versioned YAML files, loaded and validated once.
-
-Every ``*.yaml`` file in the policy directory is one complete version of the policy, derived
-sentence by sentence from the published text; every rule in it cites the section it comes from.
-:func:`load_policies` reads them all into a :class:`PolicyBook`, refusing the whole book with a
-:class:`~processors.exceptions.PolicyError` (file, path inside it, reason) on the first file that
-is wrong. The book answers which :class:`Policy` was in force at an instant: the version with the
-latest ``effective_from`` not after it, and the earliest version for instants before them all.
-
-Lookups are dictionary and frozenset membership tests: the decision engine consults the policy
-for every event.
-"""
+"""Reading one parsed policy document into a :class:`~processors.policy.model.Policy`,
+checking it as it goes: every problem found is collected (path inside the file, reason), and
+the file is refused with all of them, so one run names everything to fix. A version may add to
+what the contract fixes (:mod:`processors.policy.contract`), never rename or relax it."""
 
 from __future__ import annotations
 
-import bisect
-import calendar
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, date, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, cast
-
-import yaml
+from typing import Any, cast
 
 from core.instants import aware, parse_instant
 from processors.exceptions import PolicyError
-
-Basis = Literal["necessary", "consent"]
-BASES: frozenset[str] = frozenset({"necessary", "consent"})
-
-ALL = "all"
-"""Written instead of a list: every category (or, for ``compatible_with``, every purpose)."""
+from processors.policy.contract import (
+    CONTRACT_CATEGORIES,
+    CONTRACT_CHANNELS,
+    CONTRACT_CONSENT_PURPOSES,
+    CONTRACT_FORBIDDEN_GRANTS,
+    CONTRACT_PROHIBITED_COLLECTIONS,
+    CONTRACT_PROHIBITED_PURPOSES,
+    CONTRACT_PURPOSES,
+    CONTRACT_RECIPIENTS,
+    CONTRACT_REQUIRED_GRANTS,
+    CONTRACT_ROLES,
+)
+from processors.policy.model import (
+    ALL,
+    BASES,
+    Agreement,
+    Basis,
+    Category,
+    Channel,
+    Citation,
+    Duration,
+    Policy,
+    ProhibitedCollection,
+    ProhibitedPurpose,
+    Purpose,
+    Recipient,
+    Retention,
+    Role,
+)
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-_DURATION = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)D)?$")
 
-
-# --------------------------------------------------------------------------- value types
-
-
-@dataclass(frozen=True, slots=True)
-class Citation:
-    """Where a rule comes from: a section of the published policy and a short quote of it.
-
-    A rule resting on several sentences (a purpose named in INFORMATION USE whose consent basis
-    is in INTRODUCTION, say) lists them all under ``cites:``; the first is the rule's citation
-    (the one decisions name) and the others are in ``also``.
-    """
-
-    section: str
-    quote: str
-    also: tuple[Citation, ...] = ()
-
-    def every(self) -> tuple[Citation, ...]:
-        """This citation and the further ones, each without further ones."""
-        return (Citation(self.section, self.quote), *self.also)
-
-    def __str__(self) -> str:
-        return f'{self.section}: "{self.quote}"'
-
-
-@dataclass(frozen=True, slots=True)
-class Duration:
-    """A calendar period written in ISO 8601 (``P90D``, ``P6Y``, ``P1Y6M``).
-
-    Years and months are calendar units, so six years after 2026-02-02 is 2032-02-02 (a 29
-    February start ends on 28 February when the end year has none).
-    """
-
-    years: int = 0
-    months: int = 0
-    days: int = 0
-
-    @classmethod
-    def parse(cls, text: str) -> Duration:
-        match = _DURATION.match(text)
-        if match is None or text == "P":
-            raise ValueError(f"{text!r} is not an ISO 8601 period such as P90D, P6Y or P1Y6M")
-        years, months, days = (int(group or 0) for group in match.groups())
-        return cls(years, months, days)
-
-    def after(self, start: datetime) -> datetime:
-        """The instant this period after ``start``."""
-        month_index = start.month - 1 + self.months + 12 * self.years
-        year = start.year + month_index // 12
-        month = month_index % 12 + 1
-        day = min(start.day, calendar.monthrange(year, month)[1])
-        return start.replace(year=year, month=month, day=day) + timedelta(days=self.days)
-
-    def __str__(self) -> str:
-        parts = ((self.years, "Y"), (self.months, "M"), (self.days, "D"))
-        return "P" + ("".join(f"{n}{unit}" for n, unit in parts if n) or "0D")
-
-
-@dataclass(frozen=True, slots=True)
-class Category:
-    """A category of personal data the policy says may be collected."""
-
-    name: str
-    description: str
-    cites: Citation
-
-
-@dataclass(frozen=True, slots=True)
-class Channel:
-    """A way data reaches the Commission (a form, in person, the website ...)."""
-
-    name: str
-    description: str
-    cites: Citation
-
-
-@dataclass(frozen=True, slots=True)
-class Purpose:
-    """A permitted purpose: its basis, the categories it may use, and the collection purposes it
-    is compatible with (data collected for one of those may be used for this one too)."""
-
-    name: str
-    basis: Basis
-    categories: frozenset[str]
-    compatible_with: frozenset[str]
-    compatible_with_all: bool
-    granted_by_default: bool
-    cites: Citation
-
-    @property
-    def consent_based(self) -> bool:
-        return self.basis == "consent"
-
-    def permits_data_collected_for(self, collected_for: Iterable[str]) -> str | None:
-        """The collection purpose that lets data collected for ``collected_for`` serve this one,
-        or None. Prefers this purpose itself, then the first compatible one."""
-        purposes = tuple(collected_for)
-        if self.name in purposes:
-            return self.name
-        for declared in purposes:
-            if self.compatible_with_all or declared in self.compatible_with:
-                return declared
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class ProhibitedPurpose:
-    """A purpose that is refused for everyone (sale, trade ...)."""
-
-    name: str
-    cites: Citation
-
-
-@dataclass(frozen=True, slots=True)
-class Role:
-    """An employee or system role and the categories its job function needs."""
-
-    name: str
-    categories: frozenset[str]
-    cites: Citation
-
-
-@dataclass(frozen=True, slots=True)
-class Agreement:
-    """The confidentiality agreement (or legal ground) under which a recipient receives data."""
-
-    name: str
-    reference: str
-
-
-@dataclass(frozen=True, slots=True)
-class Recipient:
-    """A trusted outside party: what it may receive, for which purposes, under which agreement."""
-
-    name: str
-    agreement: Agreement
-    categories: frozenset[str]
-    purposes: frozenset[str]
-    cites: Citation
-
-
-@dataclass(frozen=True, slots=True)
-class ProhibitedCollection:
-    """A category that must never be collected through a channel."""
-
-    index: int
-    channel: str
-    category: str
-    cites: Citation
-
-
-@dataclass(frozen=True, slots=True)
-class LegalHold:
-    """Why and until when the law requires a category to be kept, even against erasure."""
-
-    basis: str
-    until: date
-
-    @property
-    def until_iso(self) -> str:
-        return self.until.isoformat()
-
-
-@dataclass(frozen=True, slots=True)
-class Retention:
-    """How long a category is kept.
-
-    ``period`` counts from the (latest) collection; None means "as long as the purposes it was
-    collected for last", which ends only with an erasure request. ``keep_for`` is the time the
-    law requires it kept (``legal_basis`` says which law); an erasure request does not shorten it.
-    """
-
-    category: str
-    period: Duration | None
-    legal_basis: str | None
-    keep_for: Duration | None
-    cites: Citation
-
-    def expires_at(self, collected_at: datetime) -> datetime | None:
-        """When data collected at ``collected_at`` has outlived its retention (None: never by
-        itself). The legal period, when longer, extends it."""
-        if self.period is None:
-            return None
-        end = self.period.after(collected_at)
-        if self.keep_for is not None:
-            end = max(end, self.keep_for.after(collected_at))
-        return end
-
-    def legal_hold(self, collected_at: datetime) -> LegalHold | None:
-        """The hold the law puts on data collected at ``collected_at``: kept through ``until``."""
-        if self.keep_for is None or self.legal_basis is None:
-            return None
-        return LegalHold(self.legal_basis, self.keep_for.after(collected_at).date())
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Policy:
-    """One version of the policy. Mappings are read-only; names are the policy's identifiers."""
-
-    version: str
-    effective_from: datetime
-    effective_from_cites: Citation
-    title: str
-    source: str
-    notes: str
-    file: Path
-    sections: tuple[str, ...]
-    categories: Mapping[str, Category]
-    channels: Mapping[str, Channel]
-    purposes: Mapping[str, Purpose]
-    prohibited_purposes: Mapping[str, ProhibitedPurpose]
-    roles: Mapping[str, Role]
-    recipients: Mapping[str, Recipient]
-    prohibited_collections: Mapping[tuple[str, str], ProhibitedCollection]
-    retentions: Mapping[str, Retention]
-
-    def retention(self, category: str) -> Retention:
-        """The retention rule of ``category`` (KeyError naming it when the policy has none)."""
-        try:
-            return self.retentions[category]
-        except KeyError:
-            raise KeyError(f"policy {self.version} has no category {category!r}") from None
-
-    def legal_hold(self, category: str, collected_at: datetime) -> LegalHold | None:
-        """The legal hold on ``category`` collected at ``collected_at`` (None: none, or the
-        category is unknown to this version)."""
-        rule = self.retentions.get(category)
-        return None if rule is None else rule.legal_hold(collected_at)
-
-    def __repr__(self) -> str:
-        return f"Policy(version={self.version!r}, effective_from={self.effective_from.isoformat()})"
-
-
-@dataclass(frozen=True, slots=True)
-class Vocabulary:
-    """Every name any version of the policy knows; what the publisher validates input against.
-
-    ``purposes`` holds the permitted and the known-prohibited purposes: a prohibited purpose is a
-    valid name (the event is published, then denied ``purpose_not_permitted``).
-    """
-
-    categories: frozenset[str]
-    purposes: frozenset[str]
-    permitted_purposes: frozenset[str]
-    prohibited_purposes: frozenset[str]
-    roles: frozenset[str]
-    channels: frozenset[str]
-    recipients: frozenset[str]
-    prohibited_collections: frozenset[tuple[str, str]]
-
-
-class PolicyBook:
-    """Every version of the policy, ordered by ``effective_from``."""
-
-    __slots__ = ("_by_version", "_policies", "_starts", "_vocabulary")
-
-    def __init__(self, policies: Iterable[Policy]) -> None:
-        ordered = sorted(policies, key=lambda policy: policy.effective_from)
-        if not ordered:
-            raise ValueError("a PolicyBook needs at least one policy version")
-        self._policies = tuple(ordered)
-        self._starts = [policy.effective_from for policy in ordered]
-        self._by_version = {policy.version: policy for policy in ordered}
-        self._vocabulary = _vocabulary(ordered)
-
-    @property
-    def versions(self) -> tuple[str, ...]:
-        """Version names, oldest first."""
-        return tuple(policy.version for policy in self._policies)
-
-    @property
-    def policies(self) -> tuple[Policy, ...]:
-        return self._policies
-
-    @property
-    def latest(self) -> Policy:
-        return self._policies[-1]
-
-    def get(self, version: str) -> Policy:
-        return self._by_version[version]
-
-    def in_force(self, at: datetime) -> Policy:
-        """The version in force at ``at`` (naive means UTC). Before the first version took
-        effect, the first version judges: there is no earlier policy to apply."""
-        if at.tzinfo is None:
-            at = at.replace(tzinfo=UTC)
-        index = bisect.bisect_right(self._starts, at) - 1
-        return self._policies[index if index >= 0 else 0]
-
-    def vocabulary(self) -> Vocabulary:
-        return self._vocabulary
-
-    def __iter__(self) -> Iterator[Policy]:
-        return iter(self._policies)
-
-    def __len__(self) -> int:
-        return len(self._policies)
-
-
-def _vocabulary(policies: Iterable[Policy]) -> Vocabulary:
-    categories: set[str] = set()
-    permitted: set[str] = set()
-    prohibited: set[str] = set()
-    roles: set[str] = set()
-    channels: set[str] = set()
-    recipients: set[str] = set()
-    collections: set[tuple[str, str]] = set()
-    for policy in policies:
-        categories.update(policy.categories)
-        permitted.update(policy.purposes)
-        prohibited.update(policy.prohibited_purposes)
-        roles.update(policy.roles)
-        channels.update(policy.channels)
-        recipients.update(policy.recipients)
-        collections.update(policy.prohibited_collections)
-    return Vocabulary(
-        categories=frozenset(categories),
-        purposes=frozenset(permitted | prohibited),
-        permitted_purposes=frozenset(permitted),
-        prohibited_purposes=frozenset(prohibited),
-        roles=frozenset(roles),
-        channels=frozenset(channels),
-        recipients=frozenset(recipients),
-        prohibited_collections=frozenset(collections),
-    )
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def load_policies(policy_dir: Path) -> PolicyBook:
-    """Load and validate every ``*.yaml`` file in ``policy_dir`` (raises PolicyError)."""
-    if not policy_dir.is_dir():
-        raise PolicyError(policy_dir, [("(directory)", "no such policy directory")])
-    files = sorted(policy_dir.glob("*.yaml"))
-    if not files:
-        raise PolicyError(policy_dir, [("(directory)", "holds no *.yaml policy file")])
-    policies: list[Policy] = []
-    version_files: dict[str, Path] = {}
-    start_files: dict[datetime, Path] = {}
-    for path in files:
-        policy = load_policy_file(path)
-        if policy.version in version_files:
-            other = version_files[policy.version].name
-            raise PolicyError(path, [("version", f"version {policy.version!r} is also in {other}")])
-        if policy.effective_from in start_files:
-            other = start_files[policy.effective_from].name
-            reason = f"{policy.effective_from.date()} is also the effective_from of {other}"
-            raise PolicyError(path, [("effective_from", reason)])
-        version_files[policy.version] = path
-        start_files[policy.effective_from] = path
-        policies.append(policy)
-    return PolicyBook(policies)
-
-
-def load_policy_file(path: Path) -> Policy:
-    """Load and validate one policy file (raises PolicyError naming it)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PolicyError(path, [("(file)", f"cannot be read: {exc}")]) from exc
-    try:
-        document = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(yaml)"
-        raise PolicyError(path, [(where, f"not valid YAML: {exc.problem or exc}")]) from exc
-    except yaml.YAMLError as exc:
-        raise PolicyError(path, [("(yaml)", f"not valid YAML: {exc}")]) from exc
-    return _PolicyReader(path).read(document)
-
-
-_YamlBase: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _StrictLoader(_YamlBase):  # type: ignore[misc]
-    """The safe loader, refusing a key written twice in one mapping (YAML keeps the last one
-    silently, which in a policy file would drop a rule without a word)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        self.flatten_mapping(node)
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            try:
-                duplicate = key in seen
-            except TypeError:
-                raise yaml.constructor.ConstructorError(
-                    None, None, "a mapping key must be a plain name", key_node.start_mark
-                ) from None
-            if duplicate:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice in this mapping", key_node.start_mark
-                )
-            seen.add(key)
-        return cast(dict[Any, Any], super().construct_mapping(node, deep))
-
-
-_StrictLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _StrictLoader.construct_mapping
-)
-
-
-# What the contract (shared/CONTRACT.md) fixes: every version must keep these names and limits.
-CONTRACT_CATEGORIES = frozenset(
-    {"name", "address", "date_of_birth", "telephone", "fax", "email", "banking"}
-    | {"service_account", "web_log", "credit_card", "documents"}
-)
-CONTRACT_PURPOSES = frozenset(
-    {"service_provision", "customer_support", "website_administration", "billing"}
-    | {"account_notices", "transaction_processing", "personalization", "website_improvement"}
-    | {"correspondence_followup", "service_information", "contests_promotions_surveys"}
-    | {"legal_compliance"}
-)
-CONTRACT_CONSENT_PURPOSES = frozenset(
-    {"service_information", "personalization", "contests_promotions_surveys"}
-)
-CONTRACT_PROHIBITED_PURPOSES = frozenset({"sale", "trade"})
-CONTRACT_ROLES = frozenset(
-    {"billing_clerk", "customer_service", "field_technician", "web_admin", "marketing"}
-    | {"privacy_officer", "system"}
-)
-CONTRACT_CHANNELS = frozenset(
-    {"paper_form", "web_form", "in_person", "telephone", "email", "website", "online_tendering"}
-)
-CONTRACT_RECIPIENTS = frozenset({"first_atlantic_commerce", "authorities"})
-CONTRACT_FORBIDDEN_GRANTS: Mapping[str, frozenset[str]] = MappingProxyType(
-    {
-        role: frozenset({"banking", "credit_card", "date_of_birth"})
-        for role in ("web_admin", "field_technician", "marketing")
-    }
-)
-CONTRACT_REQUIRED_GRANTS: Mapping[str, frozenset[str]] = MappingProxyType(
-    {"billing_clerk": frozenset({"banking", "service_account"})}
-)
-CONTRACT_PROHIBITED_COLLECTIONS = frozenset({("online_tendering", "credit_card")})
 
 _TOP_REQUIRED = (
     "version",
@@ -497,7 +70,7 @@ class _Invalid(Exception):
     """A node is unusable; the problem is already recorded."""
 
 
-class _PolicyReader:
+class PolicyReader:
     """Reads one parsed policy document into a :class:`Policy`, collecting every problem."""
 
     def __init__(self, file: Path) -> None:
