@@ -22,7 +22,7 @@ from core.db import make_engine
 from core.settings import load_settings
 from processors.audit_stage import BATCH_MAX
 from processors.policy import load_policies
-from sinks.chain import CANONICAL_KEYS
+from sinks.canonical import CANONICAL_KEYS
 from sinks.checkpoints import CheckpointSigner
 from sinks.ledger import SqlAuditSink, verify
 

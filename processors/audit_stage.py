@@ -35,7 +35,7 @@ from processors.deadletters import DeadLetterQueue
 from processors.intake import fail_loudly
 from processors.metrics import Metrics
 from processors.resources import Resources
-from sinks.chain import AuditEntry
+from sinks.entry import AuditEntry
 from sinks.exceptions import InvalidDecisionError, LedgerUnavailableError
 from sinks.ledger import SqlAuditSink
 from streams.exceptions import DecodeError

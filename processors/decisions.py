@@ -27,7 +27,6 @@ from typing import Any, TypeVar
 
 import faust
 import orjson
-from sqlalchemy import Engine, select
 
 from core.logging import get_logger
 from core.retry import retry_call
@@ -37,7 +36,7 @@ from processors.metrics import Metrics
 from processors.resources import Resources
 from processors.rules import Verdict, apply, decide
 from processors.state import SubjectState
-from sinks.ledger import audit_ledger, create_ledger
+from sinks.ledger import AuditLedger
 from sinks.vault import HeldValue, Vault
 from streams.envelope import decrypt_value, encrypt_value
 from streams.exceptions import DecodeError, KeyShreddedError, KeyStoreError
@@ -112,19 +111,6 @@ class Entry:
         if len(recent) > RECENT:
             recent = dict(list(recent.items())[-RECENT:])
         return orjson.dumps({"state": self.state.to_dict(), "recent": recent})
-
-
-def recorded_events(engine: Engine, event_ids: Sequence[str]) -> dict[str, tuple[str, str, int]]:
-    """event_id -> (subject_ref, kind, seq) for those of ``event_ids`` the audit ledger holds."""
-    found: dict[str, tuple[str, str, int]] = {}
-    columns = (audit_ledger.c.event_id, audit_ledger.c.subject_ref, audit_ledger.c.kind)
-    with engine.connect() as conn:
-        for start in range(0, len(event_ids), 500):
-            chunk = event_ids[start : start + 500]
-            query = select(*columns, audit_ledger.c.seq).where(audit_ledger.c.event_id.in_(chunk))
-            for event_id, subject_ref, kind, seq in conn.execute(query):
-                found[event_id] = (subject_ref, kind, seq)
-    return found
 
 
 def live_categories(keys: KeyStore, subject_ref: str) -> list[str]:
@@ -204,7 +190,7 @@ class DecisionStage:
         self._book = runtime.policy
         self._keys = runtime.keystore
         self._vault = Vault(runtime.engine)
-        create_ledger(runtime.engine)  # looked up by event_id before deciding
+        self._ledger = AuditLedger(runtime.engine)  # looked up by event_id before deciding
         self.table = app.Table(
             SUBJECTS_TABLE,
             default=None,
@@ -260,9 +246,7 @@ class DecisionStage:
         ledger keeps its first record.) Two such events decided before the first reaches the
         ledger are not caught here: see README, "Guarantees and limits"."""
         ids = list({item.record["event_id"] for item in batch})
-        recorded = self._until_done(
-            "ledger.lookup", lambda: recorded_events(self._runtime.engine, ids)
-        )
+        recorded = self._until_done("ledger.lookup", lambda: self._ledger.recorded_events(ids))
         seen: dict[str, tuple[str, str]] = {}
         refused: dict[int, str] = {}
         for index, item in enumerate(batch):

@@ -38,8 +38,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from core.logging import get_logger
 from core.secretfiles import create_secret_file
-from sinks.chain import utc_text
 from sinks.exceptions import SigningKeyError
+from sinks.stored import utc_text
 
 log = get_logger(__name__)
 

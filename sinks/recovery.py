@@ -13,9 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sinks.chain import ChainFollower, audit_record_row, row_hash
+from sinks.canonical import row_hash
+from sinks.chain import ChainFollower
 from sinks.exceptions import LedgerError
 from sinks.ledger import SqlAuditSink
+from sinks.stored import audit_record_row
 from streams.codec import Codec
 from streams.exceptions import DecodeError
 from streams.reader import TopicReader

@@ -21,15 +21,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sinks.chain import (
-    ChainFollower,
-    ChainProblem,
-    VerifyReport,
-    audit_record_row,
-    canonical_bytes,
-    canonical_hash,
-    flat_canonical_bytes,
-)
+from sinks.canonical import canonical_bytes, canonical_hash, flat_canonical_bytes
+from sinks.chain import ChainFollower, ChainProblem, VerifyReport
+from sinks.stored import audit_record_row
 from streams.codec import SINGLE_OBJECT_MAGIC, Codec, SingleObjectCodec
 from streams.exceptions import DecodeError
 from streams.reader import TopicReader

@@ -44,7 +44,7 @@ from sqlalchemy.engine import Connection, make_url
 
 from core.db import make_engine
 from core.settings import load_settings
-from sinks.chain import CANONICAL_KEYS, row_hash
+from sinks.canonical import CANONICAL_KEYS, row_hash
 from sinks.ledger import (
     audit_chain_head,
     audit_checkpoints,

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
 from core.db import make_engine
-from sinks.chain import GENESIS_HASH
+from sinks.canonical import GENESIS_HASH
 from sinks.checkpoints import CheckpointSigner, load_signing_key
 from sinks.exceptions import InvalidDecisionError, LedgerError, LedgerUnavailableError
 from sinks.ledger import SqlAuditSink, count_records, iter_records, verify
