@@ -35,6 +35,7 @@ from processors.deadletters import DeadLetterQueue
 from processors.intake import fail_loudly
 from processors.metrics import Metrics
 from processors.resources import Resources
+from schemas.kinds import judged_as
 from sinks.entry import AuditEntry
 from sinks.exceptions import InvalidDecisionError, LedgerUnavailableError
 from sinks.ledger import SqlAuditSink
@@ -64,7 +65,7 @@ def confirmation_record(entry: AuditEntry) -> dict[str, Any] | None:
     """The deletion confirmation an erasure decision proves (None for other decisions)."""
     decision = entry.decision()
     erasure = decision.get("erasure")
-    if decision["kind"] != "deletion_requested" or not erasure:
+    if judged_as(decision["kind"]) != "erasure" or not erasure:
         return None
     return {
         "request_id": erasure["request_id"],

@@ -36,6 +36,7 @@ from processors.metrics import Metrics
 from processors.resources import Resources
 from processors.rules import Verdict, apply, decide
 from processors.state import SubjectState
+from schemas.kinds import RETENTION_SWEEP, judged_as
 from sinks.ledger import AuditLedger
 from sinks.vault import HeldValue, Vault
 from streams.envelope import decrypt_value, encrypt_value
@@ -136,10 +137,8 @@ def decision_record(
     """The ``lifecycle.Decision`` for an event and its verdict."""
     body, kind = event["body"], event["kind"]
     categories: list[str]
-    if kind == "collected":
+    if "data" in body:  # a collection: the categories of its values
         categories = [value["category"] for value in body["data"]]
-    elif kind == "deletion_requested":
-        categories = list(body.get("categories") or [])
     else:
         categories = list(body.get("categories") or [])
     return {
@@ -150,7 +149,7 @@ def decision_record(
         "categories": categories,
         "purpose": body.get("purpose"),
         "purposes": list(body.get("purposes") or []),
-        "consent_granted": body.get("granted") if kind == "consent_changed" else None,
+        "consent_granted": body.get("granted"),
         "recipient": body.get("recipient"),
         "actor_role": event["actor"]["role"],
         "decision": verdict.decision,
@@ -223,7 +222,7 @@ class DecisionStage:
                     entry = entries[ref] = Entry.load(self.table.get(ref.encode()))
                     partition_of[ref] = item.partition
                 record = await self._decide_one(item, entry, held)
-                if record["kind"] == "deletion_requested":
+                if judged_as(record["kind"]) == "erasure":
                     self._metrics.erasure_decided(
                         (record["erasure"] or {}).get("status", "refused"),
                         item.record["published_at"],
@@ -274,11 +273,12 @@ class DecisionStage:
             return seen
         verdict = decide(event, entry.state, self._book)
         erasure = None
-        if event["kind"] == "deletion_requested" and verdict.decision == "allow":
+        judged = judged_as(event["kind"])
+        if judged == "erasure" and verdict.decision == "allow":
             erasure = await self._erase(event, entry, held)
         else:
             entry.state = apply(event, verdict, entry.state)
-        if event["kind"] == "collected":
+        if judged == "collection":
             if verdict.decision == "allow":
                 self._hold(event, held)
             else:
@@ -538,7 +538,7 @@ class DecisionStage:
                 policy = self._book.in_force(as_of)
                 record = {
                     "event_id": f"{sweep_id}/{ref}",
-                    "kind": "retention_sweep",
+                    "kind": RETENTION_SWEEP,
                     "subject_ref": ref,
                     "source": "retention",
                     "categories": sorted(due),

@@ -18,11 +18,13 @@ from typing import Any
 import orjson
 
 from core.instants import aware
+from core.terminal import table
 from processors.erasure import apply_erasure, expired, mark_erased, plan_erasure
 from processors.policy import Citation, Policy, PolicyBook, Vocabulary
 from processors.reasons import RETENTION_EXPIRED
 from processors.rules import Verdict, apply, decide
 from processors.state import SubjectState
+from schemas.kinds import KINDS, judged_as
 from streams.events import InputEvent, validate
 from streams.exceptions import ValidationError
 
@@ -123,11 +125,12 @@ def render_policy(policy: Policy, book: PolicyBook, at: datetime) -> str:
     if policy.notes:
         lines.append(f"notes: {policy.notes}")
 
-    def block(title: str, rows: Iterable[tuple[str, str, Citation]]) -> None:
-        lines.extend(["", title])
-        for name, text, cites in rows:
-            lines.append(f"  {name:<{width}}{text}")
-            lines.extend(f"  {'':<{width}}{each}" for each in cites.every())
+    def block(title: str, rules: Iterable[tuple[str, str, Citation]]) -> None:
+        rows: list[tuple[str, str]] = []
+        for name, text, cites in rules:
+            rows.append((name, text))
+            rows.extend(("", str(each)) for each in cites.every())
+        lines.extend(["", title, *table(rows, min_widths=(width,), gap=0, indent=2)])
 
     block(
         "CATEGORIES",
@@ -246,7 +249,7 @@ def decoded_event(event: InputEvent) -> dict[str, Any]:
     """The ``lifecycle.CustomerEvent`` the publisher would send for ``event``, with every value
     (and ``subject_id``) replaced by empty bytes: the decision never needs them."""
     body: dict[str, Any] = dict(event.body)
-    if event.kind == "collected":
+    if KINDS[event.kind].carries_values:
         body["data"] = [
             {"category": category, "key_version": 1, "nonce": b"", "ciphertext": b""}
             for category in event.data
@@ -354,7 +357,7 @@ def step(
         state = mark_erased(state, due, RETENTION_EXPIRED, at)
     verdict = decide(event, state, book)
     state = apply(event, verdict, state)
-    if event["kind"] == "deletion_requested" and verdict.allowed:
+    if judged_as(event["kind"]) == "erasure" and verdict.allowed:
         plan = plan_erasure(state, event["body"].get("categories"), book.in_force(at), at)
         state = apply_erasure(state, plan, at)
     return verdict, state
@@ -407,10 +410,13 @@ def render_check(result: CheckResult) -> str:
         *("decision", "reason_code", "rule", "policy_version", "categories"),
         *("kind", "event_id", "occurred_at", "prior_events"),
     )
-    lines = [f"{name + ':':<16}{fields[name]}" for name in order]
+    rows = [(f"{name}:", str(fields[name])) for name in order]
     if result.publisher_refusal is not None:
-        lines.append(
-            f"{'publisher:':<16}would refuse this line ({result.publisher_refusal}); "
-            "the decision above is the worker's for such an event from another producer"
+        rows.append(
+            (
+                "publisher:",
+                f"would refuse this line ({result.publisher_refusal}); "
+                "the decision above is the worker's for such an event from another producer",
+            )
         )
-    return "\n".join(lines)
+    return "\n".join(table(rows, min_widths=(16,), gap=0))

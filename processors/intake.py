@@ -26,6 +26,7 @@ from core.retry import retry_call_async
 from processors.deadletters import DeadLetterQueue
 from processors.metrics import Metrics
 from processors.progress import Progress
+from schemas.kinds import KINDS
 from streams.codec import Codec
 from streams.exceptions import DecodeError, RegistryUnavailableError
 from streams.keys import KeyStore
@@ -58,13 +59,6 @@ Refused = list[tuple[Decoded, str]]
 BatchHandler = Callable[[list[Decoded]], Awaitable[Refused]]
 
 
-_BODY_FIELDS = {
-    "collected": {"channel", "purposes", "data"},
-    "used": {"categories", "purpose"},
-    "shared": {"categories", "recipient", "purpose"},
-    "deletion_requested": {"request_id", "categories"},
-    "consent_changed": {"purpose", "granted"},
-}
 _SUBJECT_REF = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -75,14 +69,16 @@ def invalid_event(record: dict[str, Any]) -> str | None:
     empty: a foreign producer can break both, and such a record would otherwise stop the
     decision stage on every restart."""
     body = record["body"]
-    if set(body) != _BODY_FIELDS[record["kind"]]:
+    kind = KINDS.get(record["kind"])
+    if kind is None or set(body) != kind.field_names:
         return f"body does not match kind {record['kind']}"
     if not record["event_id"] or not record["source"]:
         return "empty event_id or source"
     if not _SUBJECT_REF.match(record["subject_ref"]):
         return "subject_ref is not an HMAC-SHA256 pseudonym"
-    if record["kind"] == "deletion_requested" and not body["request_id"]:
-        return "empty request_id"
+    for field in kind.fields:
+        if field.form == "text" and not body[field.name]:
+            return f"empty {field.name}"
     return None
 
 

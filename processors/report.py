@@ -16,16 +16,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine
 
+from core.instants import iso
+from core.terminal import table
 from processors.erasure import ErasurePlan, RetainedCategory, apply_erasure, mark_erased
 from processors.policy import Policy
 from processors.reasons import ALLOWED, RETENTION_EXPIRED, SUBJECT_ERASED
 from processors.rules import Verdict, apply
 from processors.state import SubjectState
+from schemas.kinds import RETENTION_SWEEP, judged_as
 from sinks.ledger import iter_records
 from sinks.vault import Vault
 from streams.envelope import reveal
@@ -82,22 +85,28 @@ class SubjectReport:
 
     def render(self) -> str:
         lines = [f"Subject {self.subject_ref}", "", "Held data:"]
-        for item in self.held:
-            lines.append(
-                f"  {item.category:<16} {item.value}  (collected {item.collected_at} "
-                f"via {item.channel} for {', '.join(item.purposes)})"
+        held = [
+            (
+                item.category,
+                item.value,
+                f" (collected {item.collected_at} via {item.channel} "
+                f"for {', '.join(item.purposes)})",
             )
-        if not self.held:
-            lines.append("  (nothing)")
+            for item in self.held
+        ]
+        lines += table(held, min_widths=(16,), indent=2) or ["  (nothing)"]
         lines += ["", "Uses and disclosures:"]
-        for use in self.uses:
-            party = f" to {use.recipient}" if use.recipient else ""
-            lines.append(
-                f"  {use.occurred_at}  {use.kind:<6} {','.join(use.categories)} for "
-                f"{use.purpose}{party} by {use.actor_role}: {use.decision} ({use.reason_code})"
+        uses = [
+            (
+                use.occurred_at,
+                f" {use.kind}",
+                f"{','.join(use.categories)} for {use.purpose}"
+                + (f" to {use.recipient}" if use.recipient else "")
+                + f" by {use.actor_role}: {use.decision} ({use.reason_code})",
             )
-        if not self.uses:
-            lines.append("  (none)")
+            for use in self.uses
+        ]
+        lines += table(uses, min_widths=(0, 7), indent=2) or ["  (none)"]
         lines += ["", "Consent:"]
         choices = [(p, g, "") for p, g in self.consent.items()]
         choices += [(p, g, " (policy default)") for p, g in self.consent_defaults.items()]
@@ -106,9 +115,8 @@ class SubjectReport:
             for purpose, granted, marker in sorted(choices)
         ] or ["  (no consent-based purposes)"]
         lines += ["", "Erased:"]
-        lines += [f"  {e.category:<16} {e.reason} at {e.erased_at}" for e in self.erased] or [
-            "  (nothing)"
-        ]
+        erased = [(e.category, f"{e.reason} at {e.erased_at}") for e in self.erased]
+        lines += table(erased, min_widths=(16,), indent=2) or ["  (nothing)"]
         for request in self.erasure_requests:
             lines.append(
                 f"  request {request['request_id']}: {request['status']}; retained "
@@ -154,7 +162,8 @@ def subject_report(
             )
         )
     for record in records:
-        if record["kind"] in ("used", "shared"):
+        judged = judged_as(record["kind"])
+        if judged == "use":
             report.uses.append(
                 Access(
                     record["occurred_at"],
@@ -167,7 +176,7 @@ def subject_report(
                     record["reason_code"],
                 )
             )
-        elif record["kind"] == "deletion_requested" and record["erasure"]:
+        elif judged == "erasure" and record["erasure"]:
             report.erasure_requests.append(record["erasure"])
     report.consent = dict(sorted(state.consent.items()))
     if policy is not None:
@@ -193,11 +202,6 @@ ERASURE_REASONS = frozenset({SUBJECT_ERASED, RETENTION_EXPIRED, REPLAYED})
 either replayed after a restore)."""
 
 
-def iso(at: datetime) -> str:
-    """ISO-8601 with the zone: the stores keep UTC, and SQLite hands it back without one."""
-    return (at if at.tzinfo is not None else at.replace(tzinfo=UTC)).isoformat()
-
-
 def decision_state(records: Iterable[Mapping[str, Any]]) -> SubjectState:
     """The subject's decision state, rebuilt from its ledger records (as exported, in seq
     order) with the decision engine's functions: what was collected for which purposes,
@@ -206,7 +210,8 @@ def decision_state(records: Iterable[Mapping[str, Any]]) -> SubjectState:
     for record in records:
         at = datetime.fromisoformat(record["occurred_at"])
         kind, allowed = record["kind"], record["decision"] == "allow"
-        if kind in ("collected", "consent_changed") and allowed:
+        judged = judged_as(kind)
+        if judged in ("collection", "consent") and allowed:
             verdict = Verdict("allow", ALLOWED, record["rule"], record["policy_version"], ())
             body: dict[str, Any] = {
                 "purposes": record["purposes"],
@@ -215,7 +220,7 @@ def decision_state(records: Iterable[Mapping[str, Any]]) -> SubjectState:
                 "granted": record["consent_granted"],
             }
             state = apply({"kind": kind, "occurred_at": at, "body": body}, verdict, state)
-        elif kind == "deletion_requested" and allowed and record["erasure"]:
+        elif judged == "erasure" and allowed and record["erasure"]:
             erasure = record["erasure"]
             plan = ErasurePlan(
                 tuple(erasure["shredded"]),
@@ -225,6 +230,6 @@ def decision_state(records: Iterable[Mapping[str, Any]]) -> SubjectState:
                 ),
             )
             state = apply_erasure(state, plan, at)
-        elif kind == "retention_sweep":
+        elif kind == RETENTION_SWEEP:
             state = mark_erased(state, record["categories"], RETENTION_EXPIRED, at)
     return state

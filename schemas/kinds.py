@@ -118,6 +118,9 @@ KINDS: Final[Mapping[str, EventKind]] = MappingProxyType(
 KIND_NAMES: Final = tuple(KINDS)
 """The kinds' names, in the contract's order."""
 
+RETENTION_SWEEP: Final = "retention_sweep"
+"""The kind of a ledger record that no event caused: a retention sweep's shredding."""
+
 
 def judged_as(kind: str) -> Judgement | None:
     """How events of ``kind`` are judged (None: not an event kind, e.g. a ledger record's
@@ -132,6 +135,7 @@ __all__ = [
     "DELETION_REQUESTED",
     "KINDS",
     "KIND_NAMES",
+    "RETENTION_SWEEP",
     "SHARED",
     "USED",
     "BodyField",

@@ -22,6 +22,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message
 
 from core.logging import get_logger
+from schemas.kinds import KINDS
 from streams import clients
 from streams.clients import DELIVERY_TIMEOUT_MS
 from streams.codec import Codec
@@ -37,16 +38,6 @@ log = get_logger(__name__)
 CHUNK = 2_000
 WITHHELD_KEY_VERSION = 0
 """``key_version`` of a value the policy forbade collecting: no key, no ciphertext."""
-BODY_RECORDS = {
-    "collected": "lifecycle.Collected",
-    "used": "lifecycle.Used",
-    "shared": "lifecycle.Shared",
-    "deletion_requested": "lifecycle.DeletionRequested",
-    "consent_changed": "lifecycle.ConsentChanged",
-}
-"""The ``body`` union's branch for each kind. Handed to the encoder with the body (fastavro's
-tuple notation): without it fastavro tries the body against every branch to find the one it
-fits, which was 40 % of the encoding (80 us against 47 us per event, measured on 2026-11-29)."""
 
 
 @dataclass(slots=True)
@@ -137,8 +128,9 @@ class Publisher:
         published_at = datetime.now(UTC)
         for event in events:
             ref = refs[event.subject_id]
+            kind = KINDS[event.kind]
             body: dict[str, Any] = dict(event.body)
-            if event.kind == "collected":
+            if kind.carries_values:
                 body["data"] = [
                     encrypt_value(keys[(ref, category)], event.event_id, value)
                     for category, value in event.data.items()
@@ -162,7 +154,10 @@ class Publisher:
                     keys[(ref, IDENTITY_CATEGORY)], event.event_id, event.subject_id
                 ),
                 "actor": {"id": event.actor_id, "role": event.actor_role},
-                "body": (BODY_RECORDS[event.kind], body),
+                # the union's branch named (fastavro's tuple notation): otherwise fastavro tries
+                # the body against every branch to find the one it fits, a large part of the
+                # encoding's cost
+                "body": (kind.body_record, body),
             }
             self._produce(
                 event.event_id,
