@@ -34,7 +34,6 @@ from bench.environment import (
 from bench.roles import PASSTHROUGH_TOPIC
 from bench.workload import traffic_lines
 from lifecycle.runtime import Runtime
-from streams.publisher import Publisher
 from streams.topics import CUSTOMER_EVENTS, DECISIONS
 
 NAME = "decide"
@@ -95,13 +94,7 @@ def encoded_events(env: BenchEnv, data: Path, count: int, subjects: int) -> list
     with env.broker(f"{NAME}-source") as bootstrap:
         settings = env.settings(bootstrap, data)
         runtime = Runtime(settings).open()
-        publisher = Publisher(
-            settings.kafka_client_config(),
-            runtime.keystore,
-            runtime.codec,
-            runtime.policy.vocabulary(),
-            listen_for_revocations=False,
-        )
+        publisher = runtime.publisher(listen_for_revocations=False)
         try:
             publisher.publish_lines(traffic_lines(count, subjects))
         finally:

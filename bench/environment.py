@@ -27,6 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from core.settings import Settings, load_settings
+from streams import clients
 from streams.broker import EmbeddedBroker
 from streams.offsets import read_to_ends
 from streams.topics import apply_topics
@@ -200,18 +201,7 @@ def create_topic(bootstrap: str, name: str, partitions: int) -> None:
 def raw_producer(bootstrap: str) -> Producer:
     """A plain confluent-kafka producer, configured like the publisher's (idempotent, all
     acks, murmur2 keys, 5 ms linger): the bus's own cost, for baselines."""
-    return Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "enable.idempotence": True,
-            "acks": "all",
-            "partitioner": "murmur2_random",
-            "linger.ms": 5,
-            "batch.num.messages": 10_000,
-            "queue.buffering.max.messages": 500_000,
-            "queue.buffering.max.kbytes": 1_048_576,
-        }
-    )
+    return clients.producer({"bootstrap.servers": bootstrap})
 
 
 def produce_all(

@@ -82,16 +82,9 @@ def traffic(rate: float, subjects: int, seed: int) -> None:
     """Publish traffic events through the real publisher at ``rate`` a second, until SIGTERM."""
     from lifecycle.runtime import Runtime
     from lifecycle.traffic import Traffic
-    from streams.publisher import Publisher
 
     runtime = Runtime(load_settings()).open()
-    publisher = Publisher(
-        runtime.settings.kafka_client_config(),
-        runtime.keystore,
-        runtime.codec,
-        runtime.policy.vocabulary(),
-        listen_for_revocations=True,
-    )
+    publisher = runtime.publisher(listen_for_revocations=True)
     events = Traffic(subjects, seed=seed).events(sys.maxsize)
     tick = 0.05
     per_tick = max(1, round(rate * tick))

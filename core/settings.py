@@ -100,14 +100,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     master = Path(env.get("LIFECYCLE_MASTER_KEY_FILE") or data_dir / "master.key")
     signing = Path(env.get("LIFECYCLE_SIGNING_KEY_FILE") or data_dir / "ledger-signing.key")
     policy_dir = Path(env.get("LIFECYCLE_POLICY_DIR") or REPO_ROOT / "policy")
-    partitions = _whole_number(env, "LIFECYCLE_PARTITIONS", 4, least=1)
-    fetch_wait_ms = _whole_number(env, "LIFECYCLE_FETCH_WAIT_MS", FETCH_WAIT_MS, least=0)
-    key_cache = _whole_number(env, "LIFECYCLE_KEY_CACHE", KEY_CACHE, least=1)
-    key_cache_warm = _switch(env, "LIFECYCLE_KEY_CACHE_WARM")
-    publish_timeout_ms = _whole_number(env, "LIFECYCLE_PUBLISH_TIMEOUT_MS", 120_000, least=1)
-    replication = _whole_number(env, "LIFECYCLE_REPLICATION", 0, least=1) or None
-    event_loop = _choice(env, "LIFECYCLE_EVENT_LOOP", EVENT_LOOPS)
-    security = {prop: env[var] for var, prop in _KAFKA_SECURITY_ENV.items() if env.get(var)}
     return Settings(
         kafka_bootstrap=env.get("KAFKA_BOOTSTRAP") or None,
         schema_registry_url=env.get("SCHEMA_REGISTRY_URL") or None,
@@ -121,14 +113,16 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         ),
         signing_key_file=signing,
         policy_dir=policy_dir,
-        topic_partitions=partitions,
-        kafka_security=security,
-        fetch_wait_ms=fetch_wait_ms,
-        key_cache=key_cache,
-        key_cache_warm=key_cache_warm,
-        publish_timeout_ms=publish_timeout_ms,
-        replication=replication,
-        event_loop=event_loop,
+        topic_partitions=_whole_number(env, "LIFECYCLE_PARTITIONS", 4, least=1),
+        fetch_wait_ms=_whole_number(env, "LIFECYCLE_FETCH_WAIT_MS", FETCH_WAIT_MS, least=0),
+        key_cache=_whole_number(env, "LIFECYCLE_KEY_CACHE", KEY_CACHE, least=1),
+        key_cache_warm=_switch(env, "LIFECYCLE_KEY_CACHE_WARM"),
+        publish_timeout_ms=_whole_number(env, "LIFECYCLE_PUBLISH_TIMEOUT_MS", 120_000, least=1),
+        replication=_whole_number(env, "LIFECYCLE_REPLICATION", 0, least=1) or None,
+        event_loop=_choice(env, "LIFECYCLE_EVENT_LOOP", EVENT_LOOPS),
+        kafka_security={
+            prop: env[var] for var, prop in _KAFKA_SECURITY_ENV.items() if env.get(var)
+        },
     )
 
 

@@ -31,7 +31,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
 from core.logging import get_logger, librdkafka_logger
 from core.retry import retry_call
-from processors.deadletters import DeadLetterQueue
+from processors.deadletters import DeadLetterQueue, Source
 from processors.intake import fail_loudly
 from processors.metrics import Metrics
 from processors.resources import Resources
@@ -204,14 +204,14 @@ class LedgerStage:
         )
 
     def _reject(self, message: Message, error: str) -> None:
-        self._dlq.send(
-            topic=message.topic() or DECISIONS,
-            partition=message.partition() or 0,
-            offset=message.offset() or 0,
-            key=message.key(),
-            value=message.value(),
-            error=error,
+        source = Source(
+            message.topic() or DECISIONS,
+            message.partition() or 0,
+            message.offset() or 0,
+            message.key(),
+            message.value(),
         )
+        self._dlq.send(source, error)
 
     def _checkpoint(self) -> None:
         try:

@@ -25,7 +25,7 @@ from processors.reasons import RETENTION_EXPIRED
 from processors.rules import Verdict, apply, decide
 from processors.state import SubjectState
 from schemas.kinds import KINDS, judged_as
-from streams.events import InputEvent, validate
+from streams.events import InputEvent, decode_line, validate
 from streams.exceptions import ValidationError
 
 CHECK_SUBJECT_REF = "(policy check)"
@@ -272,13 +272,7 @@ def decoded_event(event: InputEvent) -> dict[str, Any]:
 
 def parse_input(line: str | bytes, book: PolicyBook, *, now: datetime) -> InputEvent:
     """One JSON line of the input format, validated as the publisher does (ValidationError)."""
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        raise ValidationError(
-            "(line)", f"malformed JSON: {exc.msg} at column {exc.colno}"
-        ) from None
-    return _validated(obj, book.vocabulary(), now=now)
+    return _validated(decode_line(line), book.vocabulary(), now=now)
 
 
 def _validated(obj: Any, vocabulary: Vocabulary, *, now: datetime) -> InputEvent:

@@ -23,7 +23,7 @@ import faust
 
 from core.logging import get_logger
 from core.retry import retry_call_async
-from processors.deadletters import DeadLetterQueue
+from processors.deadletters import DeadLetterQueue, Source
 from processors.metrics import Metrics
 from processors.progress import Progress
 from schemas.kinds import KINDS
@@ -144,14 +144,10 @@ def register_intake(
     dlq = DeadLetterQueue(outbox, keystore, metrics)
 
     def reject(message: Any, error: str) -> None:
-        dlq.send(
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=message.key,
-            value=message.value,
-            error=error,
+        source = Source(
+            message.topic, message.partition, message.offset, message.key, message.value
         )
+        dlq.send(source, error)
 
     def partition_count(topic: str) -> int:
         try:

@@ -134,16 +134,9 @@ def _decide_use(policy: Policy, state: SubjectState, role: str, body: Mapping[st
         return Verdict("deny", reason_code, rule, version, categories)
 
     # 1. the purpose is permitted, and may use each category
-    refused = policy.prohibited_purposes.get(purpose_name)
+    refused = _prohibited(policy, purpose_name, f"{purpose_name} is refused for everyone")
     if refused is not None:
-        return deny(
-            PURPOSE_NOT_PERMITTED,
-            _rule(
-                f"prohibited_purposes.{purpose_name}",
-                refused.cites,
-                f"{purpose_name} is refused for everyone",
-            ),
-        )
+        return deny(PURPOSE_NOT_PERMITTED, refused)
     purpose = policy.purposes.get(purpose_name)
     if purpose is None:
         return deny(PURPOSE_NOT_PERMITTED, _unknown("purposes", "purpose", purpose_name, version))
@@ -302,16 +295,9 @@ def _decide_collection(policy: Policy, role: str, body: Mapping[str, Any]) -> Ve
     if not declared:
         return deny(PURPOSE_NOT_PERMITTED, "purposes: a collection must declare its purposes")
     for purpose_name in declared:
-        refused = policy.prohibited_purposes.get(purpose_name)
+        refused = _prohibited(policy, purpose_name, f"no data may be collected for {purpose_name}")
         if refused is not None:
-            return deny(
-                PURPOSE_NOT_PERMITTED,
-                _rule(
-                    f"prohibited_purposes.{purpose_name}",
-                    refused.cites,
-                    f"no data may be collected for {purpose_name}",
-                ),
-            )
+            return deny(PURPOSE_NOT_PERMITTED, refused)
         if purpose_name not in policy.purposes:
             return deny(
                 PURPOSE_NOT_PERMITTED, _unknown("purposes", "purpose", purpose_name, version)
@@ -351,14 +337,10 @@ def _decide_consent(policy: Policy, body: Mapping[str, Any]) -> Verdict:
     purpose_name: str = body["purpose"]
     granted = bool(body["granted"])
     version = policy.version
-    refused = policy.prohibited_purposes.get(purpose_name)
+    text = f"{purpose_name} is refused for everyone; no consent can permit it"
+    refused = _prohibited(policy, purpose_name, text)
     if refused is not None:
-        rule = _rule(
-            f"prohibited_purposes.{purpose_name}",
-            refused.cites,
-            f"{purpose_name} is refused for everyone; no consent can permit it",
-        )
-        return Verdict("deny", PURPOSE_NOT_PERMITTED, rule, version, ())
+        return Verdict("deny", PURPOSE_NOT_PERMITTED, refused, version, ())
     purpose = policy.purposes.get(purpose_name)
     if purpose is None:
         rule = _unknown("purposes", "purpose", purpose_name, version)
@@ -471,6 +453,15 @@ def apply(event: Mapping[str, Any], verdict: Verdict, state: SubjectState) -> Su
 def _rule(path: str, cites: Citation | str | None, text: str) -> str:
     section = cites.section if isinstance(cites, Citation) else cites
     return f"{path} [{section}]: {text}" if section else f"{path}: {text}"
+
+
+def _prohibited(policy: Policy, purpose_name: str, text: str) -> str | None:
+    """The rule (saying ``text``) refusing ``purpose_name`` for everyone (sale, trade ...), or
+    None when the policy does not prohibit it."""
+    refused = policy.prohibited_purposes.get(purpose_name)
+    if refused is None:
+        return None
+    return _rule(f"prohibited_purposes.{purpose_name}", refused.cites, text)
 
 
 def _unknown(path: str, what: str, name: str, version: str) -> str:

@@ -199,59 +199,36 @@ class AuditRecordReader:
             self._moments[varint] = known
         return known
 
+    def _moment_at(self, data: bytes, at: int) -> tuple[str, int]:
+        """The timestamp at ``at`` as text, and where it ends."""
+        known = self._moments.get(data[at : at + 6])  # a 6-byte varint (2001..2112) seen before
+        if known is not None:
+            return known, at + 6
+        end = _VARINT_END(data, at).end()
+        return self._moment(data[at:end]), end
+
     def _read(self, data: bytes) -> Read:
-        # Field by field in the schema's order, inline: this runs once per record. A text
-        # shorter than 64 bytes has a one-byte length (even: zig-zag), 64 is 0x80 0x01.
+        # Field by field in the schema's order: this runs once per record. A text shorter
+        # than 64 bytes has a one-byte length (even: zig-zag), 64 is 0x80 0x01.
         if data[:10] != _HEADER:
             raise _Unusual
         text = data.decode("latin-1")
-        varint_end, moments = _VARINT_END, self._moments
+        moment = self._moment_at
         seq, at = _long(data, 10)
-        if data[at] != 0x80 or data[at + 1] != 1:
-            raise _Unusual
-        prev_hash, at = text[at + 2 : at + 66], at + 66
-        if data[at] != 0x80 or data[at + 1] != 1:
-            raise _Unusual
-        stored_hash, at = text[at + 2 : at + 66], at + 66
-        known = moments.get(data[at : at + 6])  # a 6-byte varint (2001..2112) seen before
-        if known is None:
-            end = varint_end(data, at).end()
-            known = self._moment(data[at:end])
-        else:
-            end = at + 6
-        recorded_text, at = known, end
-        byte = data[at]
-        if byte & 0x81:
-            raise _Unusual
-        end = at + 1 + (byte >> 1)
-        event_id, at = text[at + 1 : end], end
-        byte = data[at]
-        if byte & 0x81:
-            raise _Unusual
-        end = at + 1 + (byte >> 1)
-        kind, at = text[at + 1 : end], end
-        if data[at] != 0x80 or data[at + 1] != 1:
-            raise _Unusual
-        subject_ref, at = text[at + 2 : at + 66], at + 66
-        byte = data[at]
-        if byte & 0x81:
-            raise _Unusual
-        end = at + 1 + (byte >> 1)
-        source, at = text[at + 1 : end], end
+        prev_hash, at = _hash_text(data, text, at)
+        stored_hash, at = _hash_text(data, text, at)
+        recorded_text, at = moment(data, at)
+        event_id, at = _short_text(data, text, at)
+        kind, at = _short_text(data, text, at)
+        subject_ref, at = _hash_text(data, text, at)
+        source, at = _short_text(data, text, at)
         categories: list[str]
         if data[at] == 2 and not data[at + 1] & 0x81 and not data[at + 2 + (data[at + 1] >> 1)]:
             end = at + 2 + (data[at + 1] >> 1)  # one category: usually
             categories, at = [text[at + 2 : end]], end + 1
         else:
             categories, at = _short_texts(data, text, at)
-        byte = data[at]
-        if byte == 0:
-            purpose, at = None, at + 1
-        elif byte == 2 and not data[at + 1] & 0x81:
-            end = at + 2 + (data[at + 1] >> 1)
-            purpose, at = text[at + 2 : end], end
-        else:
-            raise _Unusual
+        purpose, at = _optional_text(data, text, at)
         purposes: list[str]
         if data[at] == 0:  # usually
             purposes, at = [], at + 1
@@ -264,54 +241,20 @@ class AuditRecordReader:
             granted, at = data[at + 1] == 1, at + 2
         else:
             raise _Unusual
-        byte = data[at]
-        if byte == 0:
-            recipient, at = None, at + 1
-        elif byte == 2 and not data[at + 1] & 0x81:
-            end = at + 2 + (data[at + 1] >> 1)
-            recipient, at = text[at + 2 : end], end
-        else:
-            raise _Unusual
-        byte = data[at]
-        if byte == 0:
-            actor_role, at = None, at + 1
-        elif byte == 2 and not data[at + 1] & 0x81:
-            end = at + 2 + (data[at + 1] >> 1)
-            actor_role, at = text[at + 2 : end], end
-        else:
-            raise _Unusual
+        recipient, at = _optional_text(data, text, at)
+        actor_role, at = _optional_text(data, text, at)
         byte = data[at]
         if byte != 0 and byte != 2:
             raise _Unusual
         verdict, at = _VERDICTS[byte >> 1], at + 1
-        byte = data[at]
-        if byte & 0x81:
-            raise _Unusual
-        end = at + 1 + (byte >> 1)
-        reason_code, at = text[at + 1 : end], end
+        reason_code, at = _short_text(data, text, at)
         length, at = _long(data, at)  # rule: often 64 bytes or more
         if length < 0:
             raise _Unusual
         rule, at = text[at : at + length], at + length
-        byte = data[at]
-        if byte & 0x81:
-            raise _Unusual
-        end = at + 1 + (byte >> 1)
-        policy_version, at = text[at + 1 : end], end
-        known = moments.get(data[at : at + 6])  # a 6-byte varint (2001..2112) seen before
-        if known is None:
-            end = varint_end(data, at).end()
-            known = self._moment(data[at:end])
-        else:
-            end = at + 6
-        occurred_text, at = known, end
-        known = moments.get(data[at : at + 6])  # a 6-byte varint (2001..2112) seen before
-        if known is None:
-            end = varint_end(data, at).end()
-            known = self._moment(data[at:end])
-        else:
-            end = at + 6
-        decided_text, at = known, end
+        policy_version, at = _short_text(data, text, at)
+        occurred_text, at = moment(data, at)
+        decided_text, at = moment(data, at)
         source_partition, at = _long(data, at)
         source_offset, at = _long(data, at)
         if data[at] != 0 or at + 1 != len(data):  # an erasure, or bytes missing or left over
@@ -387,6 +330,33 @@ def _long(data: bytes, at: int) -> tuple[int, int]:
     return (value >> 1) ^ -(value & 1), at + 1
 
 
+def _short_text(data: bytes, text: str, at: int) -> tuple[str, int]:
+    """A text shorter than 64 bytes at ``at``, cut from ``text``, and where it ends."""
+    byte = data[at]
+    if byte & 0x81:
+        raise _Unusual
+    end = at + 1 + (byte >> 1)
+    return text[at + 1 : end], end
+
+
+def _hash_text(data: bytes, text: str, at: int) -> tuple[str, int]:
+    """A 64-byte text (a hash, a pseudonym) at ``at``, and where it ends."""
+    if data[at] != 0x80 or data[at + 1] != 1:
+        raise _Unusual
+    return text[at + 2 : at + 66], at + 66
+
+
+def _optional_text(data: bytes, text: str, at: int) -> tuple[str | None, int]:
+    """A null or a text shorter than 64 bytes (an Avro union) at ``at``, and where it ends."""
+    byte = data[at]
+    if byte == 0:
+        return None, at + 1
+    if byte != 2 or data[at + 1] & 0x81:
+        raise _Unusual
+    end = at + 2 + (data[at + 1] >> 1)
+    return text[at + 2 : end], end
+
+
 def _short_texts(data: bytes, text: str, at: int) -> tuple[list[str], int]:
     """An Avro array of texts shorter than 64 bytes (blocks shorter than 64 items) at ``at``,
     cut from ``text`` (see :class:`AuditRecordReader`), and where it ends."""
@@ -399,12 +369,8 @@ def _short_texts(data: bytes, text: str, at: int) -> tuple[list[str], int]:
         if count & 0x81:
             raise _Unusual
         for _ in range(count >> 1):
-            byte = data[at]
-            if byte & 0x81:
-                raise _Unusual
-            end = at + 1 + (byte >> 1)
-            out.append(text[at + 1 : end])
-            at = end
+            item, at = _short_text(data, text, at)
+            out.append(item)
 
 
 __all__ = ["AUDIT_RECORD_FINGERPRINT", "BATCH", "AuditRecordReader", "replay", "replay_line"]

@@ -155,11 +155,8 @@ class ConfluentCodec:
         try:
             data: bytes = serializer(dict(record), SerializationContext(topic, MessageField.VALUE))
         except Exception as exc:
-            if _registry_unavailable(exc):
-                raise RegistryUnavailableError(
-                    f"Schema Registry unavailable encoding {record_name}: {_brief(exc)}"
-                ) from exc
-            raise EncodeError(f"{record_name}: {exc}") from exc
+            fault = EncodeError(f"{record_name}: {exc}")
+            raise _failure(exc, "encoding", record_name, fault) from exc
         return data
 
     def decode(self, record_name: str, data: bytes, topic: str = "") -> Record:
@@ -174,14 +171,21 @@ class ConfluentCodec:
         try:
             record: Record = deserializer(data, SerializationContext(topic, MessageField.VALUE))
         except Exception as exc:
-            if _registry_unavailable(exc):
-                raise RegistryUnavailableError(
-                    f"Schema Registry unavailable decoding {record_name}: {_brief(exc)}"
-                ) from exc
-            # the registry answered, and the record is at fault: an unknown schema id (404),
-            # a schema that is not this record's, or a body that does not decode
-            raise DecodeError(f"{record_name}: {_brief(exc)}") from exc
+            # unless the registry could not be asked, the record is at fault: an unknown schema
+            # id (404), a schema that is not this record's, or a body that does not decode
+            fault = DecodeError(f"{record_name}: {_brief(exc)}")
+            raise _failure(exc, "decoding", record_name, fault) from exc
         return record
+
+
+def _failure(exc: BaseException, doing: str, record_name: str, fault: Exception) -> Exception:
+    """What to raise for ``exc``: :class:`RegistryUnavailableError` when the registry could not
+    be asked (to be retried), else ``fault`` (the record's)."""
+    if _registry_unavailable(exc):
+        return RegistryUnavailableError(
+            f"Schema Registry unavailable {doing} {record_name}: {_brief(exc)}"
+        )
+    return fault
 
 
 def _registry_unavailable(exc: BaseException) -> bool:

@@ -230,10 +230,14 @@ def parse_line(
     """Parse and validate one JSON line."""
     if len(line) > MAX_LINE_BYTES:
         raise ValidationError("(line)", f"is {len(line)} bytes, the limit is {MAX_LINE_BYTES}")
+    return validate(decode_line(line), vocabulary, now=now)
+
+
+def decode_line(line: str | bytes) -> Any:
+    """The JSON value on ``line``; a :class:`ValidationError` says where it is malformed."""
     try:
-        obj = orjson.loads(line)
+        return orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         raise ValidationError(
             "(line)", f"malformed JSON: {exc.msg} at column {exc.colno}"
         ) from None
-    return validate(obj, vocabulary, now=now)

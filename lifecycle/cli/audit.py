@@ -28,9 +28,10 @@ from core.db import make_engine
 from core.errors import LifecycleError
 from core.instants import INSTANT
 from core.settings import Settings, load_settings
-from lifecycle.cli.base import EXIT_ERROR, bus, fail
+from lifecycle.cli.base import EXIT_ERROR, bus, fail, reading_options
 from lifecycle.runtime import Runtime
 from sinks.export import FORMATS, writer
+from sinks.ledger.queries import RecordFilters
 
 EXIT_TAMPERED = 1
 
@@ -119,13 +120,9 @@ def export(
     try:
         if subject_id is not None:
             subject_ref = _subject_ref(settings, subject_id)
-        filters: dict[str, Any] = {
-            "subject_ref": subject_ref,
-            "since": since,
-            "until": until,
-            "kind": kind,
-            "decision": decision,
-        }
+        filters = RecordFilters(
+            subject_ref=subject_ref, since=since, until=until, kind=kind, decision=decision
+        )
         out = click.get_binary_stream("stdout")
         with _ledger_engine(settings) as engine:
             total = count_records(engine, **filters) if sys.stderr.isatty() else None
@@ -184,13 +181,7 @@ def verify_command(public_keys: tuple[Path, ...], as_json: bool) -> None:
 
 
 @audit.command("replay")
-@click.option(
-    "--from-beginning",
-    is_flag=True,
-    help="from the first record (the default "
-    "unless --follow alone is given, which starts at the live end)",
-)
-@click.option("--follow", is_flag=True, help="keep reading new records")
+@reading_options(follow_help="keep reading new records")
 def replay_command(from_beginning: bool, follow: bool) -> None:
     """Read privacy.audit, checking the hash chain as it goes (JSON lines on stdout)."""
     from sinks.replay import replay

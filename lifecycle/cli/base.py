@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
-from typing import NoReturn
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn, TypeVar
 
 import click
 import orjson
@@ -54,3 +54,21 @@ def fail(message: str) -> NoReturn:
 def json_line(record: dict[str, object]) -> str:
     """One record as a JSON line, keys sorted."""
     return orjson.dumps(record, option=orjson.OPT_SORT_KEYS).decode()
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def reading_options(follow_help: str) -> Callable[[F], F]:
+    """``--from-beginning`` and ``--follow`` for a command that reads a topic."""
+
+    def decorate(command: F) -> F:
+        command = click.option("--follow", is_flag=True, help=follow_help)(command)
+        return click.option(
+            "--from-beginning",
+            is_flag=True,
+            help="from the first record (the default unless --follow alone is given, which "
+            "starts at the live end)",
+        )(command)
+
+    return decorate

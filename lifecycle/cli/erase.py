@@ -43,12 +43,10 @@ def erase(
     subject_id: str, categories: tuple[str, ...], request_id: str | None, wait: bool, timeout: float
 ) -> None:
     """File an erasure request for SUBJECT_ID (crypto-shredding)."""
-    from streams.publisher import Publisher
 
     request_id = request_id or f"REQ-{uuid.uuid4()}"
     with bus(load_settings()) as live:
         runtime = Runtime(live).open()
-        config = live.kafka_client_config()
         # listen from the end before publishing, so the answer cannot slip past
         reader = _reader(live.kafka_consumer_config(), "end") if wait else None
         event: dict[str, object] = {
@@ -60,7 +58,7 @@ def erase(
         }
         if categories:
             event["categories"] = list(categories)
-        publisher = Publisher(config, runtime.keystore, runtime.codec, runtime.policy.vocabulary())
+        publisher = runtime.publisher()
         publisher.publish(event)
         publisher.close()
         click.echo(f"erasure requested: {request_id}", err=True)

@@ -24,7 +24,7 @@ from confluent_kafka import KafkaException, Message
 
 from core.errors import LifecycleError
 from core.settings import load_settings
-from lifecycle.cli.base import bus
+from lifecycle.cli.base import bus, reading_options
 from lifecycle.runtime import Runtime
 from streams.codec import Codec
 from streams.envelope import SHREDDED, associated_data, decrypt_value
@@ -334,13 +334,7 @@ def events() -> None:
     default=CUSTOMER_EVENTS,
     show_default=True,
 )
-@click.option(
-    "--from-beginning",
-    is_flag=True,
-    help="from the first record (the default unless --follow alone is given, which starts at "
-    "the live end)",
-)
-@click.option("--follow", is_flag=True, help="keep reading new records (until SIGINT/SIGTERM)")
+@reading_options(follow_help="keep reading new records (until SIGINT/SIGTERM)")
 @click.option(
     "--decrypt",
     is_flag=True,

@@ -19,19 +19,13 @@ EXIT_REFUSED_LINES = 1
 def publish(source: BinaryIO) -> None:
     """Publish JSON-lines events from SOURCE (a file, or - for stdin)."""
     from streams.exceptions import PublishError
-    from streams.publisher import Publisher, PublishReport
+    from streams.publisher import PublishReport
 
     settings = load_settings()
     report = PublishReport()
     with bus(settings) as live:
         runtime = Runtime(live).open()
-        publisher = Publisher(
-            live.kafka_client_config(),
-            runtime.keystore,
-            runtime.codec,
-            runtime.policy.vocabulary(),
-            delivery_timeout_ms=settings.publish_timeout_ms,
-        )
+        publisher = runtime.publisher(delivery_timeout_ms=settings.publish_timeout_ms)
         try:
             report = publisher.publish_lines(source, flush=False)
             publisher.flush()

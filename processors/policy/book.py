@@ -4,8 +4,9 @@ latest ``effective_from`` not after it, and the earliest version for instants be
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 from processors.policy.model import Policy, Vocabulary
 
@@ -59,28 +60,20 @@ class PolicyBook:
 
 
 def _vocabulary(policies: Iterable[Policy]) -> Vocabulary:
-    categories: set[str] = set()
-    permitted: set[str] = set()
-    prohibited: set[str] = set()
-    roles: set[str] = set()
-    channels: set[str] = set()
-    recipients: set[str] = set()
-    collections: set[tuple[str, str]] = set()
-    for policy in policies:
-        categories.update(policy.categories)
-        permitted.update(policy.purposes)
-        prohibited.update(policy.prohibited_purposes)
-        roles.update(policy.roles)
-        channels.update(policy.channels)
-        recipients.update(policy.recipients)
-        collections.update(policy.prohibited_collections)
+    versions = tuple(policies)
+
+    def every(names: Callable[[Policy], Iterable[Any]]) -> frozenset[Any]:
+        return frozenset(name for policy in versions for name in names(policy))
+
+    permitted = every(lambda policy: policy.purposes)
+    prohibited = every(lambda policy: policy.prohibited_purposes)
     return Vocabulary(
-        categories=frozenset(categories),
-        purposes=frozenset(permitted | prohibited),
-        permitted_purposes=frozenset(permitted),
-        prohibited_purposes=frozenset(prohibited),
-        roles=frozenset(roles),
-        channels=frozenset(channels),
-        recipients=frozenset(recipients),
-        prohibited_collections=frozenset(collections),
+        categories=every(lambda policy: policy.categories),
+        purposes=permitted | prohibited,
+        permitted_purposes=permitted,
+        prohibited_purposes=prohibited,
+        roles=every(lambda policy: policy.roles),
+        channels=every(lambda policy: policy.channels),
+        recipients=every(lambda policy: policy.recipients),
+        prohibited_collections=every(lambda policy: policy.prohibited_collections),
     )

@@ -288,17 +288,15 @@ class PolicyReader:
         return frozenset(sections)
 
     def _category(self, name: str, node: Any, path: str) -> Category:
-        fields = self.mapping(node, path, ("description", "cites"))
-        return Category(
-            name,
-            self.text(fields["description"], _join(path, "description")),
-            self.cites(fields["cites"], path),
-        )
+        return Category(name, *self._described(node, path))
 
     def _channel(self, name: str, node: Any, path: str) -> Channel:
+        return Channel(name, *self._described(node, path))
+
+    def _described(self, node: Any, path: str) -> tuple[str, Citation]:
+        """An entry of a description and its citation (a category, a channel)."""
         fields = self.mapping(node, path, ("description", "cites"))
-        return Channel(
-            name,
+        return (
             self.text(fields["description"], _join(path, "description")),
             self.cites(fields["cites"], path),
         )

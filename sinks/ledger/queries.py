@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from typing import TypedDict, Unpack
 
 from sqlalchemy import (
     Connection,
@@ -50,13 +51,22 @@ def require_ledger(conn: Connection) -> None:
         raise LedgerError(f"no audit ledger in this database (missing {tables})")
 
 
-def _filters(
-    subject_ref: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    kind: str | None,
-    decision: str | None,
-) -> list[ColumnElement[bool]]:
+class RecordFilters(TypedDict, total=False):
+    """Which records to read (all given ones combine with AND). ``since``/``until`` bound
+    ``occurred_at`` (when the event happened), half-open: ``since <= occurred_at < until``;
+    they must be aware datetimes."""
+
+    subject_ref: str | None
+    since: datetime | None
+    until: datetime | None
+    kind: str | None
+    decision: str | None
+
+
+def _filters(filters: RecordFilters) -> list[ColumnElement[bool]]:
+    subject_ref = filters.get("subject_ref")
+    since, until = filters.get("since"), filters.get("until")
+    kind, decision = filters.get("kind"), filters.get("decision")
     where: list[ColumnElement[bool]] = []
     if subject_ref is not None:
         prefix = subject_ref[:SUBJECT_PREFIX_LEN]
@@ -76,23 +86,12 @@ def _filters(
 
 
 def iter_records(
-    engine: Engine,
-    subject_ref: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    kind: str | None = None,
-    decision: str | None = None,
-    *,
-    batch_size: int = 5_000,
+    engine: Engine, *, batch_size: int = 5_000, **filters: Unpack[RecordFilters]
 ) -> Iterator[AuditEntry]:
-    """Stream stored records in seq order, filtered (all filters combine with AND).
-
-    ``since``/``until`` bound ``occurred_at`` (when the event happened), half-open:
-    ``since <= occurred_at < until``; they must be aware datetimes.
-    """
+    """Stream stored records in seq order, filtered (see :class:`RecordFilters`)."""
     statement = (
         select(audit_ledger)
-        .where(*_filters(subject_ref, since, until, kind, decision))
+        .where(*_filters(filters))
         .order_by(audit_ledger.c.seq)
         .execution_options(yield_per=batch_size)
     )
@@ -105,20 +104,9 @@ def iter_records(
         raise ledger_error(exc, "read") from exc
 
 
-def count_records(
-    engine: Engine,
-    subject_ref: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    kind: str | None = None,
-    decision: str | None = None,
-) -> int:
+def count_records(engine: Engine, **filters: Unpack[RecordFilters]) -> int:
     """How many records :func:`iter_records` would yield with the same filters."""
-    statement = (
-        select(func.count())
-        .select_from(audit_ledger)
-        .where(*_filters(subject_ref, since, until, kind, decision))
-    )
+    statement = select(func.count()).select_from(audit_ledger).where(*_filters(filters))
     try:
         with engine.connect() as conn:
             require_ledger(conn)

@@ -145,9 +145,9 @@ def _walk(
     signed_seq = 0  # last checkpoint that matched the chain
     signed = 0
 
-    def report(first_bad: int, problem: str) -> VerifyReport:
+    def report(first_bad: int | None = None, problem: str | None = None) -> VerifyReport:
         return VerifyReport(
-            ok=False,
+            ok=problem is None,
             records=checked,
             checkpoints=signed,
             first_bad_seq=first_bad,
@@ -217,11 +217,4 @@ def _walk(
         )
     if head_hash != checker.head_hash:
         return report(last, f"the chain head names hash {head_hash} for seq {last}, not its hash")
-    return VerifyReport(
-        ok=True,
-        records=checked,
-        checkpoints=signed,
-        head_seq=checker.head_seq,
-        head_hash=checker.head_hash,
-        signed_seq=signed_seq,
-    )
+    return report()

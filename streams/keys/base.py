@@ -36,6 +36,17 @@ class DataKey:
 
 
 @dataclass(frozen=True, slots=True)
+class Shredding:
+    """What one shred destroys: the live keys of a subject's ``categories`` (all when None),
+    only those created before ``created_before`` when it is given, and why."""
+
+    subject_ref: str
+    categories: tuple[str, ...] | None
+    reason: str
+    created_before: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class KeyRecord:
     """What the store holds about one data key (never its bytes)."""
 

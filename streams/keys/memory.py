@@ -8,7 +8,7 @@ from typing import Any, cast
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from streams.keys.base import KeyRecord
+from streams.keys.base import KeyRecord, Shredding
 from streams.keys.wrapping import EnvelopeKeyStore, live_chunks
 
 
@@ -43,20 +43,16 @@ class MemoryKeyStore(EnvelopeKeyStore):
         row = self._rows.get((subject_ref, category, version))
         return None if row is None else row[0]  # type: ignore[return-value]
 
-    def _destroy(
-        self,
-        subject_ref: str,
-        categories: Iterable[str] | None,
-        reason: str,
-        created_before: datetime | None = None,
-    ) -> list[str]:
+    def _destroy(self, shredding: Shredding) -> list[str]:
+        categories, before = shredding.categories, shredding.created_before
         wanted = None if categories is None else set(categories)
         shredded = set()
         for (ref, cat, _), row in self._rows.items():
-            if created_before is not None and cast(datetime, row[1]) >= created_before:
+            if before is not None and cast(datetime, row[1]) >= before:
                 continue
-            if ref == subject_ref and (wanted is None or cat in wanted) and row[0] is not None:
-                row[0], row[2], row[3] = None, datetime.now(UTC), reason
+            mine = ref == shredding.subject_ref and (wanted is None or cat in wanted)
+            if mine and row[0] is not None:
+                row[0], row[2], row[3] = None, datetime.now(UTC), shredding.reason
                 shredded.add(cat)
         return sorted(shredded)
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, select, tuple_, update
 
-from streams.keys.tables import data_keys, keystore_meta
+from streams.keys.tables import WRAPPED_KEY_COLUMNS, data_keys, keystore_meta
 
 if TYPE_CHECKING:
     from streams.keys.wrapping import EnvelopeKeyStore
@@ -35,12 +35,7 @@ def rotate_master_key(store: EnvelopeKeyStore, engine: Engine, batch: int = 1_00
     while True:
         with engine.begin() as conn:
             rows = conn.execute(
-                select(
-                    data_keys.c.subject_ref,
-                    data_keys.c.category,
-                    data_keys.c.version,
-                    data_keys.c.wrapped_key,
-                )
+                select(*WRAPPED_KEY_COLUMNS)
                 .where(
                     live,
                     tuple_(data_keys.c.subject_ref, data_keys.c.category, data_keys.c.version)

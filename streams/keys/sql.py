@@ -20,10 +20,10 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from core.db import create_tables
 from core.logging import get_logger
 from streams.exceptions import KeyStoreError
-from streams.keys.base import KeyRecord
+from streams.keys.base import KeyRecord, Shredding
 from streams.keys.master import load_master_key
 from streams.keys.rotation import rotate_master_key
-from streams.keys.tables import data_keys, keystore_meta, metadata
+from streams.keys.tables import WRAPPED_KEY_COLUMNS, data_keys, keystore_meta, metadata
 from streams.keys.wrapping import EnvelopeKeyStore, live_chunks
 
 log = get_logger(__name__)
@@ -71,12 +71,7 @@ class SqlKeyStore(EnvelopeKeyStore):
             for start in range(0, len(pairs), 500):
                 chunk = pairs[start : start + 500]
                 rows = conn.execute(
-                    select(
-                        data_keys.c.subject_ref,
-                        data_keys.c.category,
-                        data_keys.c.version,
-                        data_keys.c.wrapped_key,
-                    )
+                    select(*WRAPPED_KEY_COLUMNS)
                     # two plain INs use the primary key's index; SQLite scans the whole table
                     # for a row-value IN (EXPLAIN QUERY PLAN: SCAN data_keys)
                     .where(data_keys.c.subject_ref.in_({ref for ref, _ in chunk}))
@@ -130,12 +125,7 @@ class SqlKeyStore(EnvelopeKeyStore):
         # One short read per chunk, by key range, rather than one cursor over the whole
         # table: a long-lived snapshot would hold off the WAL checkpoint that wipes shredded
         # keys from disk (SQLite) and keep old row versions alive (PostgreSQL).
-        columns = (
-            data_keys.c.subject_ref,
-            data_keys.c.category,
-            data_keys.c.version,
-            data_keys.c.wrapped_key,
-        )
+        columns = WRAPPED_KEY_COLUMNS
         ordered = select(*columns).order_by(*columns[:3])  # the primary key's order
         after = ""
         while True:
@@ -159,24 +149,23 @@ class SqlKeyStore(EnvelopeKeyStore):
                 return
             after = rows[-1][0]
 
-    def _destroy(
-        self,
-        subject_ref: str,
-        categories: Iterable[str] | None,
-        reason: str,
-        created_before: datetime | None = None,
-    ) -> list[str]:
-        live = and_(data_keys.c.subject_ref == subject_ref, data_keys.c.wrapped_key.is_not(None))
+    def _destroy(self, shredding: Shredding) -> list[str]:
+        categories, before = shredding.categories, shredding.created_before
+        live = and_(
+            data_keys.c.subject_ref == shredding.subject_ref, data_keys.c.wrapped_key.is_not(None)
+        )
         if categories is not None:
             live = and_(live, data_keys.c.category.in_(list(categories)))
-        if created_before is not None:
-            live = and_(live, data_keys.c.created_at < created_before)
+        if before is not None:
+            live = and_(live, data_keys.c.created_at < before)
         with self._engine.begin() as conn:
             shredded = sorted(set(conn.execute(select(data_keys.c.category).where(live)).scalars()))
             conn.execute(
                 update(data_keys)
                 .where(live)
-                .values(wrapped_key=None, shredded_at=datetime.now(UTC), shred_reason=reason)
+                .values(
+                    wrapped_key=None, shredded_at=datetime.now(UTC), shred_reason=shredding.reason
+                )
             )
         if shredded and self._engine.dialect.name == "sqlite":
             self._wipe_soon()

@@ -35,3 +35,12 @@ data_keys = Table(
     Column("shredded_at", DateTime(timezone=True), nullable=True),
     Column("shred_reason", String(64), nullable=True),
 )
+
+
+WRAPPED_KEY_COLUMNS = (
+    data_keys.c.subject_ref,
+    data_keys.c.category,
+    data_keys.c.version,
+    data_keys.c.wrapped_key,
+)
+"""A data key version and its wrapped key, as the stores read them."""

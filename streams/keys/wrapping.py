@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy.exc import SQLAlchemyError
 
 from streams.exceptions import KeyShreddedError, KeyStoreError, WrongMasterKeyError
-from streams.keys.base import KEY_LEN, DataKey, KeyRecord
+from streams.keys.base import KEY_LEN, DataKey, KeyRecord, Shredding
 from streams.keys.cache import KeyCache
 
 _KEK_CHECK_PLAINTEXT = b"lifecycle key-check value v1"
@@ -83,13 +83,7 @@ class EnvelopeKeyStore(ABC):
         that end at a customer's last key."""
 
     @abstractmethod
-    def _destroy(
-        self,
-        subject_ref: str,
-        categories: Iterable[str] | None,
-        reason: str,
-        created_before: datetime | None = None,
-    ) -> list[str]: ...
+    def _destroy(self, shredding: Shredding) -> list[str]: ...
 
     @abstractmethod
     def keys_of(self, subject_ref: str) -> list[KeyRecord]: ...
@@ -233,10 +227,10 @@ class EnvelopeKeyStore(ABC):
         *,
         created_before: datetime | None = None,
     ) -> list[str]:
-        wanted = None if categories is None else list(categories)
+        wanted = None if categories is None else tuple(categories)
         self.forget(subject_ref, wanted)
         try:
-            shredded = self._destroy(subject_ref, wanted, reason, created_before)
+            shredded = self._destroy(Shredding(subject_ref, wanted, reason, created_before))
         except SQLAlchemyError as exc:
             raise KeyStoreError(
                 f"key store unavailable, nothing shredded: {type(exc).__name__}"
