@@ -1,6 +1,6 @@
 """Configuration from the environment, read once into a frozen value.
 
-Every setting has a documented environment variable (see README, "Configuration").
+Every setting has a documented environment variable (see docs/).
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ FETCH_WAIT_MS = 50
 """How long a fetch of the pipeline's consumers may wait for records (``fetch.wait.max.ms``
 of the librdkafka ones; Faust's, fixed at 1,500 ms, is set to it too: streams/app.py).
 Apache Kafka answers a waiting fetch as soon as a record arrives, so any value works there;
-the embedded broker answers only when the wait runs out (measured: a record produced to an
-idle partition reached a consumer in 452 ms median with a 1,500 ms wait, Faust's built-in
-value, and in 3.6 ms with 50 ms), and every stage of the pipeline is one such wait."""
+the embedded broker answers only when the wait runs out, so a record produced to an idle
+partition waits about that long before a consumer sees it, and every stage of the pipeline is
+one such wait."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ class Settings:
     kafka_security: dict[str, str] = field(default_factory=dict, repr=False)  # holds secrets
     fetch_wait_ms: int = FETCH_WAIT_MS
     key_cache: int = KEY_CACHE
-    """Customers whose unwrapped data keys a process keeps (streams/keycache.py)."""
+    """Customers whose unwrapped data keys a process keeps (streams/keys/cache.py)."""
     key_cache_warm: bool = False
     """Fill the key cache from the key store in the background at start."""
     publish_timeout_ms: int = 120_000

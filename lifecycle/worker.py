@@ -99,8 +99,7 @@ def use_event_loop(name: str) -> str:
     ``asyncio`` when uvloop is asked for but not installed (it has no Windows build).
 
     uvloop is the default: Faust's per-event machinery is mostly the event loop's (tasks,
-    futures, callbacks), and on uvloop a bare Faust agent used 14 % less CPU an event and the
-    decision worker 15 % less (README, "Performance")."""
+    futures, callbacks), which uvloop runs with less CPU an event (see the benchmarks)."""
     if name == "uvloop":
         try:
             import uvloop

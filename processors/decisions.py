@@ -243,7 +243,7 @@ class DecisionStage:
         would change state (or shred keys) under a decision the ledger then drops as a
         repeat. (A repeat of the same event is not refused: it is decided again and the
         ledger keeps its first record.) Two such events decided before the first reaches the
-        ledger are not caught here: see README, "Guarantees and limits"."""
+        ledger are not caught here (see docs/ on guarantees and limits)."""
         ids = list({item.record["event_id"] for item in batch})
         recorded = self._until_done("ledger.lookup", lambda: self._ledger.recorded_events(ids))
         seen: dict[str, tuple[str, str]] = {}
@@ -493,9 +493,9 @@ class DecisionStage:
 
         It blocks the event loop on purpose, retries included: a rebalance's callbacks run on
         that loop, so partitions cannot move while a batch is half decided (the consumer's own
-        thread keeps the group's heartbeats going). Awaiting here instead let a worker that
-        joined during a PostgreSQL outage take partitions mid-batch; Faust then re-fetched
-        them behind events already read and the group stalled (fault test, issue 7)."""
+        thread keeps the group's heartbeats going). Awaiting here instead would let a worker
+        that joined during a database outage take partitions mid-batch; Faust would then
+        re-fetch them behind events already read, and the group would stall."""
 
         def notice(exc: BaseException, wait: float) -> None:
             # a database error's text quotes its parameters: only its type is logged

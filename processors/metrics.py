@@ -129,7 +129,7 @@ class Metrics:
         self._ledger: _LedgerBatch | None = None
         self._lag_series: set[tuple[str, str]] = set()
         # the labelled series of the per-event counters, looked up once: prometheus_client's
-        # labels() builds and checks its key on every call (3 % of a decision worker's busy samples)
+        # labels() builds and checks its key on every call, a cost paid per event otherwise
         self._consumed_series: dict[str, Any] = {}
         self._decided_series: dict[tuple[str, str], Any] = {}
         registry = self.registry

@@ -1,7 +1,7 @@
 """Ledger records written out for analysts and auditors: JSON lines or CSV, one record a line.
 
 Each JSON line holds a record's canonical fields plus ``hash`` (see
-:meth:`~sinks.chain.AuditEntry.as_export`): without its ``hash`` key and encoded canonically it
+:meth:`~sinks.entry.AuditEntry.as_export`): without its ``hash`` key and encoded canonically it
 hashes to ``hash``, so anyone can recheck an export. CSV keeps the same columns in
 :data:`EXPORT_FIELDS` order.
 """

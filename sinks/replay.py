@@ -10,8 +10,8 @@ encoding, the object its hash is taken over (every field, timestamps as UTC text
 sorted), with ``hash`` added at the end. Records are read in batches. Those in the
 single-object encoding of the current ``lifecycle.AuditRecord`` schema without an erasure
 (nearly all) are read by :class:`AuditRecordReader` straight into that encoding and line;
-anything else goes through the codec, :func:`~sinks.chain.audit_record_row` and
-:func:`~sinks.chain.canonical_bytes`, which stay the reference the reader is tested against.
+anything else goes through the codec, :func:`~sinks.stored.audit_record_row` and
+:func:`~sinks.canonical.canonical_bytes`, which stay the reference the reader is tested against.
 """
 
 from __future__ import annotations
@@ -132,8 +132,8 @@ _MILLIS_TEXT = tuple(f".{n:03d}Z" for n in range(1000))
 
 class AuditRecordReader:
     """Reads a ``privacy.audit`` value written with :data:`AUDIT_RECORD_FINGERPRINT` and no
-    erasure into the canonical encoding :func:`~sinks.chain.canonical_bytes` would give for
-    its stored row, hashes it as :func:`~sinks.chain.row_hash` would, and makes its line.
+    erasure into the canonical encoding :func:`~sinks.canonical.canonical_bytes` would give for
+    its stored row, hashes it as :func:`~sinks.canonical.row_hash` would, and makes its line.
 
     Declines (returns None) anything else or anything unusual: another schema, an erasure,
     text that is not ASCII, a text of 64 bytes or more (other than the 64-digit hashes and

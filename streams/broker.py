@@ -2,7 +2,7 @@
 
 Used when ``KAFKA_BOOTSTRAP`` is not set (``lifecycle up``, the tests, the benchmarks). Its
 storage is memory only: topics vanish when it stops. Keys and the ledger live in the database,
-so they survive; the README says so.
+so they survive.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The input format (JSON lines, see CONTRACT.md) and its validation.
+"""The input format (JSON lines, see docs/) and its validation.
 
 :func:`parse_line` turns one line into a :class:`InputEvent` or raises
 :class:`~streams.exceptions.ValidationError` naming the field. Error messages never repeat a

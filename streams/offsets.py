@@ -2,9 +2,9 @@
 
 Kafka answers "where does this partition end" two ways: ListOffsets(latest) and the high
 watermark in every fetch response. Apache Kafka gives the same number both ways. The embedded
-broker (tansu 0.6.0) does not: its ListOffsets answer is the base offset of the partition's
-last record batch + 1, so after one produce request of 5,000 records it says 1 while a fetch
-says 5,000 (measured here; see README "Guarantees and limits"). Anything that stops reading
+broker (tansu) does not: its ListOffsets answer is the base offset of the partition's last
+record batch + 1, so after one produce request of many records it says 1 while a fetch says
+how many there are (see docs/ on guarantees and limits). Anything that stops reading
 "at the end" (Faust's table recovery, the confirmation reader's starting point, audit replay
 with ``--follow``) would stop short by up to a batch.
 

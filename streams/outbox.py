@@ -1,7 +1,7 @@
 """Where a stage's outputs go: a confluent-kafka producer, flushed once per batch.
 
-Faust's own ``topic.send`` costs tens of microseconds of Python per record (futures, its
-producer buffer, aiokafka's sender); librdkafka queues a record in a few, in C. A stage
+Faust's own ``topic.send`` runs much Python per record (futures, its producer buffer,
+aiokafka's sender); librdkafka queues a record in C. A stage
 produces its batch's records here, then :meth:`Outbox.flush` waits (in a thread, so the event
 loop keeps running) for every delivery report and raises if the broker refused any: only then
 may the stage acknowledge its input.

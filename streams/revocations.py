@@ -57,9 +57,9 @@ class RevocationListener:
         return self
 
     def _run(self) -> None:
-        # From the end as it is now, fixed before start() returns: a start left for librdkafka
-        # to look up later let a revocation sent in between be skipped (a publisher then kept
-        # a shredded key cached).
+        # From the end as it is now, fixed before start() returns, so no revocation sent after
+        # start() can slip past (a start left for librdkafka to resolve later could: the
+        # process would then keep a shredded key cached).
         try:
             reader = self._reader("end")
         except KafkaException as exc:  # from the first one then: forgetting too much is safe

@@ -34,9 +34,9 @@ RETENTION_SWEEPS = "privacy.retention-sweeps"
 
 @functools.lru_cache(maxsize=16_384)
 def _key_hash(key: bytes) -> int:
-    # aiokafka's murmur2 is pure Python (tens of microseconds for a 64-byte pseudonym here),
-    # and a worker needs it twice an event: the intake's home check and the table changelog's
-    # partition. Keys repeat (popular customers), so the hash is remembered (~3 MB at most).
+    # aiokafka's murmur2 is pure Python, and a worker needs it twice an event: the intake's
+    # home check and the table changelog's partition. Keys repeat (popular customers), so
+    # the hash is remembered (the cache's size bounds the memory it takes).
     return int(murmur2(key) & 0x7FFFFFFF)
 
 

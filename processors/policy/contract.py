@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-# What the contract (shared/CONTRACT.md) fixes: every version must keep these names and limits.
+# Every version must keep these names and limits (the contract, see docs/).
 CONTRACT_CATEGORIES = frozenset(
     {"name", "address", "date_of_birth", "telephone", "fax", "email", "banking"}
     | {"service_account", "web_log", "credit_card", "documents"}

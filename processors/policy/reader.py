@@ -459,7 +459,7 @@ class PolicyReader:
         recipients: Mapping[str, Recipient],
         collections: Mapping[tuple[str, str], ProhibitedCollection],
     ) -> None:
-        """The names and limits CONTRACT.md fixes: a version may add, never rename or relax."""
+        """The names and limits the contract fixes: a version may add, never rename or relax."""
         required = [
             ("categories", CONTRACT_CATEGORIES, categories),
             ("purposes", CONTRACT_PURPOSES, purposes),

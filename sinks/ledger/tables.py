@@ -86,7 +86,7 @@ def subject_prefix(column: ColumnElement[str]) -> ColumnElement[str]:
 
 
 # The subject index holds the first 16 hex digits (64 bits) of the pseudonym: as selective as
-# the whole HMAC, a quarter of its size, which keeps appends fast (SQLite: ~40k -> ~60k/s).
+# the whole HMAC, a quarter of its size, which keeps appends fast.
 Index("ix_audit_ledger_subject_prefix", subject_prefix(audit_ledger.c.subject_ref))
 
 

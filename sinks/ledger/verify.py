@@ -87,7 +87,7 @@ def _first_repeated_event(conn: Connection) -> tuple[int, str] | None:
     """(seq, problem) of the first record whose event_id an earlier record already has.
 
     The unique index makes this impossible through the ledger; it catches a database whose
-    index was dropped. One pass over the event_id index (about 0.3 us a record on SQLite).
+    index was dropped. One pass over the event_id index.
     """
     repeated = (
         conn.execute(

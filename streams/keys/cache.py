@@ -1,10 +1,10 @@
 """The cache of unwrapped data keys, packed so that every key of a large customer base fits.
 
 One entry per customer (``subject_ref``): a ``bytes`` value holding, per category, a one-byte
-category code, the key's version (4 bytes) and its 32 secret bytes. A million customers with
-three categories take about 300 MB this way (measured by ``make bench``), where one object per
-key took about 1.7 KB a key. Dropping a customer's keys (a shred, a revocation heard from
-another process) is one dictionary operation.
+category code, the key's version (4 bytes) and its 32 secret bytes: a few hundred bytes a
+customer, where an object per key would take several times that (``make bench`` measures the
+cache's memory). Dropping a customer's keys (a shred, a revocation heard from another
+process) is one dictionary operation.
 
 Only each category's current version is kept here; an older version asked for by a decryption
 goes to a small side cache. When :attr:`KeyCache.max_subjects` customers are cached, the

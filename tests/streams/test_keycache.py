@@ -1,4 +1,4 @@
-"""The packed key cache (streams/keycache.py) and warming it from a real key store."""
+"""The packed key cache (streams/keys/cache.py) and warming it from a real key store."""
 
 from __future__ import annotations
 
