@@ -30,7 +30,7 @@ from core.settings import Settings, load_settings
 from streams import clients
 from streams.broker import EmbeddedBroker
 from streams.offsets import read_to_ends
-from streams.topics import apply_topics
+from streams.topic_admin import apply_topics
 
 PARTITIONS = 4
 REPO = Path(__file__).resolve().parent.parent

@@ -43,13 +43,9 @@ from streams.envelope import decrypt_value, encrypt_value
 from streams.exceptions import DecodeError, KeyShreddedError, KeyStoreError
 from streams.keys import IDENTITY_CATEGORY, KeyStore
 from streams.outbox import Outbox
+from streams.partitioning import home_partition
 from streams.revocations import revocation_record
-from streams.topics import (
-    DECISIONS,
-    KEY_REVOCATIONS,
-    VIOLATIONS,
-    home_partition,
-)
+from streams.topics import DECISIONS, KEY_REVOCATIONS, VIOLATIONS
 
 log = get_logger(__name__)
 

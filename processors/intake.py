@@ -31,7 +31,8 @@ from streams.codec import Codec
 from streams.exceptions import DecodeError, RegistryUnavailableError
 from streams.keys import KeyStore
 from streams.outbox import Outbox
-from streams.topics import CUSTOMER_EVENTS, home_partition
+from streams.partitioning import home_partition
+from streams.topics import CUSTOMER_EVENTS
 
 log = get_logger(__name__)
 

@@ -34,8 +34,8 @@ from faust.types import TP
 from core.settings import Settings
 from streams import clients
 from streams.offsets import end_offsets
+from streams.partitioning import key_partitioner
 from streams.security import faust_credentials as _faust_credentials
-from streams.topics import key_partitioner
 
 APP_ID = "lifecycle"
 

@@ -28,7 +28,7 @@ def topics() -> None:
 )
 def topics_apply(partitions: int | None, replication: int | None, grow_partitions: bool) -> None:
     """Create the contract's topics and bring existing ones to their settings (idempotent)."""
-    from streams.topics import TopicsMismatchError, apply_topics
+    from streams.topic_admin import TopicsMismatchError, apply_topics
 
     settings = load_settings()
     with bus(settings) as live:

@@ -17,7 +17,7 @@ def up(demo: bool) -> None:
     from lifecycle.worker import build_worker, run_worker, use_event_loop
     from processors.metrics import Metrics
     from streams.revocations import RevocationListener
-    from streams.topics import apply_topics
+    from streams.topic_admin import apply_topics
 
     settings = load_settings()
     use_event_loop(settings.event_loop)  # before anything makes a loop

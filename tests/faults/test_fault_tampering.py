@@ -53,7 +53,7 @@ from sinks.ledger import (
     open_audit_sink,
 )
 from streams.broker import EmbeddedBroker
-from streams.topics import apply_topics
+from streams.topic_admin import apply_topics
 
 from fixtures.broker import Workers, run_cli
 

@@ -17,7 +17,8 @@ from streams.codec import SingleObjectCodec
 from streams.exceptions import PublishError
 from streams.keys import MemoryKeyStore
 from streams.publisher import Publisher
-from streams.topics import CUSTOMER_EVENTS, apply_topics
+from streams.topic_admin import apply_topics
+from streams.topics import CUSTOMER_EVENTS
 
 from fixtures.broker import REPO, read_topic, run_cli
 
