@@ -28,12 +28,24 @@ class Outbox:
         self._failed: list[str] = []
 
     def produce(
-        self, topic: str, value: bytes, key: bytes | None = None, headers: Headers | None = None
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: Headers | None = None,
+        *,
+        partition: int = -1,
     ) -> None:
+        """Queue a record; ``partition`` -1 lets the producer's partitioner choose."""
         while True:
             try:
                 self._producer.produce(
-                    topic, value, key, headers=list(headers or ()), on_delivery=self._on_delivery
+                    topic,
+                    value,
+                    key,
+                    partition=partition,
+                    headers=list(headers or ()),
+                    on_delivery=self._on_delivery,
                 )
                 break
             except BufferError:
