@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from datetime import datetime
@@ -60,6 +61,9 @@ def bus(settings: Settings, *, start_embedded: bool = False) -> Iterator[Setting
 @click.option("--demo", is_flag=True, help="feed sample billing and outage traffic")
 def up(demo: bool) -> None:
     """Run the pipeline (embedded broker unless KAFKA_BOOTSTRAP is set)."""
+    # a stop asked for while the worker is still starting ends it cleanly (nothing consumed
+    # yet); the worker's own handlers replace this one once it runs
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
     from lifecycle.observability import Health, Metrics, start_metrics_server
     from processors.worker import build_worker, run_worker, use_event_loop
     from streams.topics import apply_topics
