@@ -98,11 +98,19 @@ class Child:
     """A benchmark helper process (``python -m bench.roles ...``) whose stdout lines are
     collected; ``wait_for`` waits for a line that satisfies a test."""
 
-    def __init__(self, args: Sequence[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        command: Sequence[str] | None = None,
+    ) -> None:
+        """``command``: what runs ``args`` (default: ``python -m bench.roles``)."""
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.roles", *args],
+            [*(command or (sys.executable, "-m", "bench.roles")), *args],
             env=env,
             cwd=REPO,
             stdout=subprocess.PIPE,

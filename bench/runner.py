@@ -107,5 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"\nwritten to {args.json} ({document['seconds']:.0f} s)")
+    written = [str(args.json)]
+    if rows:
+        from bench.charts import run_chart
+
+        written.append(str(run_chart(document, args.json.with_suffix(".png"))))
+    print(f"\nwritten to {', '.join(written)} ({document['seconds']:.0f} s)")
     return 1 if failed else 0

@@ -194,9 +194,31 @@ class DecisionStage:
             value_type=bytes,
             use_partitioner=True,
         )
-        """subject_ref (bytes) -> JSON of its :class:`Entry` (bytes)."""
+        """subject_ref (bytes) -> JSON of its :class:`Entry` (bytes); written only through
+        :meth:`_store`."""
+        self._changelog: str = self.table.changelog_topic.get_topic_name()
         self.lock = asyncio.Lock()
         """Held while a batch (or a retention sweep) reads and writes subjects' entries."""
+
+    # -- the subjects' entries --------------------------------------------------------
+
+    def _store(self, key: bytes, value: bytes, partition: int) -> None:
+        """Write a subject's entry: its changelog record into the outbox, then the table.
+
+        The changelog record goes out with the batch's decisions, so the outbox's flush,
+        which every offset commit waits for, covers it too: an offset is never committed
+        while the state its events made is unacknowledged. Faust's own ``table[key] =``
+        sends the record later, through its producer's buffer, and nothing a commit waits
+        for tracks that send. The table's in-memory store is written directly, so Faust
+        sends no second record; recovery reads these records like its own.
+        ``partition`` is the subject's home partition, the changelog's co-partition."""
+        self._outbox.produce(self._changelog, value, key, partition=partition)
+        store = self.table.data
+        store[key] = value
+        # the memory store drops a key from its data when the key's partition is revoked
+        owners = getattr(store, "_key_partition", None)
+        if owners is not None:
+            owners[key] = partition
 
     # -- the batch ----------------------------------------------------------------------
 
@@ -230,7 +252,8 @@ class DecisionStage:
                 self._until_done("vault.hold", lambda: self._vault.hold(values))
             committed = self._committed_offsets()
             for ref, entry in entries.items():
-                self.table[ref.encode()] = entry.dump(committed.get(partition_of[ref]))
+                partition = partition_of[ref]
+                self._store(ref.encode(), entry.dump(committed.get(partition)), partition)
         return [(batch[index], reason) for index, reason in sorted(refused.items())]
 
     def _reused_ids(self, batch: Sequence[Decoded]) -> dict[int, str]:
@@ -530,7 +553,7 @@ class DecisionStage:
                     gone.append(IDENTITY_CATEGORY)  # nothing held any more: nor who it was
                 await self.shred(ref, gone, "retention_expired")
                 self._metrics.retention_shredded(len(due))
-                self.table[key] = entry.dump()
+                self._store(key, entry.dump(), home_partition(key, count))
                 policy = self._book.in_force(as_of)
                 record = {
                     "event_id": f"{sweep_id}/{ref}",

@@ -62,16 +62,20 @@ def produce(
     value: bytes,
     key: bytes | None = None,
     *,
+    partition: int = -1,
     headers: Headers | None = None,
     on_delivery: DeliveryReport | None = None,
 ) -> None:
-    """Queue one record; while the local queue is full, serve deliveries until it has room."""
+    """Queue one record (``partition`` -1: the partitioner chooses); while the local queue is
+    full, serve deliveries until it has room."""
     listed: list[tuple[str, str | bytes | None]] | None = list(headers) if headers else None
     try:
-        to.produce(topic, value, key, headers=listed, on_delivery=on_delivery)
+        to.produce(topic, value, key, partition, headers=listed, on_delivery=on_delivery)
     except BufferError:
         retry_call(
-            lambda: to.produce(topic, value, key, headers=listed, on_delivery=on_delivery),
+            lambda: to.produce(
+                topic, value, key, partition, headers=listed, on_delivery=on_delivery
+            ),
             on=BufferError,
             first=0.05,
             most=0.05,

@@ -26,10 +26,23 @@ class Outbox:
         self._failed: list[str] = []
 
     def produce(
-        self, topic: str, value: bytes, key: bytes | None = None, headers: Headers | None = None
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: Headers | None = None,
+        *,
+        partition: int = -1,
     ) -> None:
+        """Queue a record; ``partition`` -1 lets the producer's partitioner choose."""
         clients.produce(
-            self._producer, topic, value, key, headers=headers, on_delivery=self._on_delivery
+            self._producer,
+            topic,
+            value,
+            key,
+            partition=partition,
+            headers=headers,
+            on_delivery=self._on_delivery,
         )
 
     def _on_delivery(self, error: KafkaError | None, _message: Message) -> None:

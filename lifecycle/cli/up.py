@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import sys
+
 import click
 
 from core.settings import load_settings
@@ -13,6 +16,9 @@ from lifecycle.runtime import Runtime
 @click.option("--demo", is_flag=True, help="feed sample billing and outage traffic")
 def up(demo: bool) -> None:
     """Run the pipeline (embedded broker unless KAFKA_BOOTSTRAP is set)."""
+    # a stop asked for while the worker is still starting ends it cleanly (nothing consumed
+    # yet); the worker's own handlers replace this one once it runs
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
     from lifecycle.observability import Health, start_metrics_server
     from lifecycle.worker import build_worker, run_worker, use_event_loop
     from processors.metrics import Metrics
