@@ -124,7 +124,7 @@ def populated_store(subjects: int, parent: Path) -> Path:
                 ref,
                 category,
                 1,
-                store._wrap(AESGCM.generate_key(256), store._label(ref, category, 1)),
+                store._wrap(AESGCM.generate_key(256), store.key_label(ref, category, 1)),
             )
             for ref in refs[start : start + step]
             for category in CATEGORIES
