@@ -58,12 +58,23 @@ def bus(settings: Settings, *, start_embedded: bool = False) -> Iterator[Setting
 
 @cli.command()
 @click.option("--demo", is_flag=True, help="feed sample billing and outage traffic")
-def up(demo: bool) -> None:
-    """Run the pipeline (embedded broker unless KAFKA_BOOTSTRAP is set)."""
+@click.option(
+    "--console",
+    "with_console",
+    is_flag=True,
+    help="also serve the privacy team's console on 127.0.0.1:8080 (LIFECYCLE_CONSOLE_PORT)",
+)
+def up(demo: bool, with_console: bool) -> None:
+    """Run the pipeline (embedded broker unless KAFKA_BOOTSTRAP is set).
+
+    With --demo the terminal shows a short summary of the decisions instead of every log
+    line (libraries' at WARNING); without it, every line is JSON, for production."""
     from lifecycle.observability import Health, Metrics, start_metrics_server
     from processors.worker import build_worker, run_worker, use_event_loop
     from streams.topics import apply_topics
 
+    if demo:
+        configure_logging("WARNING")
     settings = load_settings()
     use_event_loop(settings.event_loop)  # before anything makes a loop
     health = Health()
@@ -77,16 +88,25 @@ def up(demo: bool) -> None:
 
         listener = RevocationListener(live.kafka_client_config(), runtime.codec, runtime.keystore)
         listener.start()
-        demo_feed = None
+        demo_feed = summary = beside = None
         if demo:
-            from lifecycle.demo import start_demo
+            from lifecycle.demo import start_demo_with_summary
 
-            demo_feed = start_demo(runtime)
+            demo_feed, summary = start_demo_with_summary(runtime, metrics)
+        if with_console:
+            from lifecycle.cli_console import start_beside
+
+            beside = start_beside(
+                runtime,
+                port=int(os.environ.get("LIFECYCLE_CONSOLE_PORT") or 8080),
+                on_filed=summary.filed if summary is not None else lambda _request_id: None,
+            )
         try:
-            run_worker(app, health=health)
+            run_worker(app, health=health, loglevel="warning" if demo else "info")
         finally:  # before the embedded broker goes away
-            if demo_feed is not None:
-                demo_feed.stop()
+            for running in (demo_feed, summary, beside):
+                if running is not None:
+                    running.stop()
             listener.stop()
 
 

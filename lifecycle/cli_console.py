@@ -15,6 +15,7 @@ from __future__ import annotations
 import secrets
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -130,7 +131,11 @@ class ConsoleBeside:
 
 
 def start_beside(
-    runtime: Runtime, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT
+    runtime: Runtime,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    on_filed: Callable[[str], None] = lambda _request_id: None,
 ) -> ConsoleBeside:
     """Serve the console in a thread of this process (``lifecycle up --demo --console``).
 
@@ -141,7 +146,7 @@ def start_beside(
 
     from lifecycle.console import create_app, load_console_settings, open_console
 
-    services = open_console(runtime, load_console_settings(runtime.settings))
+    services = open_console(runtime, load_console_settings(runtime.settings), on_filed=on_filed)
     url = f"http://{host}:{port}/"
     if services.users.is_empty():
         password = secrets.token_urlsafe(12)
@@ -154,7 +159,9 @@ def start_beside(
     else:
         click.echo(f"\n  Console: {url} (sign in as one of its users)\n", err=True)
     server = uvicorn.Server(
-        uvicorn.Config(create_app(services), host=host, port=port, log_config=None, access_log=False)
+        uvicorn.Config(
+            create_app(services), host=host, port=port, log_config=None, access_log=False
+        )
     )
     thread = threading.Thread(target=server.run, name="console", daemon=True)
     thread.start()

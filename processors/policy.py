@@ -950,7 +950,9 @@ class _PolicyReader:
             law = self.text(fields["law"], _join(path, "law"))
             placeholder = fields["placeholder"]
             if not isinstance(placeholder, bool):
-                self.fail(_join(path, "placeholder"), f"must be true or false, not {_kind(placeholder)}")
+                self.fail(
+                    _join(path, "placeholder"), f"must be true or false, not {_kind(placeholder)}"
+                )
             answer_path = _join(path, "answer")
             answer = self.mapping(fields["answer"], answer_path, ("within", "provision"))
             within = self._duration(answer["within"], _join(answer_path, "within"), nullable=False)
@@ -990,7 +992,9 @@ class _PolicyReader:
                 f"not {_kind(times)}",
             )
         by = self._duration(fields["by"], _join(path, "by"), nullable=False)
-        notice = self._duration(fields["notice_within"], _join(path, "notice_within"), nullable=False)
+        notice = self._duration(
+            fields["notice_within"], _join(path, "notice_within"), nullable=False
+        )
         reasons_path = _join(path, "reasons")
         reasons = {
             name: self.text(text, _join(reasons_path, name))

@@ -48,8 +48,15 @@ CSP = (
 )
 
 
-def open_console(runtime: Runtime, settings: ConsoleSettings, clock: Clock | None = None) -> Console:
-    """The console's services on ``runtime`` (whose settings name a reachable broker)."""
+def open_console(
+    runtime: Runtime,
+    settings: ConsoleSettings,
+    clock: Clock | None = None,
+    *,
+    on_filed: Callable[[str], None] = lambda _request_id: None,
+) -> Console:
+    """The console's services on ``runtime`` (whose settings name a reachable broker);
+    ``on_filed`` hears of each erasure request it publishes."""
     clock = clock or SystemClock()
     runtime.open()
     create_ledger(runtime.engine)
@@ -66,7 +73,7 @@ def open_console(runtime: Runtime, settings: ConsoleSettings, clock: Clock | Non
         ),
         recorder=LedgerRecorder(client, runtime.codec),
         confirmations=ConfirmationWatcher(runtime.settings.kafka_consumer_config(), runtime.codec),
-        filer=ErasureFiler(runtime),
+        filer=ErasureFiler(runtime, on_filed),
         clock=clock,
     )
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -31,8 +32,14 @@ class ConfirmationWatcher:
     answer to a request filed after that is never missed) and keeps the latest answers by
     request id."""
 
-    def __init__(self, client_config: dict[str, str], codec: Codec) -> None:
+    def __init__(
+        self,
+        client_config: dict[str, str],
+        codec: Codec,
+        on_confirmation: Callable[[dict[str, Any]], None] = lambda _confirmation: None,
+    ) -> None:
         self._codec = codec
+        self._on_confirmation = on_confirmation
         self._consumer = Consumer(
             {
                 **client_config,
@@ -83,6 +90,7 @@ class ConfirmationWatcher:
                     while len(self._seen) > KEEP_CONFIRMATIONS:
                         self._seen.popitem(last=False)
                     self._arrived.notify_all()
+                self._on_confirmation(record)
         finally:
             self._consumer.close()
 
@@ -100,7 +108,9 @@ class DeadLetterRow:
     value_sha256: str
 
 
-def dead_letters(client_config: dict[str, str], limit: int = 500) -> tuple[list[DeadLetterRow], int]:
+def dead_letters(
+    client_config: dict[str, str], limit: int = 500
+) -> tuple[list[DeadLetterRow], int]:
     """The newest ``limit`` records of ``customer.events.dlq`` (newest first), and how many
     the topic holds. Only headers and timestamps are read into the rows."""
     consumer = Consumer(
@@ -127,7 +137,11 @@ def dead_letters(client_config: dict[str, str], limit: int = 500) -> tuple[list[
                 if error.code() == KafkaError._PARTITION_EOF:
                     break
                 continue
-            headers = {name: (value or b"").decode(errors="replace") for name, value in message.headers() or []}
+            headers: dict[str, str] = {}
+            for header in message.headers() or []:
+                name, value = header[0], header[1]
+                text = value.decode(errors="replace") if isinstance(value, bytes) else value
+                headers[str(name)] = text or ""
             _kind, stamp = message.timestamp()
             rows.append(
                 DeadLetterRow(
@@ -153,14 +167,15 @@ class ErasureFiler:
     """Publishes erasure requests (``deletion_requested``) through the project's
     :class:`~streams.publisher.Publisher`: the customer id is encrypted before it leaves."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(
+        self, runtime: Runtime, on_filed: Callable[[str], None] = lambda _request_id: None
+    ) -> None:
         self._runtime = runtime
+        self._on_filed = on_filed
         self._lock = threading.Lock()
         self._publisher: Publisher | None = None
 
-    def file(
-        self, *, subject_id: str, request_id: str, categories: list[str], officer: str
-    ) -> str:
+    def file(self, *, subject_id: str, request_id: str, categories: list[str], officer: str) -> str:
         event: dict[str, Any] = {
             "kind": "deletion_requested",
             "source": "console",
@@ -181,6 +196,7 @@ class ErasureFiler:
                 )
             event_id = self._publisher.publish(event)
             self._publisher.flush(30)
+        self._on_filed(request_id)
         return event_id
 
     def close(self) -> None:

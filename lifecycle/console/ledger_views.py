@@ -132,9 +132,7 @@ class RequestView:
 
     @property
     def answered_late(self) -> bool:
-        return (
-            self.closed_at is not None and self.due is not None and self.closed_at > self.due
-        )
+        return self.closed_at is not None and self.due is not None and self.closed_at > self.due
 
     def retained_text(self) -> str:
         return "; ".join(
@@ -186,7 +184,7 @@ def load_requests(engine: Engine, book: PolicyBook) -> list[RequestView]:
             view.filed_by = row["recipient"]
             view.source = row["source"]
             view.categories = orjson.loads(row["categories"])
-        elif view is None or row["decision"] != "allow" and row["kind"] != REQUEST_REFUSED:
+        elif view is None or (row["decision"] != "allow" and row["kind"] != REQUEST_REFUSED):
             continue
         elif row["kind"] == REQUEST_EXTENDED:
             view.extensions.append(
@@ -205,10 +203,10 @@ def load_requests(engine: Engine, book: PolicyBook) -> list[RequestView]:
 
 
 def _deletion(views: dict[str, RequestView], row: Mapping[str, Any], at: datetime) -> None:
-    erasure = orjson.loads(row["erasure"]) if row["erasure"] else None
-    request_id = erasure["request_id"] if erasure else None
-    if request_id is None:
+    if not row["erasure"]:
         return
+    erasure: dict[str, Any] = orjson.loads(row["erasure"])
+    request_id = str(erasure["request_id"])
     view = views.get(request_id)
     if view is None:
         view = views[request_id] = RequestView(
@@ -375,8 +373,17 @@ def violations(
     )
     with engine.connect() as conn:
         groups = [
-            ViolationGroup(str(r), a, str(s), rc, str(rule), int(n), str(f), str(last))
-            for r, a, s, rc, rule, n, f, last in conn.execute(statement)
+            ViolationGroup(
+                str(row[0]),
+                row[1],
+                str(row[2]),
+                row[3],
+                str(row[4]),
+                int(row[5]),
+                str(row[6]),
+                str(row[7]),
+            )
+            for row in conn.execute(statement)
         ]
         counts = [(str(b), str(r), int(n)) for b, r, n in conn.execute(series_statement)]
     return groups, _chart(counts, since, until, hourly)
@@ -506,7 +513,9 @@ class RecordFilter:
         return where
 
 
-def records(engine: Engine, wanted: RecordFilter, limit: int = 200) -> tuple[list[dict[str, Any]], int]:
+def records(
+    engine: Engine, wanted: RecordFilter, limit: int = 200
+) -> tuple[list[dict[str, Any]], int]:
     """The newest ``limit`` records that match (as ``audit export`` prints them), and how many
     match in all."""
     from sinks.chain import AuditEntry

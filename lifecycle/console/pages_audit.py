@@ -47,7 +47,9 @@ def _moment(value: str | None, name: str, default: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _range(console: Console, since: str | None, until: str | None, days: int) -> tuple[datetime, datetime]:
+def _range(
+    console: Console, since: str | None, until: str | None, days: int
+) -> tuple[datetime, datetime]:
     now = console.clock()
     end = _moment(until, "until", now + timedelta(minutes=1))
     start = _moment(since, "since", end - timedelta(days=days))
@@ -132,7 +134,9 @@ def _current_run(console: Console) -> VerifyRun | None:
 def audit_page(request: Request) -> Any:
     console = console_of(request)
     now = console.clock()
-    chart = decisions_per_hour(console.runtime.engine, now - timedelta(hours=48), now + timedelta(minutes=1))
+    chart = decisions_per_hour(
+        console.runtime.engine, now - timedelta(hours=48), now + timedelta(minutes=1)
+    )
     return render(
         request,
         "audit.html",
@@ -151,7 +155,9 @@ def start_verify(request: Request) -> Any:
         run = _runs.get(id(console))
         if run is None or run.finished_at is not None:
             run = _runs[id(console)] = VerifyRun(console.clock())
-            threading.Thread(target=_verify, args=(console, run), name="console-verify", daemon=True).start()
+            threading.Thread(
+                target=_verify, args=(console, run), name="console-verify", daemon=True
+            ).start()
     return render(request, "_verify.html", run=run)
 
 

@@ -51,7 +51,9 @@ def _filter(
     due_to: str | None,
 ) -> RequestFilter:
     if status and status not in (*STATUSES, "open", "answered"):
-        raise Refused(400, f"status: {status!r} is not one of open, answered, {', '.join(STATUSES)}")
+        raise Refused(
+            400, f"status: {status!r} is not one of open, answered, {', '.join(STATUSES)}"
+        )
     if kind and kind not in (ERASURE, ACCESS):
         raise Refused(400, f"kind: {kind!r} is not erasure or access")
     return RequestFilter(
@@ -66,7 +68,11 @@ def _filter(
 
 def _view(request: Request, wanted: RequestFilter) -> list[RequestView]:
     console = console_of(request)
-    return [v for v in load_requests(console.runtime.engine, console.runtime.policy) if wanted.matches(v)]
+    return [
+        v
+        for v in load_requests(console.runtime.engine, console.runtime.policy)
+        if wanted.matches(v)
+    ]
 
 
 @router.get("/requests")
@@ -119,7 +125,13 @@ def requests_csv(
 
 
 def _record_refusal(
-    console: Console, user: User, kind: str, subject_ref: str, reason: str, detail: str, **extra: Any
+    console: Console,
+    user: User,
+    kind: str,
+    subject_ref: str,
+    reason: str,
+    detail: str,
+    **extra: Any,
 ) -> None:
     record = records.refused_action(
         console.staff(user),
@@ -192,7 +204,9 @@ def file_request(
         log.error("console.file_failed", request_id=request_id, error=str(exc)[:300])
         raise Refused(503, f"The request could not be published: {exc}") from exc
     console.recent[request_id] = {"kind": kind, "subject_ref": ref, "received": now}
-    log.info("console.request_filed", request_id=request_id, kind=kind, subject_ref=ref, user=user.name)
+    log.info(
+        "console.request_filed", request_id=request_id, kind=kind, subject_ref=ref, user=user.name
+    )
     return RedirectResponse(f"/requests/{request_id}", status_code=303)
 
 
@@ -278,7 +292,9 @@ def extend_request(
             f"request {request_id}: {why_not}",
             purpose=view.kind,
         )
-        raise Refused(400, f"The policy does not allow this extension: {why_not}. The attempt was recorded.")
+        raise Refused(
+            400, f"The policy does not allow this extension: {why_not}. The attempt was recorded."
+        )
     if customer_told != "yes":
         raise Refused(
             400,

@@ -23,9 +23,11 @@ class ConsoleSettings:
     """Signs the session cookies (``LIFECYCLE_CONSOLE_SESSION_KEY_FILE``; created, mode 0600,
     when absent). Every console replica behind one address needs the same file."""
     session_minutes: int = 30
-    """A session ends this long after the user's last request (``LIFECYCLE_CONSOLE_SESSION_MINUTES``)."""
+    """A session ends this long after the user's last request
+    (``LIFECYCLE_CONSOLE_SESSION_MINUTES``)."""
     session_max_hours: int = 12
-    """...and this long after signing in, whatever happens (``LIFECYCLE_CONSOLE_SESSION_MAX_HOURS``)."""
+    """...and this long after signing in, whatever happens
+    (``LIFECYCLE_CONSOLE_SESSION_MAX_HOURS``)."""
     lockout_failures: int = 5
     """Failed sign-ins in a row that lock a name (``LIFECYCLE_CONSOLE_LOCKOUT_FAILURES``)."""
     lockout_minutes: int = 15

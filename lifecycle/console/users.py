@@ -139,8 +139,9 @@ class UserStore:
     def list(self) -> list[User]:
         with self._engine.connect() as conn:
             rows = conn.execute(
-                select(console_users.c.name, console_users.c.role, console_users.c.added_at)
-                .order_by(console_users.c.name)
+                select(
+                    console_users.c.name, console_users.c.role, console_users.c.added_at
+                ).order_by(console_users.c.name)
             ).all()
         return [User(str(n), str(r), str(a)) for n, r, a in rows]
 
@@ -163,12 +164,14 @@ class UserStore:
         name = name[:64]
         with self._engine.connect() as conn:
             failure = conn.execute(
-                select(console_sign_in_failures.c.failures, console_sign_in_failures.c.locked_until)
-                .where(console_sign_in_failures.c.name == name)
+                select(
+                    console_sign_in_failures.c.failures, console_sign_in_failures.c.locked_until
+                ).where(console_sign_in_failures.c.name == name)
             ).first()
             row = conn.execute(
-                select(console_users.c.role, console_users.c.password_hash, console_users.c.added_at)
-                .where(console_users.c.name == name)
+                select(
+                    console_users.c.role, console_users.c.password_hash, console_users.c.added_at
+                ).where(console_users.c.name == name)
             ).first()
         if failure is not None and failure[1] is not None:
             until = datetime.fromisoformat(str(failure[1]))

@@ -155,13 +155,13 @@ def short(text: str | None, keep: int = 12) -> str:
 templates.env.filters.update(days=days_text, when=when, short=short)
 
 
-def render(request: Request, name: str, status_code: int = 200, **context: Any) -> Any:
+def render(request: Request, template: str, status_code: int = 200, **context: Any) -> Any:
     console = console_of(request)
     user = getattr(request.state, "user", None)
     clock = console.policy_now().request_clock
     response = templates.TemplateResponse(
         request,
-        name,
+        template,
         {
             "user": user,
             "csrf": csrf_token(request),
