@@ -102,7 +102,7 @@ def up(demo: bool, with_console: bool) -> None:
                 on_filed=summary.filed if summary is not None else lambda _request_id: None,
             )
         try:
-            run_worker(app, health=health, loglevel="warning" if demo else "info")
+            run_worker(app, health=health, loglevel="warning" if demo else "info", quiet=demo)
         finally:  # before the embedded broker goes away
             for running in (demo_feed, summary, beside):
                 if running is not None:

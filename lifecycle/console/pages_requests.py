@@ -239,13 +239,19 @@ def request_page(request: Request, request_id: str) -> Any:
     console = console_of(request)
     view = _find_or_recent(console, request_id)
     policy = console.runtime.policy.get(view.policy_version)
+    confirmation = console.confirmations.get(request_id)
+    if confirmation is not None and view.status == "pending":  # ahead of the ledger read
+        view.status = str(confirmation["status"])
+        view.shredded = list(confirmation["shredded_categories"])
+        view.retained = list(confirmation["retained_categories"])
+        view.closed_at = confirmation["completed_at"]
     return render(
         request,
         "request.html",
         view=view,
         clock=policy.request_clock,
         on_ledger=request_id not in console.recent,
-        confirmation=console.confirmations.get(request_id),
+        confirmation=confirmation,
     )
 
 
@@ -253,12 +259,13 @@ def request_page(request: Request, request_id: str) -> Any:
 def confirmation_part(request: Request, request_id: str) -> Any:
     """The erasure's confirmation as it arrives on privacy.deletion-confirmations (htmx)."""
     console = console_of(request)
-    return render(
-        request,
-        "_confirmation.html",
-        request_id=request_id,
-        confirmation=console.confirmations.wait(request_id, timeout=2.0),
+    confirmation = console.confirmations.wait(request_id, timeout=2.0)
+    response = render(
+        request, "_confirmation.html", request_id=request_id, confirmation=confirmation
     )
+    if confirmation is not None:  # the request is answered: show the page as it is now
+        response.headers["HX-Refresh"] = "true"
+    return response
 
 
 @router.post("/requests/{request_id}/extend")
