@@ -164,7 +164,7 @@ def test_a_policy_version_may_state_no_clock(tmp_path: Path) -> None:
     ("change", "path", "reason"),
     [
         (lambda s: s.update(deadline="P1M"), "request_clock.deadline", "unknown key"),
-        (lambda s: s["answer"].update(within="one month"), "request_clock.answer.within", "ISO 8601"),
+        (lambda s: s["answer"].update(within="1 month"), "request_clock.answer.within", "ISO 8601"),
         (lambda s: s["answer"].pop("provision"), "request_clock.answer.provision", "is required"),
         (lambda s: s["extension"].update(times=0), "request_clock.extension.times", "at least 1"),
         (lambda s: s.update(placeholder="yes"), "request_clock.placeholder", "true or false"),
