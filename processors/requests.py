@@ -45,6 +45,7 @@ from typing import Any, Final
 from processors.policy import Policy, RequestClock
 from processors.rules import ALLOWED, ROLE_NOT_AUTHORIZED
 from streams.codec import Codec
+from streams.exceptions import PublishError
 from streams.outbox import Outbox
 from streams.topics import DECISIONS
 
@@ -369,12 +370,14 @@ class LedgerRecorder:
     bus, and the ledger stage appends them exactly once (by event id)."""
 
     def __init__(self, client_config: Mapping[str, str], codec: Codec) -> None:
-        self._outbox = Outbox(dict(client_config))
+        self._outbox: Outbox | None = Outbox(dict(client_config))
         self._codec = codec
 
     def record(self, *records: Mapping[str, Any], timeout: float = 30.0) -> None:
         """Publish ``records``; raises :class:`~streams.exceptions.PublishError` when the
         broker does not acknowledge them within ``timeout`` seconds."""
+        if self._outbox is None:
+            raise PublishError("the ledger recorder is closed")
         for record in records:
             self._outbox.produce(
                 DECISIONS,
@@ -382,6 +385,10 @@ class LedgerRecorder:
                 str(record["subject_ref"]).encode(),
             )
         self._outbox.flush_now(timeout)
+
+    def close(self) -> None:
+        """Let go of the producer (and its connections to the brokers)."""
+        self._outbox = None
 
 
 __all__ = [

@@ -80,6 +80,7 @@ class Console:
     def close(self) -> None:
         self.confirmations.stop()
         self.filer.close()
+        self.recorder.close()
 
 
 class NotSignedIn(Exception):
