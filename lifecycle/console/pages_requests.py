@@ -204,6 +204,7 @@ def file_request(
         log.error("console.file_failed", request_id=request_id, error=str(exc)[:300])
         raise Refused(503, f"The request could not be published: {exc}") from exc
     console.recent[request_id] = {"kind": kind, "subject_ref": ref, "received": now}
+    console.wait_for_ledger(filed["event_id"])  # the request's page then shows it from there
     log.info(
         "console.request_filed", request_id=request_id, kind=kind, subject_ref=ref, user=user.name
     )
