@@ -94,7 +94,7 @@ def exercise_console(
 
 def _as_analyst(url: str, out: ConsoleOutputs, live: str, erased: str) -> None:
     client, token = _client(url, "andy")
-    with client:
+    try:
         for path in (
             "/requests", "/requests.csv", "/violations", "/deadletters", "/audit",
             "/audit/records", "/audit/export?format=jsonl", "/audit/export?format=csv",
@@ -119,11 +119,13 @@ def _as_analyst(url: str, out: ConsoleOutputs, live: str, erased: str) -> None:
             assert forged.status_code == 403
             out.shown[f"analyst forged reveal {customer}"] = forged.content
         out.shown["analyst requests after"] = client.get("/requests").content
+    finally:
+        client.close()
 
 
 def _as_officer(url: str, out: ConsoleOutputs, live: str, to_erase: str) -> None:
     client, token = _client(url, "olga")
-    with client:
+    try:
         page = client.post("/customer", data={"customer_id": live, "csrf_token": token})
         out.shown["officer customer page"] = page.content
         ref = _REF.search(page.text)
@@ -163,6 +165,8 @@ def _as_officer(url: str, out: ConsoleOutputs, live: str, to_erase: str) -> None
         out.shown["officer audit records after"] = client.get(
             "/audit/records?kind=values_revealed,request_filed,request_closed"
         ).content
+    finally:
+        client.close()
 
 
 __all__ = ["ConsoleOutputs", "exercise_console"]
