@@ -86,7 +86,7 @@ def requests_page(
     due_to: str | None = None,
 ) -> Any:
     wanted = _filter(status, kind, received_from, received_to, due_from, due_to)
-    views = _view(request, wanted)
+    views = queue_order(_view(request, wanted))
     policy = console_of(request).policy_now()
     return render(
         request,
@@ -122,6 +122,12 @@ def requests_csv(
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="requests.csv"'},
     )
+
+
+def queue_order(views: list[RequestView]) -> list[RequestView]:
+    """Open requests first, the soonest due at the top; then the answered ones, newest first."""
+    open_ones = sorted((v for v in views if not v.closed), key=lambda v: (v.due is None, v.due))
+    return open_ones + [v for v in views if v.closed]
 
 
 def _record_refusal(

@@ -90,7 +90,9 @@ def test_requests_are_listed_on_the_policys_clock_with_days_left_by_urgency(
     seed(console, ledger)
     sign_in(client, ANALYST)
     page = client.get("/requests").text
-    assert "3 requests." in page
+    assert "3 requests: open ones first" in page
+    order = re.findall(r'data-request-id="([^"]+)"', page)
+    assert order == ["REQ-SOON", "REQ-LONG", "REQ-ERASED"]  # the soonest due first
     erased = row_of(page, "REQ-ERASED")
     assert erased.startswith("closed|") and "completed" in erased
     assert "retained: banking until 2032-02-20 (financial records)" in erased
@@ -108,11 +110,11 @@ def test_the_filters_and_the_csv_give_the_same_view(
     seed(console, ledger)
     sign_in(client, ANALYST)
     page = client.get("/requests", params={"status": "open", "kind": "access"}).text
-    assert "2 requests." in page and "REQ-ERASED" not in page
+    assert "2 requests:" in page and "REQ-ERASED" not in page
     page = client.get("/requests", params={"received_from": "2026-02-02"}).text
     assert "REQ-LONG" not in page and "REQ-SOON" in page  # received 2026-02-01 and 02-05
     page = client.get("/requests", params={"due_to": "2026-03-10"}).text
-    assert "1 request." in page and "REQ-SOON" in page  # REQ-ERASED is due 2026-03-29
+    assert "1 request:" in page and "REQ-SOON" in page  # REQ-ERASED is due 2026-03-29
     answer = client.get("/requests.csv", params={"status": "open"})
     assert answer.headers["content-disposition"] == 'attachment; filename="requests.csv"'
     rows = list(csv.DictReader(io.StringIO(answer.text)))
