@@ -78,7 +78,7 @@ def seed(console: Console, ledger: SqlAuditSink) -> None:
 
 def row_of(page: str, request_id: str) -> str:
     found = re.search(
-        rf'<tr class="([a-z]+)" data-request-id="{request_id}">(.*?)</tr>', page, re.S
+        rf'<tr class="urgency-([a-z]+)" data-request-id="{request_id}">(.*?)</tr>', page, re.S
     )
     assert found is not None, f"{request_id} is not listed"
     return f"{found.group(1)}|{found.group(2)}"
