@@ -170,8 +170,11 @@ def create_app(console: Console) -> FastAPI:
                 )
             else:
                 message = "Wrong name or password."
-            log.warning(
-                "console.sign_in_refused", user=name[:64], locked=outcome.locked_until is not None
+            known = c.users.get(name.strip()) is not None
+            log.warning(  # a name typed wrong may be anything (a password): only users' names
+                "console.sign_in_refused",
+                user=name.strip() if known else "(not a user)",
+                locked=outcome.locked_until is not None,
             )
             return render(request, "login.html", status_code=401, error=message, name=name[:64])
         start_session(request, outcome.user, c.clock())

@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from lifecycle.logging import get_logger
@@ -30,7 +30,7 @@ from processors.requests import (
     REQUEST_REFUSED,
     parse_request_event_id,
 )
-from sinks.chain import parse_utc_text, utc_text
+from sinks.chain import AuditEntry, parse_utc_text, utc_text
 from sinks.ledger import audit_chain_head, audit_checkpoints, audit_ledger
 
 log = get_logger(__name__)
@@ -518,8 +518,6 @@ def records(
 ) -> tuple[list[dict[str, Any]], int]:
     """The newest ``limit`` records that match (as ``audit export`` prints them), and how many
     match in all."""
-    from sinks.chain import AuditEntry
-
     where = wanted.where()
     with engine.connect() as conn:
         total = int(
@@ -532,16 +530,9 @@ def records(
 
 
 def record(engine: Engine, seq: int) -> dict[str, Any] | None:
-    from sinks.chain import AuditEntry
-
     with engine.connect() as conn:
         row = conn.execute(select(audit_ledger).where(audit_ledger.c.seq == seq)).first()
     return None if row is None else AuditEntry(dict(row._mapping)).as_export()
-
-
-def count_all(engine: Engine) -> int:
-    with engine.connect() as conn:
-        return int(conn.execute(text("SELECT count(*) FROM audit_ledger")).scalar_one())
 
 
 __all__ = [

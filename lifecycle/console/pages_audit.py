@@ -58,6 +58,12 @@ def _range(
     return start, end
 
 
+def chart_json(chart: dict[str, Any]) -> str:
+    """A chart's data as JSON for a ``<script type="application/json">`` block (no ``<``, so
+    no text in it can close the block)."""
+    return orjson.dumps(chart).decode().replace("<", "\\u003c")
+
+
 # --------------------------------------------------------------------------- violations
 
 
@@ -70,7 +76,7 @@ def violations_page(request: Request, since: str | None = None, until: str | Non
         request,
         "violations.html",
         groups=groups,
-        chart=orjson.dumps(chart).decode(),
+        chart=chart_json(chart),
         since=start,
         until=end,
         total=sum(g.count for g in groups),
@@ -142,7 +148,7 @@ def audit_page(request: Request) -> Any:
         "audit.html",
         chain=chain_state(console.runtime.engine),
         run=_current_run(console),
-        chart=orjson.dumps(chart).decode(),
+        chart=chart_json(chart),
         today=now.date().isoformat(),
         week_ago=(now - timedelta(days=7)).date().isoformat(),
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import time
 from typing import Any
 
 import pytest
@@ -87,6 +89,25 @@ def test_subject_report_and_events_tail_record_their_reveals_before_showing_valu
     reveals = [r for r in published_decisions(broker) if r["kind"] == "values_revealed"]
     assert len(reveals) == before + 1  # one customer, one reveal for the whole run
     assert reveals[-1]["categories"] == sorted([*VALUES, "subject_id"])
+
+    # on the ledger like every decision: export, verify and replay cover the new kinds
+    for _ in range(100):
+        exported = run_cli(lifecycle_env, "audit", "export", "--kind", "values_revealed")
+        lines = [json.loads(line) for line in exported.stdout.splitlines()]
+        if len(lines) == len(reveals):
+            break
+        time.sleep(0.2)
+    assert [r["categories"] for r in lines] == [r["categories"] for r in reveals]
+    for line in lines:
+        stored = line.pop("hash")
+        canonical = json.dumps(line, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert hashlib.sha256(canonical.encode()).hexdigest() == stored
+    verified = run_cli(lifecycle_env, "audit", "verify")
+    assert verified.returncode == 0, verified.stdout.decode() + verified.stderr.decode()
+    replayed = run_cli(lifecycle_env, "audit", "replay", "--from-beginning")
+    assert replayed.returncode == 0, replayed.stderr.decode()
+    kinds = [json.loads(line)["kind"] for line in replayed.stdout.splitlines()]
+    assert kinds.count("values_revealed") == len(reveals)
 
     no_bus = {k: v for k, v in lifecycle_env.items() if k != "KAFKA_BOOTSTRAP"}
     refused = run_cli(no_bus, "subject", "report", SUBJECT, "--json")
