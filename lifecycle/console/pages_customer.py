@@ -17,7 +17,7 @@ import orjson
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 
-from lifecycle.console.pages_requests import _find_or_recent, require_officer
+from lifecycle.console.pages_requests import find_request, require_officer
 from lifecycle.console.users import User
 from lifecycle.console.web import Console, Refused, console_of, render, signed_in, templates
 from lifecycle.logging import get_logger
@@ -29,7 +29,7 @@ log = get_logger(__name__)
 
 router = APIRouter(dependencies=[Depends(signed_in)])
 
-HIDDEN = "[hidden: reveal to see the value]"
+HIDDEN = "[hidden]"
 _REF = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -164,7 +164,7 @@ def produce_for_customer(
     """An access request answered: the report with its values, for the customer; the reveal
     and the request's closing are recorded first."""
     console = console_of(request)
-    view = _find_or_recent(console, request_id)
+    view = find_request(console, request_id)
     require_officer(console, user, records.REQUEST_CLOSED, view.subject_ref, "answer a request")
     if view.kind != ACCESS:
         raise Refused(400, f"{request_id} is an {view.kind} request, not an access request.")

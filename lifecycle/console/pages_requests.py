@@ -224,7 +224,9 @@ def _find(console: Console, request_id: str) -> RequestView | None:
     return None
 
 
-def _find_or_recent(console: Console, request_id: str) -> RequestView:
+def find_request(console: Console, request_id: str) -> RequestView:
+    """The request as the ledger tells it, or as this console filed it moments ago (404
+    otherwise)."""
     view = _find(console, request_id)
     if view is not None:
         console.recent.pop(request_id, None)
@@ -244,7 +246,7 @@ def _find_or_recent(console: Console, request_id: str) -> RequestView:
 @router.get("/requests/{request_id}")
 def request_page(request: Request, request_id: str) -> Any:
     console = console_of(request)
-    view = _find_or_recent(console, request_id)
+    view = find_request(console, request_id)
     policy = console.runtime.policy.get(view.policy_version)
     confirmation = console.confirmations.get(request_id)
     if confirmation is not None and view.status == "pending":  # ahead of the ledger read
@@ -284,7 +286,7 @@ def extend_request(
     customer_told: Annotated[str, Form()] = "",
 ) -> Any:
     console = console_of(request)
-    view = _find_or_recent(console, request_id)
+    view = find_request(console, request_id)
     require_officer(console, user, records.REQUEST_EXTENDED, view.subject_ref, "extend a request")
     policy = console.runtime.policy.get(view.policy_version)
     now = console.clock()
@@ -339,7 +341,7 @@ def refuse_request(
     ground: Annotated[str, Form()] = "",
 ) -> Any:
     console = console_of(request)
-    view = _find_or_recent(console, request_id)
+    view = find_request(console, request_id)
     require_officer(console, user, records.REQUEST_REFUSED, view.subject_ref, "refuse a request")
     policy = console.runtime.policy.get(view.policy_version)
     clock = policy.request_clock
@@ -363,4 +365,4 @@ def refuse_request(
     return RedirectResponse(f"/requests/{request_id}", status_code=303)
 
 
-__all__ = ["require_officer", "router"]
+__all__ = ["find_request", "queue_order", "require_officer", "router"]

@@ -159,7 +159,7 @@ templates.env.filters.update(days=days_text, when=when, short=short)
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> Any:
     console = console_of(request)
     user = getattr(request.state, "user", None)
-    clock = console.policy_now().request_clock
+    in_force = console.policy_now()
     response = templates.TemplateResponse(
         request,
         template,
@@ -167,8 +167,8 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
             "user": user,
             "csrf": csrf_token(request),
             "now": console.clock(),
-            "request_clock": clock,
-            "policy_version": console.policy_now().version,
+            "request_clock": in_force.request_clock,
+            "policy_version": in_force.version,
             **context,
         },
         status_code=status_code,
