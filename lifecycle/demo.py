@@ -11,11 +11,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from lifecycle.logging import get_logger
-from lifecycle.observability import Metrics
+from core.logging import get_logger
 from lifecycle.runtime import Runtime
 from lifecycle.traffic import Traffic
-from streams.publisher import Publisher
+from processors.metrics import Metrics
 
 log = get_logger(__name__)
 
@@ -45,12 +44,7 @@ class DemoFeed:
         if self._stop.wait(3):  # let the worker join its group first
             return
         runtime = self._runtime
-        publisher = Publisher(
-            runtime.settings.kafka_client_config(),
-            runtime.keystore,
-            runtime.codec,
-            runtime.policy.vocabulary(),
-        )
+        publisher = runtime.publisher()
         traffic = Traffic(subjects=500)
         rounds = 0
         try:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import click
 
-from lifecycle.config import Settings
+from core.settings import Settings
 from processors.policy import PolicyBook
 from processors.requests import PRIVACY_OFFICER, LedgerRecorder, Staff, revealed
 from streams.codec import Codec

@@ -43,7 +43,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from processors.policy import Policy, RequestClock
-from processors.rules import ALLOWED, ROLE_NOT_AUTHORIZED
+from processors.reasons import ALLOWED, ROLE_NOT_AUTHORIZED
 from streams.codec import Codec
 from streams.exceptions import PublishError
 from streams.outbox import Outbox

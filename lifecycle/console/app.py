@@ -17,7 +17,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse,
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
-from lifecycle.clock import Clock, SystemClock
+from core.clock import Clock, SystemClock
+from core.logging import get_logger
 from lifecycle.console.bus import ConfirmationWatcher, ErasureFiler
 from lifecycle.console.ledger_views import ensure_request_index
 from lifecycle.console.settings import ConsoleSettings
@@ -34,7 +35,6 @@ from lifecycle.console.web import (
     render,
     start_session,
 )
-from lifecycle.logging import get_logger
 from lifecycle.runtime import Runtime
 from processors.requests import LedgerRecorder
 from sinks.ledger import create_ledger

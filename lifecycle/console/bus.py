@@ -5,21 +5,19 @@ content."""
 from __future__ import annotations
 
 import threading
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
-
-from lifecycle.logging import get_logger, librdkafka_logger
+from core.logging import get_logger
 from lifecycle.runtime import Runtime
 from streams.codec import Codec
 from streams.exceptions import DecodeError
-from streams.offsets import read_to_ends
+from streams.offsets import end_offsets
 from streams.publisher import Publisher
+from streams.reader import TopicReader
 from streams.topics import CONFIRMATIONS, DEAD_LETTERS
 
 log = get_logger(__name__)
@@ -40,17 +38,10 @@ class ConfirmationWatcher:
     ) -> None:
         self._codec = codec
         self._on_confirmation = on_confirmation
-        self._consumer = Consumer(
-            {
-                **client_config,
-                "group.id": f"lifecycle-console-{uuid.uuid4()}",  # never joined: assigned
-                "logger": librdkafka_logger(),
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-            }
+        # the end is fixed here, before any request is filed through this console
+        self._reader = TopicReader(
+            client_config, CONFIRMATIONS, start="end", partitions=[0], label="console"
         )
-        start = read_to_ends(self._consumer, [(CONFIRMATIONS, 0)])[(CONFIRMATIONS, 0)]
-        self._consumer.assign([TopicPartition(CONFIRMATIONS, 0, start)])
         self._seen: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
         self._arrived = threading.Condition(self._lock)
@@ -72,27 +63,21 @@ class ConfirmationWatcher:
         self._thread.join(10)
 
     def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                message = self._consumer.poll(0.2)
-                if message is None or message.error() is not None:
-                    continue
-                try:
-                    record = self._codec.decode(
-                        "lifecycle.DeletionConfirmation", message.value() or b"", CONFIRMATIONS
-                    )
-                except DecodeError as exc:
-                    log.warning("console.confirmation_undecodable", error=str(exc)[:200])
-                    continue
-                with self._arrived:
-                    self._seen[record["request_id"]] = record
-                    self._seen.move_to_end(record["request_id"])
-                    while len(self._seen) > KEEP_CONFIRMATIONS:
-                        self._seen.popitem(last=False)
-                    self._arrived.notify_all()
-                self._on_confirmation(record)
-        finally:
-            self._consumer.close()
+        for message in self._reader.messages(follow=True, stop=self._stop.is_set):
+            try:
+                record = self._codec.decode(
+                    "lifecycle.DeletionConfirmation", message.value() or b"", CONFIRMATIONS
+                )
+            except DecodeError as exc:
+                log.warning("console.confirmation_undecodable", error=str(exc)[:200])
+                continue
+            with self._arrived:
+                self._seen[record["request_id"]] = record
+                self._seen.move_to_end(record["request_id"])
+                while len(self._seen) > KEEP_CONFIRMATIONS:
+                    self._seen.popitem(last=False)
+                self._arrived.notify_all()
+            self._on_confirmation(record)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,55 +97,41 @@ def dead_letters(
     client_config: dict[str, str], limit: int = 500
 ) -> tuple[list[DeadLetterRow], int]:
     """The newest ``limit`` records of ``customer.events.dlq`` (newest first), and how many
-    the topic holds. Only headers and timestamps are read into the rows."""
-    consumer = Consumer(
-        {
-            **client_config,
-            "group.id": f"lifecycle-console-dlq-{uuid.uuid4()}",  # never joined
-            "logger": librdkafka_logger(),
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
+    it holds (it is never compacted nor expired). Only headers and timestamps are read into
+    the rows."""
+    end = end_offsets(client_config, [(DEAD_LETTERS, 0)])[(DEAD_LETTERS, 0)]
+    reader = TopicReader(
+        client_config,
+        DEAD_LETTERS,
+        start={0: max(0, end - limit)},
+        partitions=[0],
+        label="console-dlq",
     )
+    if end == 0:
+        reader.close()
+        return [], 0
     rows: list[DeadLetterRow] = []
-    try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(DEAD_LETTERS, 0), timeout=10)
-        if high <= low:
-            return [], 0
-        consumer.assign([TopicPartition(DEAD_LETTERS, 0, max(low, high - limit))])
-        while True:
-            message = consumer.poll(1.0)
-            if message is None:
-                continue
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    break
-                continue
-            headers: dict[str, str] = {}
-            for header in message.headers() or []:
-                name, value = header[0], header[1]
-                text = value.decode(errors="replace") if isinstance(value, bytes) else value
-                headers[str(name)] = text or ""
-            _kind, stamp = message.timestamp()
-            rows.append(
-                DeadLetterRow(
-                    offset=message.offset() or 0,
-                    when=datetime.fromtimestamp(stamp / 1000, UTC).isoformat(timespec="seconds")
-                    if stamp > 0
-                    else "",
-                    source_topic=headers.get("lifecycle.source.topic", ""),
-                    source_partition=headers.get("lifecycle.source.partition", ""),
-                    source_offset=headers.get("lifecycle.source.offset", ""),
-                    error=headers.get("lifecycle.error", ""),
-                    value_sha256=headers.get("lifecycle.value.sha256", ""),
-                )
+    for message in reader.messages(within=30):
+        headers: dict[str, str] = {}
+        for header in message.headers() or []:
+            name, value = header[0], header[1]
+            text = value.decode(errors="replace") if isinstance(value, bytes) else value
+            headers[str(name)] = text or ""
+        _kind, stamp = message.timestamp()
+        rows.append(
+            DeadLetterRow(
+                offset=message.offset() or 0,
+                when=datetime.fromtimestamp(stamp / 1000, UTC).isoformat(timespec="seconds")
+                if stamp > 0
+                else "",
+                source_topic=headers.get("lifecycle.source.topic", ""),
+                source_partition=headers.get("lifecycle.source.partition", ""),
+                source_offset=headers.get("lifecycle.source.offset", ""),
+                error=headers.get("lifecycle.error", ""),
+                value_sha256=headers.get("lifecycle.value.sha256", ""),
             )
-            if (message.offset() or 0) >= high - 1:
-                break
-    finally:
-        consumer.close()
-    return rows[::-1], high - low
+        )
+    return rows[::-1], end
 
 
 class ErasureFiler:
@@ -187,13 +158,7 @@ class ErasureFiler:
             event["categories"] = categories
         with self._lock:
             if self._publisher is None:
-                runtime = self._runtime
-                self._publisher = Publisher(
-                    runtime.settings.kafka_client_config(),
-                    runtime.keystore,
-                    runtime.codec,
-                    runtime.policy.vocabulary(),
-                )
+                self._publisher = self._runtime.publisher()
             event_id = self._publisher.publish(event)
             self._publisher.flush(30)
         self._on_filed(request_id)

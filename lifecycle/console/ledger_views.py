@@ -19,7 +19,7 @@ import orjson
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from lifecycle.logging import get_logger
+from core.logging import get_logger
 from processors.policy import Policy, PolicyBook, RequestClock
 from processors.requests import (
     ACCESS,
@@ -30,8 +30,9 @@ from processors.requests import (
     REQUEST_REFUSED,
     parse_request_event_id,
 )
-from sinks.chain import AuditEntry, parse_utc_text, utc_text
+from sinks.entry import AuditEntry
 from sinks.ledger import audit_chain_head, audit_checkpoints, audit_ledger
+from sinks.stored import parse_utc_text, utc_text
 
 log = get_logger(__name__)
 

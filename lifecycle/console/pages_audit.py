@@ -15,7 +15,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 
-from lifecycle.cli_audit import EXPORT_FIELDS
+from core.logging import get_logger
 from lifecycle.console.bus import dead_letters
 from lifecycle.console.ledger_views import (
     RecordFilter,
@@ -26,10 +26,10 @@ from lifecycle.console.ledger_views import (
     violations,
 )
 from lifecycle.console.web import Console, Refused, console_of, render, signed_in
-from lifecycle.logging import get_logger
 from sinks.chain import VerifyReport
 from sinks.checkpoints import load_public_key, public_key_path
 from sinks.exceptions import SinkError
+from sinks.export import EXPORT_FIELDS
 from sinks.ledger import iter_records, verify
 
 log = get_logger(__name__)

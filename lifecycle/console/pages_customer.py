@@ -17,13 +17,13 @@ import orjson
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 
+from core.logging import get_logger
 from lifecycle.console.pages_requests import find_request, require_officer
 from lifecycle.console.users import User
 from lifecycle.console.web import Console, Refused, console_of, render, signed_in, templates
-from lifecycle.logging import get_logger
 from processors import requests as records
+from processors.report import SubjectReport, report_on
 from processors.requests import ACCESS, PRIVACY_OFFICER
-from sinks.report import SubjectReport, report_on
 
 log = get_logger(__name__)
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
+from core.logging import get_logger
 from lifecycle.console.ledger_views import (
     CSV_COLUMNS,
     STATUSES,
@@ -21,10 +22,9 @@ from lifecycle.console.ledger_views import (
 )
 from lifecycle.console.users import User
 from lifecycle.console.web import Console, Refused, console_of, render, signed_in
-from lifecycle.logging import get_logger
 from processors import requests as records
+from processors.reasons import ROLE_NOT_AUTHORIZED
 from processors.requests import ACCESS, ERASURE, EXTENSION_NOT_PERMITTED
-from processors.rules import ROLE_NOT_AUTHORIZED
 from streams.exceptions import PublishError, ValidationError
 
 log = get_logger(__name__)

@@ -1,5 +1,5 @@
 """The console's own settings, read from the environment beside the pipeline's
-(:mod:`lifecycle.config`): where its session key lives, how long a session lasts, when a name
+(:mod:`core.settings`): where its session key lives, how long a session lasts, when a name
 is locked after failed sign-ins, and whether cookies are sent over TLS only."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from lifecycle.config import Settings
-from lifecycle.errors import ConfigurationError
-from lifecycle.secretfiles import create_secret_file
+from core.errors import ConfigurationError
+from core.secretfiles import create_secret_file
+from core.settings import Settings
 
 SESSION_KEY_BYTES = 32
 

@@ -34,8 +34,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from lifecycle.db import create_tables
-from lifecycle.errors import LifecycleError
+from core.db import create_tables
+from core.errors import LifecycleError
 from processors.requests import CONSOLE_ROLES
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

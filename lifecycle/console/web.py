@@ -25,10 +25,10 @@ from fastapi import Request
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import select
 
+from core.logging import get_logger
 from lifecycle.console.bus import ConfirmationWatcher, ErasureFiler
 from lifecycle.console.settings import ConsoleSettings
 from lifecycle.console.users import User, UserStore
-from lifecycle.logging import get_logger
 from lifecycle.runtime import Runtime
 from processors.policy import Policy
 from processors.requests import LedgerRecorder, Staff

@@ -11,13 +11,13 @@ import pytest
 from console.helpers import ANALYST, AUDITOR, NOW, OFFICER, PASSWORD, sign_in
 from fastapi.testclient import TestClient
 
-from lifecycle.clock import FixedClock
-from lifecycle.config import Settings, load_settings
+from core.clock import FixedClock
+from core.settings import Settings, load_settings
 from lifecycle.console import create_app, load_console_settings, open_console
 from lifecycle.console.web import Console
-from lifecycle.observability import Metrics
 from lifecycle.runtime import Runtime
-from sinks.audit_stage import LedgerStage
+from processors.audit_stage import LedgerStage
+from processors.metrics import Metrics
 from sinks.ledger import SqlAuditSink, open_audit_sink
 
 

@@ -28,7 +28,7 @@ from console.helpers import ANALYST, OFFICER, PASSWORD
 from PIL import Image
 from sqlalchemy import Engine
 
-from lifecycle.db import make_engine
+from core.db import make_engine
 from sinks.ledger import iter_records
 from streams.broker import EmbeddedBroker
 from streams.topics import CUSTOMER_EVENTS, apply_topics

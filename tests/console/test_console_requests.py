@@ -13,11 +13,11 @@ import pytest
 from console.helpers import ANALYST, NOW, OFFICER, published_decisions, sign_in
 from fastapi.testclient import TestClient
 
-from lifecycle.clock import FixedClock
+from core.clock import FixedClock
 from lifecycle.console.ledger_views import RequestFilter, load_requests
 from lifecycle.console.web import Console
+from processors.audit_stage import LedgerStage
 from processors.requests import Staff, extended, filed, refused
-from sinks.audit_stage import LedgerStage
 from sinks.ledger import SqlAuditSink, iter_records
 
 pytestmark = pytest.mark.broker

@@ -18,7 +18,7 @@ from console.helpers import (
 )
 from fastapi.testclient import TestClient
 
-from lifecycle.clock import FixedClock
+from core.clock import FixedClock
 from lifecycle.console.web import Console
 
 pytestmark = pytest.mark.broker
@@ -155,7 +155,7 @@ def test_an_analyst_cannot_file_reveal_extend_or_answer_and_each_attempt_is_reco
 def test_console_users_are_kept_on_postgresql_too(
     tmp_path: Path, broker: str, postgres_db_url: str
 ) -> None:
-    from lifecycle.config import load_settings
+    from core.settings import load_settings
     from lifecycle.console import create_app, load_console_settings, open_console
     from lifecycle.runtime import Runtime
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from lifecycle.clock import FixedClock
+from core.clock import FixedClock
+from core.db import make_engine
 from lifecycle.console.ledger_views import ensure_request_index, load_requests, violations
 from lifecycle.console.users import UserError, UserStore
-from lifecycle.db import make_engine
 from processors.policy import PolicyBook, load_policies
 from processors.requests import Staff, closed, filed, refused
 from sinks.checkpoints import CheckpointSigner

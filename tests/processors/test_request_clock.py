@@ -13,6 +13,7 @@ import yaml
 
 from processors.exceptions import PolicyError
 from processors.policy import Duration, PolicyBook, RequestClock, load_policies
+from processors.reasons import ROLE_NOT_AUTHORIZED
 from processors.requests import (
     Staff,
     closed,
@@ -25,8 +26,7 @@ from processors.requests import (
     request_event_id,
     revealed,
 )
-from processors.rules import ROLE_NOT_AUTHORIZED
-from sinks.chain import decision_row
+from sinks.stored import decision_row
 from streams.codec import SingleObjectCodec
 
 REPO = Path(__file__).resolve().parents[2]
