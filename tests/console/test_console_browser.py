@@ -31,7 +31,8 @@ from sqlalchemy import Engine
 from core.db import make_engine
 from sinks.ledger import iter_records
 from streams.broker import EmbeddedBroker
-from streams.topics import CUSTOMER_EVENTS, apply_topics
+from streams.topic_admin import apply_topics
+from streams.topics import CUSTOMER_EVENTS
 
 from fixtures.broker import LIFECYCLE, REPO, WorkerProcess, read_topic, run_cli
 
