@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## Run the pipeline on the embedded broker with sample billing and outage traffic.
+## Run the pipeline on the embedded broker with sample billing and outage traffic, and the
+## privacy team's console beside it (its address and first password are printed).
 run: $(STAMP)
-	$(BIN)/lifecycle up --demo
+	$(BIN)/lifecycle up --demo --console
 
 ## Run the whole test suite (starts its own broker and database servers).
 test: $(STAMP)

@@ -113,15 +113,24 @@ def use_event_loop(name: str) -> str:
     return name
 
 
-def run_worker(app: faust.App, *, health: Health | None = None, loglevel: str = "info") -> None:
-    """Run until SIGTERM/SIGINT; leaves the consumer group cleanly."""
+def run_worker(
+    app: faust.App, *, health: Health | None = None, loglevel: str = "info", quiet: bool = False
+) -> None:
+    """Run until SIGTERM/SIGINT; leaves the consumer group cleanly. ``quiet``: no banner and
+    no start-up spinner on the terminal (the demo prints its own summary there)."""
     from faust.worker import Worker
 
     from core.logging import stdlib_logging_config
 
     worker = Worker(
-        app, loglevel=loglevel, redirect_stdouts=False, logging_config=stdlib_logging_config()
+        app,
+        loglevel=loglevel,
+        redirect_stdouts=False,
+        logging_config=stdlib_logging_config(),
+        quiet=quiet,
     )
+    if quiet:
+        worker.spinner = None
     if health is not None:  # beats from the event loop itself, even during table recovery
         health.attach(worker.loop)
     log.info("worker.event_loop", loop=type(worker.loop).__module__.split(".")[0])

@@ -141,7 +141,18 @@ def subject_report(
 ) -> SubjectReport:
     """The report on ``subject_id``; ``policy`` (the version in force now) supplies the consent
     defaults (none are shown without it)."""
-    ref = keystore.subject_ref(subject_id)
+    return report_on(engine, keystore, keystore.subject_ref(subject_id), role=role, policy=policy)
+
+
+def report_on(
+    engine: Engine,
+    keystore: KeyStore,
+    ref: str,
+    *,
+    role: str = DISCLOSING_ROLE,
+    policy: Policy | None = None,
+) -> SubjectReport:
+    """:func:`subject_report` for the customer whose pseudonym is ``ref``."""
     report = SubjectReport(ref)
     records = [entry.as_export() for entry in iter_records(engine, subject_ref=ref)]
     state = decision_state(records)

@@ -14,6 +14,7 @@ from core.errors import LifecycleError
 from core.logging import configure_logging
 from lifecycle.cli.audit import audit
 from lifecycle.cli.base import EXIT_ERROR
+from lifecycle.cli.console import console
 from lifecycle.cli.erase import confirmations, erase
 from lifecycle.cli.events import events
 from lifecycle.cli.keys import keys
@@ -44,6 +45,7 @@ for _command in (
     policy,
     topics,
     keys,
+    console,
 ):
     cli.add_command(_command)
 

@@ -29,7 +29,7 @@ from lifecycle.runtime import Runtime
 from streams.codec import Codec
 from streams.envelope import SHREDDED, associated_data, decrypt_value
 from streams.exceptions import DecodeError, KeyShreddedError, WrongMasterKeyError
-from streams.keys import KeyStore
+from streams.keys import IDENTITY_CATEGORY, KeyStore
 from streams.reader import TopicReader
 from streams.topics import CUSTOMER_EVENTS, DEAD_LETTERS
 
@@ -262,6 +262,30 @@ def render(shown: Shown) -> str:
     return " ".join(parts)
 
 
+def _opened(sealed: Shown) -> bool:
+    value = sealed.get("value")
+    return isinstance(value, str) and not (
+        value in (SHREDDED, WITHHELD, NO_SUCH_KEY) or value.startswith("[undecryptable")
+    )
+
+
+def revealed_in(shown: Shown) -> list[tuple[str, list[str]]]:
+    """(pseudonym, categories) whose values ``shown`` reveals in plaintext: an event's
+    subject_id and data, or a dead letter's original record (quarantined: its customer is
+    unknown, so the quarantine's own name stands for it)."""
+    if "dead_letter" in shown:
+        from processors.deadletters import QUARANTINE_CATEGORY, QUARANTINE_SUBJECT
+
+        opened = isinstance(shown.get("original"), dict)
+        return [(QUARANTINE_SUBJECT, [QUARANTINE_CATEGORY])] if opened else []
+    if "subject_ref" not in shown:
+        return []
+    categories = [s["category"] for s in shown.get("data", []) if _opened(s)]
+    if "subject" in shown and _opened(shown["subject"]):
+        categories.append(IDENTITY_CATEGORY)
+    return [(shown["subject_ref"], categories)] if categories else []
+
+
 # --------------------------------------------------------------------------- the command
 
 
@@ -362,8 +386,16 @@ def tail_command(
         runtime = Runtime(live)
         opener = Opener(runtime.keystore) if decrypt else None
         subject_ref = runtime.keystore.subject_ref(subject_id) if subject_id else None
+        reveals = None
+        if decrypt:
+            from lifecycle.reveals import RevealLog
+
+            reveals = RevealLog(live, runtime.codec, runtime.policy)
 
         def emit(shown: Shown) -> None:
+            if reveals is not None:  # recorded before it is shown
+                for ref, categories in revealed_in(shown):
+                    reveals.revealed(ref, categories)
             click.echo(orjson.dumps(shown).decode() if as_json else render(shown))
 
         def started(reader: TopicReader) -> None:

@@ -26,12 +26,23 @@ def subject() -> None:
     help="who reads: values are decrypted only for privacy_officer",
 )
 def subject_report_command(subject_id: str, as_json: bool, role: str) -> None:
-    """What is held, used, shared and erased for SUBJECT_ID."""
-    from processors.report import subject_report
+    """What is held, used, shared and erased for SUBJECT_ID.
+
+    Values are shown to a privacy officer only, and each such report is recorded on the audit
+    ledger first (who, when, which categories), which needs KAFKA_BOOTSTRAP."""
+    from lifecycle.reveals import RevealLog
+    from processors.report import DISCLOSING_ROLE, subject_report
 
     runtime = Runtime(load_settings())
     in_force = runtime.policy.in_force(datetime.now(UTC))  # its consent defaults apply today
+    reveals = (
+        RevealLog(runtime.settings, runtime.codec, runtime.policy)
+        if role == DISCLOSING_ROLE
+        else None
+    )
     report = subject_report(
         runtime.engine, runtime.keystore, subject_id, role=role, policy=in_force
     )
+    if reveals is not None:
+        reveals.revealed(report.subject_ref, (held.category for held in report.held))
     click.echo(json_line(report.to_dict()) if as_json else report.render())

@@ -14,7 +14,14 @@ from __future__ import annotations
 
 from processors.policy.book import PolicyBook
 from processors.policy.loader import load_policies, load_policy_file
-from processors.policy.model import Citation, Duration, LegalHold, Policy, Vocabulary
+from processors.policy.model import (
+    Citation,
+    Duration,
+    LegalHold,
+    Policy,
+    RequestClock,
+    Vocabulary,
+)
 
 __all__ = [
     "Citation",
@@ -22,6 +29,7 @@ __all__ = [
     "LegalHold",
     "Policy",
     "PolicyBook",
+    "RequestClock",
     "Vocabulary",
     "load_policies",
     "load_policy_file",

@@ -219,6 +219,72 @@ class Retention:
         return LegalHold(self.legal_basis, self.keep_for.after(collected_at).date())
 
 
+@dataclass(frozen=True, slots=True)
+class Provision:
+    """Where in a law a rule of the request clock comes from (``law``, and the article or
+    section, ``provision``)."""
+
+    law: str
+    provision: str
+
+    def __str__(self) -> str:
+        return f"{self.law}, {self.provision}"
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    """Whether, how often and by how much the answer to a request may be extended: at most
+    ``times`` extensions of ``by`` each, recorded (and the customer told) within
+    ``notice_within`` of receipt, for one of ``reasons`` (name -> what it means)."""
+
+    times: int
+    by: Duration
+    notice_within: Duration
+    condition: str
+    reasons: Mapping[str, str]
+    cites: Provision
+
+    def notice_deadline(self, received: datetime) -> datetime:
+        """The instant by which an extension must be recorded."""
+        return self.notice_within.after(received)
+
+
+@dataclass(frozen=True, slots=True)
+class RefusalGround:
+    """A ground on which the law lets the Commission refuse a customer's request."""
+
+    name: str
+    description: str
+    cites: Provision
+
+
+@dataclass(frozen=True, slots=True)
+class RequestClock:
+    """How long the Commission has to answer a customer's access or erasure request (RETENTION
+    OF DATA: customers may ask to see, correct or delete their data), under which law.
+
+    ``placeholder`` marks periods the privacy officer has not yet confirmed (the published
+    text names the law but no period). ``extension`` is None where the law allows none.
+    """
+
+    law: str
+    cites: Citation
+    placeholder: bool
+    answer_within: Duration
+    answer_cites: Provision
+    extension: Extension | None
+    refusals: Mapping[str, RefusalGround]
+
+    def due(self, received: datetime, extensions: int = 0) -> datetime:
+        """When the answer to a request received at ``received`` is due, after ``extensions``
+        recorded extensions (each adds the extension period to the due date)."""
+        due = self.answer_within.after(received)
+        if self.extension is not None:
+            for _ in range(min(extensions, self.extension.times)):
+                due = self.extension.by.after(due)
+        return due
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Policy:
     """One version of the policy. Mappings are read-only; names are the policy's identifiers."""
@@ -239,6 +305,8 @@ class Policy:
     recipients: Mapping[str, Recipient]
     prohibited_collections: Mapping[tuple[str, str], ProhibitedCollection]
     retentions: Mapping[str, Retention]
+    request_clock: RequestClock | None = None
+    """The clock on customers' requests; None in a version that states none."""
 
     def retention(self, category: str) -> Retention:
         """The retention rule of ``category`` (KeyError naming it when the policy has none)."""

@@ -35,11 +35,15 @@ from processors.policy.model import (
     Channel,
     Citation,
     Duration,
+    Extension,
     Policy,
     ProhibitedCollection,
     ProhibitedPurpose,
+    Provision,
     Purpose,
     Recipient,
+    RefusalGround,
+    RequestClock,
     Retention,
     Role,
 )
@@ -63,7 +67,7 @@ _TOP_REQUIRED = (
     "prohibited_collections",
     "retention",
 )
-_TOP_OPTIONAL = ("notes",)
+_TOP_OPTIONAL = ("notes", "request_clock")
 
 
 class _Invalid(Exception):
@@ -237,6 +241,9 @@ class PolicyReader:
             top["prohibited_collections"], categories, channels
         )
         retentions = self._retentions(top["retention"], categories)
+        request_clock = (
+            self._request_clock(top["request_clock"]) if "request_clock" in top else None
+        )
         if self.problems:
             raise _Invalid()
         self._contract(categories, purposes, prohibited, roles, channels, recipients, collections)
@@ -257,6 +264,7 @@ class PolicyReader:
             recipients=MappingProxyType(recipients),
             prohibited_collections=MappingProxyType(collections),
             retentions=MappingProxyType(retentions),
+            request_clock=request_clock,
         )
 
     def _version(self, node: Any) -> str:
@@ -437,6 +445,95 @@ class PolicyReader:
             else None
         )
         return Retention(name, period, basis, keep_for, self.cites(fields["cites"], path))
+
+    def _request_clock(self, node: Any) -> RequestClock | None:
+        path = "request_clock"
+        try:
+            fields = self.mapping(
+                node,
+                path,
+                ("law", "cites", "placeholder", "answer"),
+                ("extension", "refusal"),
+            )
+            law = self.text(fields["law"], _join(path, "law"))
+            placeholder = fields["placeholder"]
+            if not isinstance(placeholder, bool):
+                self.fail(
+                    _join(path, "placeholder"), f"must be true or false, not {_kind(placeholder)}"
+                )
+            answer_path = _join(path, "answer")
+            answer = self.mapping(fields["answer"], answer_path, ("within", "provision"))
+            within = self._duration(answer["within"], _join(answer_path, "within"), nullable=False)
+            answer_cites = self._provision(law, answer["provision"], answer_path)
+            extension = (
+                self._extension(law, fields["extension"], _join(path, "extension"))
+                if fields.get("extension") is not None
+                else None
+            )
+            refusals = self._refusals(law, fields.get("refusal", {}), _join(path, "refusal"))
+            cites = self.cites(fields["cites"], path)
+        except _Invalid:
+            return None
+        assert within is not None
+        return RequestClock(
+            law=law,
+            cites=cites,
+            placeholder=placeholder is True,
+            answer_within=within,
+            answer_cites=answer_cites,
+            extension=extension,
+            refusals=MappingProxyType(refusals),
+        )
+
+    def _provision(self, law: str, node: Any, path: str) -> Provision:
+        return Provision(law, self.text(node, _join(path, "provision")))
+
+    def _extension(self, law: str, node: Any, path: str) -> Extension:
+        fields = self.mapping(
+            node, path, ("times", "by", "notice_within", "condition", "reasons", "provision")
+        )
+        times = fields["times"]
+        if not isinstance(times, int) or isinstance(times, bool) or times < 1:
+            raise self.fail(
+                _join(path, "times"),
+                f"must be a whole number of at least 1 (no extension: leave extension out), "
+                f"not {_kind(times)}",
+            )
+        by = self._duration(fields["by"], _join(path, "by"), nullable=False)
+        notice = self._duration(
+            fields["notice_within"], _join(path, "notice_within"), nullable=False
+        )
+        reasons_path = _join(path, "reasons")
+        reasons = {
+            name: self.text(text, _join(reasons_path, name))
+            for name, text in self.named_entries(fields["reasons"], reasons_path).items()
+        }
+        assert by is not None and notice is not None
+        return Extension(
+            times=times,
+            by=by,
+            notice_within=notice,
+            condition=self.text(fields["condition"], _join(path, "condition")),
+            reasons=MappingProxyType(reasons),
+            cites=self._provision(law, fields["provision"], path),
+        )
+
+    def _refusals(self, law: str, node: Any, path: str) -> dict[str, RefusalGround]:
+        if node == {}:
+            return {}
+        out: dict[str, RefusalGround] = {}
+        for name, item in self.named_entries(node, path).items():
+            item_path = _join(path, name)
+            try:
+                fields = self.mapping(item, item_path, ("description", "provision"))
+                out[name] = RefusalGround(
+                    name,
+                    self.text(fields["description"], _join(item_path, "description")),
+                    self._provision(law, fields["provision"], item_path),
+                )
+            except _Invalid:
+                continue
+        return out
 
     def _duration(self, node: Any, path: str, *, nullable: bool) -> Duration | None:
         if node is None and nullable:

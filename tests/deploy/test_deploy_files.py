@@ -123,6 +123,21 @@ def the_only(kind: str) -> dict[str, Any]:
     return found[0]
 
 
+def of_component(kind: str, component: str) -> dict[str, Any]:
+    """The one resource of ``kind`` labelled ``app.kubernetes.io/component: component``."""
+    found = [
+        doc
+        for doc in resources_of_kind(kind)
+        if doc["metadata"]["labels"].get("app.kubernetes.io/component") == component
+    ]
+    assert len(found) == 1, f"expected one {component} {kind}, found {len(found)}"
+    return found[0]
+
+
+def worker_deployment() -> dict[str, Any]:
+    return of_component("Deployment", "worker")
+
+
 def strimzi_topics() -> dict[str, dict[str, Any]]:
     topics = {}
     for doc in resources_of_kind("KafkaTopic"):
@@ -638,7 +653,7 @@ def test_kubernetes_manifests_match_the_kubernetes_schemas() -> None:
 
 
 def test_kubernetes_validation_rejects_an_unknown_field() -> None:
-    deployment = copy.deepcopy(the_only("Deployment"))
+    deployment = copy.deepcopy(worker_deployment())
     deployment["spec"]["template"]["spec"]["containers"][0]["livenessProbes"] = {}
     assert kubernetes_errors(deployment) is not None
 
@@ -739,7 +754,7 @@ def test_kafka_user_authenticates_with_scram_and_may_use_every_declared_topic() 
 
 
 def test_worker_pods_run_as_non_root_with_a_read_only_root() -> None:
-    pod = the_only("Deployment")["spec"]["template"]["spec"]
+    pod = worker_deployment()["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == WORKER_UID
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
@@ -753,7 +768,7 @@ def test_worker_pods_run_as_non_root_with_a_read_only_root() -> None:
 
 
 def test_worker_data_dir_is_an_empty_dir_and_keys_stay_in_memory() -> None:
-    pod = the_only("Deployment")["spec"]["template"]["spec"]
+    pod = worker_deployment()["spec"]["template"]["spec"]
     config = the_only("ConfigMap")["data"]
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
     mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
@@ -768,7 +783,7 @@ def test_worker_data_dir_is_an_empty_dir_and_keys_stay_in_memory() -> None:
 
 
 def test_worker_probes_and_graceful_termination() -> None:
-    pod = the_only("Deployment")["spec"]["template"]["spec"]
+    pod = worker_deployment()["spec"]["template"]["spec"]
     worker = pod["containers"][0]
     ports = {port["name"]: port["containerPort"] for port in worker["ports"]}
     assert ports["metrics"] == METRICS_PORT
@@ -779,15 +794,15 @@ def test_worker_probes_and_graceful_termination() -> None:
     assert pod["terminationGracePeriodSeconds"] >= 30
     assert worker["resources"]["requests"]
     assert worker["resources"]["limits"]["memory"]
-    service = the_only("Service")
+    service = of_component("Service", "worker")
     assert service["spec"]["ports"][0]["port"] == METRICS_PORT
     budget = the_only("PodDisruptionBudget")
-    labels = the_only("Deployment")["spec"]["selector"]["matchLabels"]
+    labels = worker_deployment()["spec"]["selector"]["matchLabels"]
     assert budget["spec"]["selector"]["matchLabels"] == labels == service["spec"]["selector"]
 
 
 def test_kubernetes_worker_gets_every_environment_variable_the_pipeline_reads() -> None:
-    container = the_only("Deployment")["spec"]["template"]["spec"]["containers"][0]
+    container = worker_deployment()["spec"]["template"]["spec"]["containers"][0]
     assert container["envFrom"] == [{"configMapRef": {"name": "lifecycle-config"}}]
     provided = set(the_only("ConfigMap")["data"]) | {env["name"] for env in container["env"]}
     missing = pipeline_environment_names() - provided - set(NOT_SET_ON_KUBERNETES)
@@ -795,7 +810,7 @@ def test_kubernetes_worker_gets_every_environment_variable_the_pipeline_reads() 
 
 
 def test_kubernetes_images_are_pinned() -> None:
-    pod = the_only("Deployment")["spec"]["template"]["spec"]
+    pod = worker_deployment()["spec"]["template"]["spec"]
     for container in pod["initContainers"] + pod["containers"]:
         tag = container["image"].rpartition(":")[2]
         assert re.fullmatch(r"\d+\.\d+\.\d+", tag), container["image"]
@@ -850,3 +865,66 @@ def test_no_key_material_is_committed_under_deploy() -> None:
         assert "PRIVATE KEY-----" not in text, name
         # A base64 32-byte value has the shape of a master key.
         assert not re.search(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{43}=", text), name
+
+
+# --------------------------------------------------------------------------- the console
+
+
+CONSOLE_PORT = 8080
+CONSOLE_COMMAND = ["console", "--host", "0.0.0.0", "--port", str(CONSOLE_PORT)]  # noqa: S104
+"""In its container or pod: reached through the published loopback port or the Service."""
+
+
+def test_compose_runs_the_console_on_loopback_with_the_keys_it_needs_and_no_more(
+    compose: dict[str, Any],
+) -> None:
+    console = compose["services"]["console"]
+    assert console["command"] == CONSOLE_COMMAND
+    assert console["ports"] == [f"127.0.0.1:{CONSOLE_PORT}:{CONSOLE_PORT}"]  # behind a proxy
+    assert console["build"]["dockerfile"] == "deploy/Dockerfile" and console["read_only"] is True
+    env = console["environment"]
+    assert not pipeline_environment_names() - set(env)
+    assert env["LIFECYCLE_CONSOLE_SECURE_COOKIES"] == "${LIFECYCLE_CONSOLE_SECURE_COOKIES:-1}"
+    targets = {grant["target"]: grant["source"] for grant in console["secrets"]}
+    signing = env["LIFECYCLE_SIGNING_KEY_FILE"]
+    assert set(targets) == {
+        env["LIFECYCLE_MASTER_KEY_FILE"],
+        env["LIFECYCLE_CONSOLE_SESSION_KEY_FILE"],
+        signing + ".pub",  # the public half only: verify, never sign
+    }
+    for target in targets:
+        assert str(Path(target).parent) in console["tmpfs"], target
+    assert "healthz" in " ".join(console["healthcheck"]["test"])
+    assert str(CONSOLE_PORT) in " ".join(console["healthcheck"]["test"])
+
+
+def test_kubernetes_runs_the_console_non_root_read_only_with_probes_and_its_keys() -> None:
+    deployment = of_component("Deployment", "console")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == WORKER_UID
+    assert pod["automountServiceAccountToken"] is False
+    for container in pod["initContainers"] + pod["containers"]:
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False, container["name"]
+        assert context["readOnlyRootFilesystem"] is True, container["name"]
+        assert context["capabilities"]["drop"] == ["ALL"], container["name"]
+        assert re.fullmatch(r"\d+\.\d+\.\d+", container["image"].rpartition(":")[2])
+    console = pod["containers"][0]
+    assert console["args"] == CONSOLE_COMMAND
+    assert console["envFrom"] == [{"configMapRef": {"name": "lifecycle-config"}}]
+    provided = set(the_only("ConfigMap")["data"]) | {env["name"] for env in console["env"]}
+    assert not pipeline_environment_names() - provided - set(NOT_SET_ON_KUBERNETES)
+    assert the_only("ConfigMap")["data"]["LIFECYCLE_CONSOLE_SECURE_COOKIES"] == "1"
+    assert console["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert console["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    keys = {v["name"]: v for v in pod["volumes"]}["key-secrets"]["secret"]["items"]
+    assert {item["key"] for item in keys} == {
+        "master.key",
+        "console-session.key",
+        "ledger-signing.key.pub",  # never the private signing key
+    }
+    service = of_component("Service", "console")
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"][0]["port"] == CONSOLE_PORT

@@ -48,6 +48,8 @@ def parse_command(args: list[str]) -> list[str]:
             context = contexts[-1]
             rest = [*context._protected_args, *context.args]
             if not rest:
+                if command.invoke_without_command:  # a group that is a command too
+                    break
                 raise click.UsageError(f"{' '.join(chain)} needs a command", context)
             sub_name, sub, sub_args = command.resolve_command(context, rest)
             assert sub is not None and sub_name is not None
@@ -109,6 +111,8 @@ def test_the_docs_show_the_commands_of_each_user() -> None:
         "lifecycle audit replay",
         "lifecycle topics apply",
         "lifecycle up",
+        "lifecycle console",
+        "lifecycle console user",
     ):
         assert command in shown, f"no code block shows {command}"
 

@@ -8,6 +8,9 @@ writes is scanned for every personal value and subject id that was published:
 * every record of every topic (values, keys, headers), Faust's changelog and internal topics
   and the dead letters included;
 * every line the workers and the command line printed;
+* the console's log, and every page and download of the console (an analyst's and a privacy
+  officer's, the requests' CSV and the audit exports included) but what a privacy officer
+  explicitly asked to see (a reveal, a report with values), which must show the values;
 * every file under the data dir (the SQLite database, its WAL and shared memory), or, on
   PostgreSQL, a ``pg_dump`` of the database (text, with bytea as hex, so values are also
   looked for hex-encoded).
@@ -29,6 +32,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
+from faults.console_scan import exercise_console
 from faults.harness import fault_seed, scaled, settle_and_check, traffic_stream
 from faults.invariants import read_all
 
@@ -88,6 +92,27 @@ def secrets_of(events: list[dict[str, Any]]) -> set[str]:
         found.add(event["subject_id"])
         found.update(event.get("data", {}).values())
     return found
+
+
+def collected_values(events: list[dict[str, Any]], subject: str) -> list[str]:
+    return [
+        value
+        for event in events
+        if event["kind"] == "collected" and event["subject_id"] == subject
+        for value in event["data"].values()
+    ]
+
+
+def live_customers(events: list[dict[str, Any]], stream: list[dict[str, Any]]) -> tuple[str, str]:
+    """Two customers whose data is held (collected, never erased), for the console to use."""
+    erased = {e["subject_id"] for e in events if e["kind"] == "deletion_requested"}
+    erased.add(ERASED_BY_CLI)
+    held = [
+        e["subject_id"]
+        for e in stream
+        if e["kind"] == "collected" and e["subject_id"] not in erased
+    ]
+    return held[0], held[-1]
 
 
 def hits(blob: bytes, secrets: set[str], *, hex_too: bool = False) -> set[str]:
@@ -173,8 +198,21 @@ def test_no_plaintext_value_or_subject_id_anywhere_after_a_run_with_erasures(
     outputs.append(erased.stdout + erased.stderr)
     assert erased.returncode == 0, erased.stderr.decode()
     report = settle_and_check(broker, env, f"plaintext {database}")
+    live, to_erase = live_customers(events, stream.events)
+    console = exercise_console(
+        env, request.getfixturevalue("tmp_path"), live=live, erased=ERASED_BY_CLI,
+        to_erase=to_erase,
+    )  # fmt: skip
+    outputs += console.commands
+    asked = b"".join(console.asked.values())
+    assert hits(asked, {collected_values(events, live)[0]}), "the scan sees revealed values"
 
     leaks: dict[str, set[str]] = {}
+    for name, body in console.shown.items():
+        if found := hits(body, secrets):
+            leaks[f"console {name}"] = found
+    if found := hits(console.log, secrets):
+        leaks["console log"] = found
     for topic, blob in everything_on_the_bus(broker).items():
         if found := hits(blob, secrets):
             leaks[f"topic {topic}"] = found

@@ -1,9 +1,11 @@
-"""`lifecycle up --demo` on the embedded default: no KAFKA_BOOTSTRAP, its own tansu broker."""
+"""`lifecycle up --demo` on the embedded default: no KAFKA_BOOTSTRAP, its own tansu broker, and
+a summary for a person instead of every log line."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -44,18 +46,37 @@ def test_up_demo_runs_its_own_broker_decides_and_stops_it_on_sigterm(tmp_path: P
         )
     worker = WorkerProcess(process, log_path)
     try:
-        worker.wait_for_log('"batch.decided"', timeout=120)
+        # the demo's summary for a person: decisions by reason, each erasure and its time
+        worker.wait_for_log(" allowed; ", timeout=120)
+        worker.wait_for_log("erasure DEMO-REQ-5 ", timeout=60)
         brokers = {pid: exe for pid, exe in children_of(process.pid).items() if "tansu" in exe}
         assert len(brokers) == 1, f"expected one tansu child, found {children_of(process.pid)}"
         (broker_pid,) = brokers
-        announced = next(
-            json.loads(line) for line in worker.log().splitlines() if '"broker.embedded"' in line
+        announced = re.search(
+            r"the bus: (\S+) \(in another shell: export KAFKA_BOOTSTRAP=", worker.log()
         )
-        host, port = announced["bootstrap"].rsplit(":", 1)
+        assert announced is not None, worker.log()[-2000:]
+        host, port = announced.group(1).rsplit(":", 1)
         assert host == "127.0.0.1"
         assert (tmp_path / "data" / "broker.log").exists()
     finally:
         code = worker.stop(signal.SIGTERM, timeout=60)
+
+    lines = worker.log().splitlines()
+    summary = [
+        line for line in lines if re.match(r"^\d\d:\d\d:\d\d  last \d+ s: \d+ decisions: ", line)
+    ]
+    assert summary, worker.log()[-3000:]
+    confirmed = [line for line in lines if " erasure DEMO-REQ-" in line]
+    assert re.search(
+        r"erasure DEMO-REQ-5 (completed|nothing held) in \d+\.\d\d s: erased ", confirmed[0]
+    )
+    chatter = [
+        line
+        for line in lines
+        if line.startswith("{") and json.loads(line).get("level") in ("debug", "info")
+    ]
+    assert chatter == [], chatter[:5]  # libraries and our own log lines: WARNING and above only
 
     assert code == 0, worker.log()[-3000:]
     deadline = time.monotonic() + 10

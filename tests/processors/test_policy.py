@@ -68,9 +68,11 @@ def citations(policy: Policy) -> list[Citation]:
         *policy.prohibited_collections.values(),
         *policy.retentions.values(),
     ]
+    clock = policy.request_clock
     return [
         *policy.effective_from_cites.every(),
         *(citation for rule in rules for citation in rule.cites.every()),
+        *(clock.cites.every() if clock is not None else ()),
     ]
 
 
