@@ -62,6 +62,7 @@ def up(demo: bool) -> None:
     """Run the pipeline (embedded broker unless KAFKA_BOOTSTRAP is set)."""
     from lifecycle.observability import Health, Metrics, start_metrics_server
     from processors.worker import build_worker, run_worker, use_event_loop
+    from streams.sources import BUILTIN_SOURCES
     from streams.topics import apply_topics
 
     settings = load_settings()
@@ -71,6 +72,8 @@ def up(demo: bool) -> None:
     _metrics_server = start_metrics_server(metrics, health)  # logs metrics.listening
     with bus(settings, start_embedded=True) as live:
         runtime = Runtime(live).open()
+        for name in BUILTIN_SOURCES:  # so that `sources list` shows them from the start
+            runtime.sources.ensure_builtin(name)
         apply_topics(live.kafka_client_config(), live.topic_partitions, live.replication)
         app = build_worker(runtime, metrics=metrics, health=health)
         from streams.revocations import RevocationListener
@@ -107,7 +110,14 @@ def publish(source: BinaryIO) -> None:
             runtime.codec,
             runtime.policy.vocabulary(),
             delivery_timeout_ms=settings.publish_timeout_ms,
+            credentials=runtime.source_credentials,
         )
+        if runtime.source_credentials is None:
+            click.echo(
+                "warning: LIFECYCLE_SOURCE_SECRET_FILE is not set: these events carry no "
+                "source MAC, and workers refuse them (unless LIFECYCLE_AUTH_MODE=permit)",
+                err=True,
+            )
         try:
             report = publisher.publish_lines(source, flush=False)
             publisher.flush()
@@ -185,8 +195,9 @@ def keys_new_master_key(path: Path) -> None:
 
 @keys.command("rotate")
 def keys_rotate() -> None:
-    """Re-wrap every data key under LIFECYCLE_MASTER_KEY_FILE (the new key), opening those not
-    yet re-wrapped with LIFECYCLE_PREVIOUS_MASTER_KEY_FILE (the old one)."""
+    """Re-wrap every data key (and the source secrets) under LIFECYCLE_MASTER_KEY_FILE (the
+    new key), opening those not yet re-wrapped with LIFECYCLE_PREVIOUS_MASTER_KEY_FILE (the
+    old one)."""
     settings = load_settings()
     if settings.previous_master_key_file is None:
         raise click.UsageError("set LIFECYCLE_PREVIOUS_MASTER_KEY_FILE to the key being retired")
@@ -254,9 +265,10 @@ def _register_subsystem_commands() -> None:
     from lifecycle.cli_events import events
     from lifecycle.cli_policy import policy
     from lifecycle.cli_privacy import COMMANDS
+    from lifecycle.cli_sources import sources
 
     audit.add_command(audit_recover)
-    for command in (policy, audit, events, *COMMANDS):
+    for command in (policy, audit, events, sources, *COMMANDS):
         cli.add_command(command)
 
 

@@ -14,11 +14,13 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from lifecycle.cli import bus
+from lifecycle.cli_sources import OFFICER_OPTION, officer_name
 from lifecycle.config import load_settings
 from lifecycle.logging import librdkafka_logger
 from lifecycle.runtime import Runtime
 from streams.codec import Codec
 from streams.offsets import read_to_ends
+from streams.sourceauth import SourceCredential, SourceCredentials
 from streams.topics import CONFIRMATIONS
 
 
@@ -93,15 +95,24 @@ class ConfirmationReader:
 @click.option("--request-id", default=None, help="default: a new REQ-... id")
 @click.option("--wait", is_flag=True, help="return when the confirmation arrives, and print it")
 @click.option("--timeout", default=120.0, show_default=True, help="seconds --wait waits")
+@OFFICER_OPTION
 def erase(
-    subject_id: str, categories: tuple[str, ...], request_id: str | None, wait: bool, timeout: float
+    subject_id: str,
+    categories: tuple[str, ...],
+    request_id: str | None,
+    wait: bool,
+    timeout: float,
+    officer: str | None,
 ) -> None:
-    """File an erasure request for SUBJECT_ID (crypto-shredding)."""
+    """File an erasure request for SUBJECT_ID (crypto-shredding), signed as the built-in
+    source ``cli`` and filed for the named officer."""
     from streams.publisher import Publisher
 
     request_id = request_id or f"REQ-{uuid.uuid4()}"
+    actor = officer_name(officer)
     with bus(load_settings()) as live:
         runtime = Runtime(live).open()
+        credential = _cli_credential(runtime)
         config = live.kafka_client_config()
         # listen from the end before publishing, so the answer cannot slip past
         reader = (
@@ -111,14 +122,20 @@ def erase(
         )
         event: dict[str, object] = {
             "kind": "deletion_requested",
-            "source": "privacy-team",
+            "source": credential.name,
             "subject_id": subject_id,
-            "actor": {"id": "lifecycle-cli", "role": "privacy_officer"},
+            "actor": {"id": actor, "role": "privacy_officer"},
             "request_id": request_id,
         }
         if categories:
             event["categories"] = list(categories)
-        publisher = Publisher(config, runtime.keystore, runtime.codec, runtime.policy.vocabulary())
+        publisher = Publisher(
+            config,
+            runtime.keystore,
+            runtime.codec,
+            runtime.policy.vocabulary(),
+            credentials=SourceCredentials([credential]),
+        )
         publisher.publish(event)
         publisher.close()
         click.echo(f"erasure requested: {request_id}", err=True)
@@ -181,16 +198,37 @@ def retention() -> None:
     default=None,
     help="judge as of this ISO-8601 date or time (with a zone, or UTC); default now",
 )
-def retention_sweep(as_of: datetime | None) -> None:
-    """Ask the workers to shred data whose retention period ran out."""
+@OFFICER_OPTION
+def retention_sweep(as_of: datetime | None, officer: str | None) -> None:
+    """Ask the workers to shred data whose retention period ran out (signed as the built-in
+    source ``cli``, for the named officer)."""
     from processors.retention import request_sweep
 
+    requested_by = officer_name(officer)
     with bus(load_settings()) as live:
         runtime = Runtime(live)
         sweep_id = request_sweep(
-            live.kafka_client_config(), runtime.codec, live.topic_partitions, as_of
+            live.kafka_client_config(),
+            runtime.codec,
+            live.topic_partitions,
+            as_of,
+            credential=_cli_credential(runtime),
+            requested_by=requested_by,
         )
     click.echo(sweep_id)
+
+
+def _cli_credential(runtime: Runtime) -> SourceCredential:
+    """The command line's own source secret, read from the registry with the master key (the
+    source ``cli`` is registered on first use)."""
+    credential = runtime.sources.ensure_builtin("cli")
+    if credential is None:
+        raise click.UsageError(
+            "the source cli was removed, so the command line cannot file requests: register "
+            "it again (lifecycle sources add cli --roles privacy_officer,system "
+            "--destructive all)"
+        )
+    return credential
 
 
 COMMANDS = (erase, confirmations, subject, retention)

@@ -62,6 +62,11 @@ class Settings:
     None: the broker's ``default.replication.factor``."""
     event_loop: str = "uvloop"
     """The workers' event loop (``LIFECYCLE_EVENT_LOOP``): ``uvloop`` or ``asyncio``."""
+    auth_mode: str = "enforce"
+    """``LIFECYCLE_AUTH_MODE``: ``enforce`` refuses events no registered source vouches for;
+    ``permit`` lets events without a MAC through, counted (a rollout)."""
+    source_secret_file: Path | None = None
+    """``LIFECYCLE_SOURCE_SECRET_FILE``: the publisher's source secret tokens, one a line."""
 
     @property
     def embedded(self) -> bool:
@@ -107,6 +112,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     publish_timeout_ms = _whole_number(env, "LIFECYCLE_PUBLISH_TIMEOUT_MS", 120_000, least=1)
     replication = _whole_number(env, "LIFECYCLE_REPLICATION", 0, least=1) or None
     event_loop = _choice(env, "LIFECYCLE_EVENT_LOOP", EVENT_LOOPS)
+    auth_mode = _choice(env, "LIFECYCLE_AUTH_MODE", AUTH_MODES)
+    secret_file = env.get("LIFECYCLE_SOURCE_SECRET_FILE")
     security = {prop: env[var] for var, prop in _KAFKA_SECURITY_ENV.items() if env.get(var)}
     return Settings(
         kafka_bootstrap=env.get("KAFKA_BOOTSTRAP") or None,
@@ -129,11 +136,15 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         publish_timeout_ms=publish_timeout_ms,
         replication=replication,
         event_loop=event_loop,
+        auth_mode=auth_mode,
+        source_secret_file=Path(secret_file) if secret_file else None,
     )
 
 
 EVENT_LOOPS = ("uvloop", "asyncio")
 """The event loops a worker can run on; the first is the default."""
+AUTH_MODES = ("enforce", "permit")
+"""How workers treat events without a source MAC; the first is the default."""
 
 
 def _choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:

@@ -1,4 +1,9 @@
-"""``lifecycle up --demo``: sample billing and outage traffic fed into the running pipeline."""
+"""``lifecycle up --demo``: sample billing and outage traffic fed into the running pipeline.
+
+The traffic comes from four upstream systems, registered as sources on the demo's first run
+(:data:`DEMO_SOURCES`) with the roles their events name; their secrets are read back from the
+registry (the worker holds the master key) and never printed.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,31 @@ import threading
 from lifecycle.logging import get_logger
 from lifecycle.runtime import Runtime
 from lifecycle.traffic import Traffic
+from streams.exceptions import ValidationError
 from streams.publisher import Publisher
+from streams.sourceauth import SourceCredentials
+from streams.sources import CONSENT_WITHDRAWAL, ERASURE
 
 log = get_logger(__name__)
+
+DEMO_SOURCES = {
+    # name: (roles its events name, destructive kinds it files)
+    "web": (("system",), (CONSENT_WITHDRAWAL,)),
+    "billing": (("billing_clerk",), ()),
+    "outage": (("field_technician",), ()),
+    "crm": (("customer_service", "marketing", "privacy_officer"), (ERASURE,)),
+}
+
+
+def demo_credentials(runtime: Runtime) -> SourceCredentials:
+    """The demo sources' credentials, registering them when absent (a source an operator
+    removed stays removed: its traffic is then refused, as it should be)."""
+    credentials = []
+    for name, (roles, destructive) in DEMO_SOURCES.items():
+        credential = runtime.sources.ensure(name, roles, destructive)
+        if credential is not None:
+            credentials.append(credential)
+    return SourceCredentials(credentials)
 
 
 class DemoFeed:
@@ -35,6 +62,7 @@ class DemoFeed:
             runtime.keystore,
             runtime.codec,
             runtime.policy.vocabulary(),
+            credentials=demo_credentials(runtime),
         )
         traffic = Traffic(subjects=500)
         rounds = 0
@@ -46,8 +74,14 @@ class DemoFeed:
                     events += traffic.violations(rounds % 20)
                 if rounds % 5 == 0:
                     events.append(traffic.erasure(rounds % 40, f"DEMO-REQ-{rounds}"))
+                if rounds % 7 == 0:  # billing files an erasure it is not registered for
+                    stray = traffic.erasure(rounds % 40, f"DEMO-STRAY-{rounds}")
+                    events.append({**stray, "source": "billing"})
                 for event in events:
-                    publisher.publish(event)
+                    try:
+                        publisher.publish(event)
+                    except ValidationError as exc:  # a demo source an operator removed
+                        log.warning("demo.not_published", error=str(exc))
                 publisher.flush()
                 log.info("demo.published", events=len(events), round=rounds)
                 self._stop.wait(self._every)

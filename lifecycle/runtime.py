@@ -22,6 +22,8 @@ from streams.keys import SqlKeyStore, open_keystore
 
 if TYPE_CHECKING:
     from processors.policy import PolicyBook
+    from streams.sourceauth import SourceCredentials
+    from streams.sources import SourceRegistry
 
 log = get_logger(__name__)
 
@@ -59,6 +61,22 @@ class Runtime:
         from processors.policy import load_policies
 
         return load_policies(self.settings.policy_dir)
+
+    @cached_property
+    def sources(self) -> SourceRegistry:
+        """The source registry (in the key store's database, secrets under its master key)."""
+        from streams.sources import SourceRegistry
+
+        return SourceRegistry(self.engine, self.keystore)
+
+    @cached_property
+    def source_credentials(self) -> SourceCredentials | None:
+        """The secrets this process publishes with (``LIFECYCLE_SOURCE_SECRET_FILE``); None
+        when it has none (its events are then unauthenticated)."""
+        from streams.sourceauth import SourceCredentials
+
+        path = self.settings.source_secret_file
+        return None if path is None else SourceCredentials.from_file(path)
 
     def open(self) -> Runtime:
         """Open everything now (fail fast), rather than on first use. The policy comes first:

@@ -33,6 +33,7 @@ from sqlalchemy import Engine, select
 from lifecycle.logging import get_logger
 from lifecycle.observability import Metrics
 from lifecycle.runtime import Runtime
+from processors.authentication import Refusal, SourceCheck
 from processors.intake import Decoded, Refused
 from processors.rules import (
     SubjectState,
@@ -224,6 +225,14 @@ class DecisionStage:
         """subject_ref (bytes) -> JSON of its :class:`Entry` (bytes); written only through
         :meth:`_store`."""
         self._changelog: str = self.table.changelog_topic.get_topic_name()
+        registry = runtime.sources
+        self.sources = SourceCheck(
+            lambda: self._until_done("sources.read", registry.snapshot),
+            clock=runtime.clock,
+            mode=runtime.settings.auth_mode,
+            on_permitted=metrics.unauthenticated_permitted,
+        )
+        """Who may send what (:mod:`processors.authentication`), checked before deciding."""
         self.lock = asyncio.Lock()
         """Held while a batch (or a retention sweep) reads and writes subjects' entries."""
 
@@ -319,6 +328,12 @@ class DecisionStage:
         seen = entry.recall(event, item.partition)
         if seen is not None:  # processed before a crash: the same decision again
             return seen
+        refusal = self.sources.check_event(event, item.value)
+        if refusal is not None:  # nobody vouches for it: denied, and nothing changes
+            verdict = self.refusal_verdict(refusal, event["occurred_at"], event)
+            record = decision_record(event, verdict, partition=item.partition, offset=item.offset)
+            entry.remember(record)
+            return record
         verdict = decide(event, entry.state, self._book)
         erasure = None
         if event["kind"] == "deletion_requested" and verdict.decision == "allow":
@@ -617,3 +632,50 @@ class DecisionStage:
                 swept += 1
             await self._outbox.flush()
         return swept
+
+    # -- sources ------------------------------------------------------------------------
+
+    def refusal_verdict(
+        self, refusal: Refusal, at: datetime, event: Mapping[str, Any] | None = None
+    ) -> Verdict:
+        """The denial of a request its source may not make, under the policy in force ``at``."""
+        body = {} if event is None else event["body"]
+        categories = [v["category"] for v in body.get("data") or []] or body.get("categories")
+        return Verdict(
+            "deny",
+            refusal.reason_code,
+            refusal.rule,
+            self._book.in_force(at).version,
+            tuple(categories or ()),
+        )
+
+    async def refuse_sweep(
+        self, request: Mapping[str, Any], partition: int, refusal: Refusal
+    ) -> None:
+        """Record a retention sweep request refused for its source (nothing is swept)."""
+        record = {
+            "event_id": f"{request['sweep_id']}/{partition}",
+            "kind": "retention_sweep",
+            "subject_ref": "",
+            "source": refusal.source,
+            "categories": [],
+            "purpose": None,
+            "purposes": [],
+            "consent_granted": None,
+            "recipient": None,
+            "actor_role": None,
+            "occurred_at": request["as_of"],
+            "decided_at": datetime.now(UTC),
+            "source_partition": -1,
+            "source_offset": -1,
+            "erasure": None,
+        }
+        verdict = self.refusal_verdict(refusal, request["as_of"])
+        record.update(
+            decision=verdict.decision,
+            reason_code=verdict.reason_code,
+            rule=verdict.rule,
+            policy_version=verdict.policy_version,
+        )
+        self._emit(record)
+        await self._outbox.flush()

@@ -40,6 +40,11 @@ nothing is erased; ``allowed`` (the erasure processor shreds); a request naming 
 policy does not know -> ``not_collected`` and nothing is erased, so the privacy team sees it
 on ``privacy.violations`` and files it again with policy names. Any role the policy knows may
 file a customer's request or consent change (they act for the customer).
+
+Before any of this, the worker checks who sent the event (:mod:`processors.authentication`):
+an event no registered source vouches for is denied ``source_unauthenticated``, and one whose
+source may not assert its role, or file its erasure or consent withdrawal, is denied
+``source_not_authorized``; neither reaches :func:`decide`, and neither changes any state.
 """
 
 from __future__ import annotations
@@ -64,6 +69,17 @@ PROHIBITED_COLLECTION: Final = "prohibited_collection"
 NOT_COLLECTED: Final = "not_collected"
 SUBJECT_ERASED: Final = "subject_erased"
 RETENTION_EXPIRED: Final = "retention_expired"
+SOURCE_UNAUTHENTICATED: Final = "source_unauthenticated"
+"""The event does not prove which registered source sent it: no MAC, an unknown or removed
+source, a secret version retired or unknown, or a MAC that does not match the record (a copy
+relabelled, a MAC moved onto another record). Judged before the policy, by
+:mod:`processors.authentication`; cites PROTECTION OF CUSTOMER'S PERSONAL INFORMATION ("employees
+are granted access to customers' data only if their job function/position requires them to
+have the access"): a role nobody vouches for is not a job function."""
+SOURCE_NOT_AUTHORIZED: Final = "source_not_authorized"
+"""The source is authenticated, but is not registered to assert the actor's role, or to file
+this destructive request (erasure, consent withdrawal, retention sweep, dead-letter redrive).
+Same citation as :data:`SOURCE_UNAUTHENTICATED`."""
 
 REASON_CODES: Final = frozenset(
     {
@@ -77,6 +93,8 @@ REASON_CODES: Final = frozenset(
         NOT_COLLECTED,
         SUBJECT_ERASED,
         RETENTION_EXPIRED,
+        SOURCE_UNAUTHENTICATED,
+        SOURCE_NOT_AUTHORIZED,
     }
 )
 ERASURE_REASONS: Final = frozenset({SUBJECT_ERASED, RETENTION_EXPIRED})
