@@ -34,6 +34,7 @@ from bench.environment import (
 from bench.roles import PASSTHROUGH_TOPIC
 from bench.workload import traffic_lines
 from lifecycle.runtime import Runtime
+from lifecycle.traffic import traffic_credentials
 from streams.publisher import Publisher
 from streams.topics import CUSTOMER_EVENTS, DECISIONS
 
@@ -100,6 +101,7 @@ def encoded_events(env: BenchEnv, data: Path, count: int, subjects: int) -> list
             runtime.keystore,
             runtime.codec,
             runtime.policy.vocabulary(),
+            credentials=traffic_credentials(runtime.sources),
             listen_for_revocations=False,
         )
         try:

@@ -42,7 +42,7 @@ from bench.environment import (
     records_written,
 )
 from lifecycle.runtime import Runtime
-from lifecycle.traffic import Traffic
+from lifecycle.traffic import Traffic, traffic_credentials
 from streams.publisher import Publisher
 from streams.topics import CONFIRMATIONS, CUSTOMER_EVENTS, DECISIONS
 
@@ -89,6 +89,7 @@ def run(env: BenchEnv, scale: Scale) -> list[Row]:
             runtime.keystore,
             runtime.codec,
             runtime.policy.vocabulary(),
+            credentials=traffic_credentials(runtime.sources),
             listen_for_revocations=False,
         )
         customers = Traffic(1, seed=5)

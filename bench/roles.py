@@ -81,7 +81,7 @@ def worker(mode: str, overrides: dict[str, Any], loop: str | None) -> None:
 def traffic(rate: float, subjects: int, seed: int) -> None:
     """Publish traffic events through the real publisher at ``rate`` a second, until SIGTERM."""
     from lifecycle.runtime import Runtime
-    from lifecycle.traffic import Traffic
+    from lifecycle.traffic import Traffic, traffic_credentials
     from streams.publisher import Publisher
 
     runtime = Runtime(load_settings()).open()
@@ -90,6 +90,7 @@ def traffic(rate: float, subjects: int, seed: int) -> None:
         runtime.keystore,
         runtime.codec,
         runtime.policy.vocabulary(),
+        credentials=traffic_credentials(runtime.sources),
         listen_for_revocations=True,
     )
     events = Traffic(subjects, seed=seed).events(sys.maxsize)

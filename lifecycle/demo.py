@@ -1,8 +1,8 @@
 """``lifecycle up --demo``: sample billing and outage traffic fed into the running pipeline.
 
 The traffic comes from four upstream systems, registered as sources on the demo's first run
-(:data:`DEMO_SOURCES`) with the roles their events name; their secrets are read back from the
-registry (the worker holds the master key) and never printed.
+(:data:`lifecycle.traffic.TRAFFIC_SOURCES`) with the roles their events name; their secrets are
+read back from the registry (the worker holds the master key) and never printed.
 """
 
 from __future__ import annotations
@@ -11,32 +11,11 @@ import threading
 
 from lifecycle.logging import get_logger
 from lifecycle.runtime import Runtime
-from lifecycle.traffic import Traffic
+from lifecycle.traffic import Traffic, traffic_credentials
 from streams.exceptions import ValidationError
 from streams.publisher import Publisher
-from streams.sourceauth import SourceCredentials
-from streams.sources import CONSENT_WITHDRAWAL, ERASURE
 
 log = get_logger(__name__)
-
-DEMO_SOURCES = {
-    # name: (roles its events name, destructive kinds it files)
-    "web": (("system",), (CONSENT_WITHDRAWAL,)),
-    "billing": (("billing_clerk",), ()),
-    "outage": (("field_technician",), ()),
-    "crm": (("customer_service", "marketing", "privacy_officer"), (ERASURE,)),
-}
-
-
-def demo_credentials(runtime: Runtime) -> SourceCredentials:
-    """The demo sources' credentials, registering them when absent (a source an operator
-    removed stays removed: its traffic is then refused, as it should be)."""
-    credentials = []
-    for name, (roles, destructive) in DEMO_SOURCES.items():
-        credential = runtime.sources.ensure(name, roles, destructive)
-        if credential is not None:
-            credentials.append(credential)
-    return SourceCredentials(credentials)
 
 
 class DemoFeed:
@@ -62,7 +41,7 @@ class DemoFeed:
             runtime.keystore,
             runtime.codec,
             runtime.policy.vocabulary(),
-            credentials=demo_credentials(runtime),
+            credentials=traffic_credentials(runtime.sources),
         )
         traffic = Traffic(subjects=500)
         rounds = 0
