@@ -14,11 +14,13 @@ Refusals are decisions, not errors: ``source_unauthenticated`` or ``source_not_a
 no state (no key is shredded, no consent changes, nothing is held).
 
 **Seeing registry changes.** Workers keep a snapshot of the registry for
-:data:`REGISTRY_TTL` seconds and read it again after that; an event naming a source or a
-secret version the snapshot does not know makes it read again at once (at most once a
-second), so a new source or a rotated secret works from its first event, and a removed source
-is refused within :data:`REGISTRY_TTL` seconds. A rotated-out secret is refused from the end
-of its grace period exactly (its end is in the snapshot), judged by the worker's clock.
+:data:`REGISTRY_TTL` seconds and read it again after that. An event naming a source or a secret
+version the snapshot does not know makes it read again at once, at most once a batch: the read
+comes after the batch was fetched, so after every event in it was published, and a source
+registered (or a secret rotated) before its first event was published is known to it. A
+removed source, or a change of roles or kinds, is seen within :data:`REGISTRY_TTL` seconds. A
+rotated-out secret is refused from the end of its grace period (judged by the worker's clock),
+or :data:`REGISTRY_TTL` seconds after the rotation when the grace period is shorter.
 
 **Rollouts.** ``LIFECYCLE_AUTH_MODE=permit`` lets events and sweep requests that carry no MAC
 at all through (counted in ``lifecycle_unauthenticated_permitted_total``); one that carries a
@@ -48,8 +50,6 @@ PERMIT: Final = AUTH_MODES[1]
 
 REGISTRY_TTL: Final = 5.0
 """Seconds a worker keeps its snapshot of the source registry."""
-MISS_REFRESH: Final = 1.0
-"""At least this many seconds between two reads caused by an unknown source or version."""
 
 SECTION: Final = "PROTECTION OF CUSTOMER'S PERSONAL INFORMATION"
 QUOTE: Final = (
@@ -186,15 +186,22 @@ class SourceCheck:
         self._monotonic = monotonic
         self._sources: Sources = {}
         self._read_at: float | None = None
+        self._read_in_batch = False
+
+    def new_batch(self) -> None:
+        """The records checked from now on were fetched after this call: an unknown source or
+        version among them is worth one more read of the registry."""
+        self._read_in_batch = False
 
     def sources(self, *, fresh: bool = False) -> Sources:
         """The registry as last read; read again when older than the TTL, or when ``fresh``
-        and the last read is at least :data:`MISS_REFRESH` seconds old."""
+        and not read yet since :meth:`new_batch`."""
         now = self._monotonic()
-        age = None if self._read_at is None else now - self._read_at
-        if age is None or age >= self._ttl or (fresh and age >= MISS_REFRESH):
+        stale = self._read_at is None or now - self._read_at >= self._ttl
+        if stale or (fresh and not self._read_in_batch):
             self._sources = self._load()
             self._read_at = now
+            self._read_in_batch = True
         return self._sources
 
     def _authenticate(

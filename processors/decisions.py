@@ -262,6 +262,7 @@ class DecisionStage:
         """Decide ``batch``; the events refused instead (an ``event_id`` the audit ledger
         already holds for another event), for the caller to dead-letter."""
         refused = self._reused_ids(batch)
+        self.sources.new_batch()
         async with self.lock:
             entries: dict[str, Entry] = {}
             partition_of: dict[str, int] = {}

@@ -85,6 +85,7 @@ def register_retention(app: faust.App, stage: DecisionStage, codec: Codec) -> No
                 )
                 continue
             try:
+                stage.sources.new_batch()
                 refusal = stage.sources.check_sweep(request, event.value)
                 if refusal is not None:
                     await stage.refuse_sweep(request, partition, refusal)
