@@ -84,7 +84,7 @@ def check_name(name: str) -> str:
 class SourceCredential:
     """One version of a source's secret, as its publisher holds it."""
 
-    __slots__ = ("_keyed", "name", "secret", "version")
+    __slots__ = ("_keyed", "auth_head", "name", "secret", "version")
 
     def __init__(self, name: str, version: int, secret: bytes) -> None:
         if len(secret) != SECRET_LEN:
@@ -95,6 +95,9 @@ class SourceCredential:
         self.version = version
         self.secret = secret
         self._keyed = hmac.new(secret, DOMAIN, hashlib.sha256)  # copied for every MAC
+        self.auth_head = _AUTH_BRANCH + _string(name) + _varint(version)
+        """What replaces a record's empty ``auth``, up to the MAC: the union branch, the
+        source's name and the secret's version."""
 
     def __repr__(self) -> str:  # never the secret
         return f"SourceCredential({self.name!r}, version={self.version})"
@@ -109,9 +112,11 @@ class SourceCredential:
     def __hash__(self) -> int:
         return hash((self.name, self.version))
 
-    def mac(self, signed: bytes) -> bytes:
+    def mac(self, *parts: bytes | memoryview) -> bytes:
+        """The MAC of the concatenation of ``parts``."""
         keyed = self._keyed.copy()
-        keyed.update(signed)
+        for part in parts:
+            keyed.update(part)
         return keyed.digest()
 
     def token(self) -> str:
@@ -146,13 +151,12 @@ def seal(value: bytes, credential: SourceCredential) -> bytes:
     ``credential``: the null branch replaced by a ``SourceAuth`` whose MAC covers the rest."""
     if value[-1:] != _NULL_BRANCH:
         raise EncodeError("the record does not end with an empty auth field")
-    signed = b"".join(
-        (value[:-1], _AUTH_BRANCH, _string(credential.name), _varint(credential.version))
-    )
-    return signed + _MAC_LENGTH_PREFIX + credential.mac(signed)
+    record = memoryview(value)[:-1]
+    head = credential.auth_head
+    return b"".join((record, head, _MAC_LENGTH_PREFIX, credential.mac(record, head)))
 
 
-def signed_part(value: bytes, auth: Mapping[str, Any]) -> bytes | None:
+def signed_part(value: bytes, auth: Mapping[str, Any]) -> memoryview | None:
     """The bytes of ``value`` that ``auth["mac"]`` covers, or None when ``auth`` (decoded from
     ``value``) is not exactly the encoding ``value`` ends with (a MAC of the wrong length, a
     non-canonical encoding): such a record cannot be authenticated."""
@@ -170,13 +174,25 @@ def signed_part(value: bytes, auth: Mapping[str, Any]) -> bytes | None:
     )
     if not value.endswith(tail):
         return None
-    return value[: len(value) - MAC_LEN - len(_MAC_LENGTH_PREFIX)]
+    return memoryview(value)[: len(value) - MAC_LEN - len(_MAC_LENGTH_PREFIX)]
 
 
-def mac_matches(secret: bytes, signed: bytes, mac: bytes) -> bool:
+_KEYED: dict[bytes, Any] = {}
+"""secret -> an HMAC already fed the key and :data:`DOMAIN` (copied for each check: a
+worker checks every event against a handful of secrets)."""
+_KEYED_LIMIT = 256
+
+
+def mac_matches(secret: bytes, signed: bytes | memoryview, mac: bytes) -> bool:
     """Whether ``mac`` is the MAC of ``signed`` under ``secret`` (constant-time compare)."""
-    expected = hmac.digest(secret, DOMAIN + signed, "sha256")
-    return hmac.compare_digest(expected, mac)
+    keyed = _KEYED.get(secret)
+    if keyed is None:
+        if len(_KEYED) >= _KEYED_LIMIT:
+            _KEYED.clear()
+        keyed = _KEYED[secret] = hmac.new(secret, DOMAIN, hashlib.sha256)
+    check = keyed.copy()
+    check.update(signed)
+    return hmac.compare_digest(check.digest(), mac)
 
 
 # --------------------------------------------------------------------------- a publisher's
