@@ -43,6 +43,7 @@ from streams.sources import (
     ERASURE,
     RETENTION_SWEEP,
     RegisteredSource,
+    SourceRegistry,
 )
 
 ENFORCE: Final = AUTH_MODES[0]
@@ -113,6 +114,16 @@ def authorize(
             source.name,
         )
     return None
+
+
+def authorize_registered(
+    registry: SourceRegistry, source: str, role: str | None, kind: str | None
+) -> Refusal | None:
+    """:func:`authorize` against the registry as it is now: for a command or a service that
+    acts as a registered source without a MAC on the bus (the dead-letter redrive asks
+    ``authorize_registered(registry, "cli", None, "redrive")`` before it re-publishes; the
+    console, for its own source and the signed-in officer's request)."""
+    return authorize(registry.snapshot().get(source), source, role, kind)
 
 
 def authenticate(
