@@ -1,5 +1,5 @@
 """The workers' source check, on in-memory registry snapshots (pure logic; the running
-pipeline is tested in tests/integration/test_sources.py)."""
+pipeline is tested in tests/integration/test_authenticated_sources.py)."""
 
 from __future__ import annotations
 
