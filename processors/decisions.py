@@ -9,6 +9,13 @@ Exactly-once in effect: the table entry also remembers the decisions of the subj
 events. An event processed again after a crash (its offset was not committed) gets its earlier
 decision re-emitted rather than re-judged against state that already includes it and possibly
 later events, so a restart changes no decision; the audit ledger drops the duplicate record.
+A copy of an event published again at another offset (the same file published twice, or a
+genuine record replayed by someone who can write to the bus) gets the decision the ledger holds
+for it and changes nothing.
+
+Before any of that, the event's source is checked (:mod:`processors.authentication`): an
+event no registered source vouches for, or that its source may not send, is denied
+(``source_unauthenticated``, ``source_not_authorized``) and changes nothing either.
 
 Erasure runs here too, in order with the subject's other events: keys are shredded (retried
 until the database confirms), vault copies released, a key-revocation record published, and
@@ -125,14 +132,46 @@ class Entry:
 
 def recorded_events(engine: Engine, event_ids: Sequence[str]) -> dict[str, tuple[str, str, int]]:
     """event_id -> (subject_ref, kind, seq) for those of ``event_ids`` the audit ledger holds."""
-    found: dict[str, tuple[str, str, int]] = {}
-    columns = (audit_ledger.c.event_id, audit_ledger.c.subject_ref, audit_ledger.c.kind)
+    return {
+        event_id: (found.subject_ref, found.kind, found.seq)
+        for event_id, found in recorded_decisions(engine, event_ids).items()
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What the audit ledger holds about an event: who it was about, where it was read, and
+    the decision it got."""
+
+    subject_ref: str
+    kind: str
+    seq: int
+    position: tuple[int, int]
+    """(partition, offset) of ``customer.events`` it was decided at."""
+    verdict: Verdict
+    erasure: dict[str, Any] | None
+
+
+def recorded_decisions(engine: Engine, event_ids: Sequence[str]) -> dict[str, Recorded]:
+    """event_id -> :class:`Recorded`, for those of ``event_ids`` the audit ledger holds."""
+    found: dict[str, Recorded] = {}
+    c = audit_ledger.c
+    columns = (
+        c.event_id, c.subject_ref, c.kind, c.seq, c.source_partition, c.source_offset,
+        c.decision, c.reason_code, c.rule, c.policy_version, c.erasure,
+    )  # fmt: skip
     with engine.connect() as conn:
         for start in range(0, len(event_ids), 500):
             chunk = event_ids[start : start + 500]
-            query = select(*columns, audit_ledger.c.seq).where(audit_ledger.c.event_id.in_(chunk))
-            for event_id, subject_ref, kind, seq in conn.execute(query):
-                found[event_id] = (subject_ref, kind, seq)
+            for row in conn.execute(select(*columns).where(c.event_id.in_(chunk))):
+                found[row.event_id] = Recorded(
+                    row.subject_ref,
+                    row.kind,
+                    row.seq,
+                    (row.source_partition, row.source_offset),
+                    Verdict(row.decision, row.reason_code, row.rule, row.policy_version, ()),
+                    None if row.erasure is None else orjson.loads(row.erasure),
+                )
     return found
 
 
@@ -261,7 +300,7 @@ class DecisionStage:
     async def handle(self, batch: Sequence[Decoded]) -> Refused:
         """Decide ``batch``; the events refused instead (an ``event_id`` the audit ledger
         already holds for another event), for the caller to dead-letter."""
-        refused = self._reused_ids(batch)
+        refused, repeats = self._reused_ids(batch)
         self.sources.new_batch()
         async with self.lock:
             entries: dict[str, Entry] = {}
@@ -276,7 +315,7 @@ class DecisionStage:
                 if entry is None:
                     entry = entries[ref] = Entry.load(self.table.get(ref.encode()))
                     partition_of[ref] = item.partition
-                record = await self._decide_one(item, entry, held)
+                record = await self._decide_one(item, entry, held, repeats.get(index))
                 if record["kind"] == "deletion_requested":
                     self._metrics.erasure_decided(
                         (record["erasure"] or {}).get("status", "refused"),
@@ -293,42 +332,64 @@ class DecisionStage:
                 self._store(ref.encode(), entry.dump(committed.get(partition)), partition)
         return [(batch[index], reason) for index, reason in sorted(refused.items())]
 
-    def _reused_ids(self, batch: Sequence[Decoded]) -> dict[int, str]:
+    def _reused_ids(self, batch: Sequence[Decoded]) -> tuple[dict[int, str], dict[int, Recorded]]:
         """Index -> reason, for events whose ``event_id`` names another event: already in the
         audit ledger with another subject or kind, or earlier in this batch. Deciding one
         would change state (or shred keys) under a decision the ledger then drops as a
-        repeat. (A repeat of the same event is not refused: it is decided again and the
-        ledger keeps its first record.) Two such events decided before the first reaches the
-        ledger are not caught here: see README, "Guarantees and limits"."""
+        repeat. Two such events decided before the first reaches the ledger are not caught
+        here: see README, "Guarantees and limits".
+
+        And index -> the ledger's record, for events the ledger already holds from another
+        position of ``customer.events``: a copy published again (a replay of a genuine,
+        signed record, or the same file published twice), not a batch redone after a crash
+        (that one is at the position the ledger names, and is decided again so that its
+        state is rebuilt). A copy gets its first decision again and changes nothing: a
+        replayed erasure must not shred what the customer gave since, a replayed consent
+        change must not undo a later one."""
         ids = list({item.record["event_id"] for item in batch})
         recorded = self._until_done(
-            "ledger.lookup", lambda: recorded_events(self._runtime.engine, ids)
+            "ledger.lookup", lambda: recorded_decisions(self._runtime.engine, ids)
         )
         seen: dict[str, tuple[str, str]] = {}
         refused: dict[int, str] = {}
+        repeats: dict[int, Recorded] = {}
         for index, item in enumerate(batch):
             event = item.record
             identity = (event["subject_ref"], event["kind"])
             event_id = event["event_id"]
             earlier = recorded.get(event_id)
-            if earlier is not None and earlier[:2] != identity:
+            if earlier is not None and (earlier.subject_ref, earlier.kind) != identity:
                 refused[index] = (
-                    f"event_id is already recorded for another event (audit seq {earlier[2]})"
+                    f"event_id is already recorded for another event (audit seq {earlier.seq})"
                 )
             elif seen.setdefault(event_id, identity) != identity:
                 refused[index] = "event_id is used by another event earlier in its batch"
-        return refused
+            elif earlier is not None and earlier.position != (item.partition, item.offset):
+                repeats[index] = earlier
+        return refused, repeats
 
     async def _decide_one(
         self,
         item: Decoded,
         entry: Entry,
         held: dict[tuple[str, str], HeldValue],
+        repeat: Recorded | None = None,
     ) -> dict[str, Any]:
         event = item.record
         seen = entry.recall(event, item.partition)
         if seen is not None:  # processed before a crash: the same decision again
             return seen
+        if repeat is not None:  # published again: its first decision, and nothing changes
+            record = decision_record(
+                event,
+                repeat.verdict,
+                partition=item.partition,
+                offset=item.offset,
+                erasure=repeat.erasure,
+            )
+            entry.remember(record)
+            log.info("decision.repeated", event_id=event["event_id"], audit_seq=repeat.seq)
+            return record
         refusal = self.sources.check_event(event, item.value)
         if refusal is not None:  # nobody vouches for it: denied, and nothing changes
             verdict = self.refusal_verdict(refusal, event["occurred_at"], event)

@@ -443,3 +443,35 @@ def test_permit_mode_lets_unsigned_events_through_counted_and_still_refuses_bad_
         if line.startswith('lifecycle_unauthenticated_permitted_total{kind="collected"}')
     ]
     assert counted and float(counted[0].split()[-1]) == 1.0
+
+
+def test_an_erasure_replayed_byte_for_byte_is_answered_again_and_shreds_nothing_new(
+    pipeline: dict[str, str], broker: str
+) -> None:
+    """An intruder keeps a genuine, signed erasure request and produces it again after the
+    customer came back: its MAC is valid, but it is a copy of a request already decided, so
+    it gets its first decision (and confirmation) again and shreds nothing given since."""
+    result = run_cli(pipeline, "erase", VICTIM, "--request-id", "REQ-once", "--wait")
+    assert result.returncode == 0, result.stderr.decode()
+    assert live_keys(pipeline, VICTIM) == []
+    publish(pipeline, [collected("v-again", VICTIM, 9)])
+    decisions(broker, {"v-again"})
+    given_since = live_keys(pipeline, VICTIM)
+    assert {"name", "email", "address", "subject_id"} <= set(given_since)
+    (request,) = [
+        (m.key(), m.value())
+        for m in read_topic(broker, CUSTOMER_EVENTS)
+        if CODEC.decode("lifecycle.CustomerEvent", m.value())["kind"] == "deletion_requested"
+    ]
+
+    produce_raw(broker, CUSTOMER_EVENTS, [request])
+
+    deadline = time.monotonic() + 60
+    while [c["request_id"] for c in confirmations(broker)].count("REQ-once") < 2:
+        assert time.monotonic() < deadline, "the replayed request was not answered again"
+        time.sleep(0.5)
+    answers = [c for c in confirmations(broker) if c["request_id"] == "REQ-once"]
+    assert answers[0] == answers[1]  # the first decision's confirmation, same audit seq
+    assert live_keys(pipeline, VICTIM) == given_since
+    publish(pipeline, [used("v-after-replay", VICTIM)])
+    assert decisions(broker, {"v-after-replay"})["v-after-replay"]["reason_code"] == "allowed"
