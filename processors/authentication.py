@@ -29,6 +29,7 @@ MAC is checked as under ``enforce`` (the default): a wrong MAC is never a rollou
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -57,13 +58,19 @@ QUOTE: Final = (
     "employees are granted access to customers' data only if their job function/position "
     "requires them to have the access"
 )
-_NAME_LIMIT = 64
+_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 
 Sources = Mapping[str, RegisteredSource]
 
 
-def _clip(name: str) -> str:
-    return name if len(name) <= _NAME_LIMIT else name[: _NAME_LIMIT - 1] + "…"
+def _shown(name: str) -> str:
+    """A name from a record, quoted, only when it looks like a name: anything else may be
+    personal data put in the wrong field (a refusal's rule goes to the ledger and a topic)."""
+    return repr(name) if _NAME.match(name) else "(a value that is not a name)"
+
+
+def _path(name: str) -> str:
+    return name if _NAME.match(name) else "(not a name)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +84,7 @@ class Refusal:
 
     @property
     def rule(self) -> str:
-        return f"sources.{_clip(self.source) or '(none)'} [{SECTION}]: {self.why}"
+        return f"sources.{_path(self.source) if self.source else '(none)'} [{SECTION}]: {self.why}"
 
 
 def destructive_kind(event: Mapping[str, Any]) -> str | None:
@@ -98,11 +105,11 @@ def authorize(
     check for requests authenticated by other means (a signed-in console user, the dead-letter
     redrive command): see :meth:`SourceCheck.authorize`."""
     if source is None:
-        return Refusal(SOURCE_UNAUTHENTICATED, f"{_clip(name)!r} is not a registered source", name)
+        return Refusal(SOURCE_UNAUTHENTICATED, f"{_shown(name)} is not a registered source", name)
     if role is not None and not source.may_assert(role):
         return Refusal(
             SOURCE_NOT_AUTHORIZED,
-            f"source {source.name} is not registered to act as {_clip(role)!r} "
+            f"source {source.name} is not registered to act as {_shown(role)} "
             f"(it may assert: {source.describe_roles()})",
             source.name,
         )
@@ -139,12 +146,12 @@ def authenticate(
     if named is not None and name != named:
         return None, Refusal(
             SOURCE_UNAUTHENTICATED,
-            f"the record names source {_clip(named)!r} but its MAC is {_clip(name)!r}'s",
+            f"the record names source {_shown(named)} but its MAC is {_shown(name)}'s",
             label,
         )
     source = sources.get(name)
     if source is None:
-        why = f"{_clip(name)!r} is not a registered source (or was removed)"
+        why = f"{_shown(name)} is not a registered source (or was removed)"
         return None, Refusal(SOURCE_UNAUTHENTICATED, why, name)
     version = source.version(auth["key_version"])
     if version is None:

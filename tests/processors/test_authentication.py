@@ -220,3 +220,15 @@ def test_authorize_answers_for_requests_authenticated_otherwise() -> None:
     refusal = authorize(None, "nobody", None, "redrive")
     assert refusal is not None and refusal.reason_code == SOURCE_UNAUTHENTICATED
     assert check().authorize("crm", "customer_service", None) is None
+
+
+def test_a_refusal_never_repeats_a_value_that_is_not_a_name() -> None:
+    stranger = SourceCredential("meter", 1, new_secret())
+    event, value = signed(stranger, source="meter")
+    forged = {**event, "auth": {**event["auth"], "source": "Odette Example"}}
+    refusal = check().check_event(forged, value)
+    assert refusal is not None and "Odette" not in refusal.rule
+    event, value = signed(BILLING_V1, source="billing", actor={"id": "a", "role": "Odette E."})
+    refusal = check().check_event(event, value)
+    assert refusal is not None and refusal.reason_code == SOURCE_NOT_AUTHORIZED
+    assert "Odette" not in refusal.rule
