@@ -20,8 +20,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from schemas.kinds import KINDS
 from streams.codec import SingleObjectCodec
-from streams.publisher import BODY_RECORDS
 from streams.sourceauth import DOMAIN, SourceCredential, mac_matches, new_secret, seal, signed_part
 
 
@@ -57,13 +57,13 @@ def records() -> dict[str, dict[str, Any]]:
             **common,
             "event_id": "ev-000000001",
             "kind": "collected",
-            "body": (BODY_RECORDS["collected"], collected),
+            "body": (KINDS["collected"].body_record, collected),
         },
         "used": {
             **common,
             "event_id": "ev-000000002",
             "kind": "used",
-            "body": (BODY_RECORDS["used"], used),
+            "body": (KINDS["used"].body_record, used),
         },
     }
 

@@ -9,7 +9,7 @@ authenticated it. Then it is authorized when the source may assert the event's a
 for a destructive request, may file that kind (:data:`streams.sources.DESTRUCTIVE_KINDS`).
 
 Refusals are decisions, not errors: ``source_unauthenticated`` or ``source_not_authorized``
-(:mod:`processors.rules`), citing PROTECTION OF CUSTOMER'S PERSONAL INFORMATION, published to
+(:mod:`processors.reasons`), citing PROTECTION OF CUSTOMER'S PERSONAL INFORMATION, published to
 ``privacy.violations`` and recorded in the ledger like any denial; the refused event changes
 no state (no key is shredded, no consent changes, nothing is held).
 
@@ -36,8 +36,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from lifecycle.config import AUTH_MODES
-from processors.rules import SOURCE_NOT_AUTHORIZED, SOURCE_UNAUTHENTICATED
+from core.clock import Clock
+from core.settings import AUTH_MODES
+from processors.reasons import SOURCE_NOT_AUTHORIZED, SOURCE_UNAUTHENTICATED
+from schemas.kinds import RETENTION_SWEEP as SWEEP_KIND
+from schemas.kinds import judged_as
 from streams.sourceauth import mac_matches, signed_part
 from streams.sources import (
     CONSENT_WITHDRAWAL,
@@ -89,10 +92,10 @@ class Refusal:
 
 def destructive_kind(event: Mapping[str, Any]) -> str | None:
     """The destructive kind an event files (None: not a destructive request)."""
-    kind = event["kind"]
-    if kind == "deletion_requested":
+    judged = judged_as(event["kind"])
+    if judged == "erasure":
         return ERASURE
-    if kind == "consent_changed" and event["body"].get("granted") is False:
+    if judged == "consent" and event["body"].get("granted") is False:
         return CONSENT_WITHDRAWAL
     return None
 
@@ -107,20 +110,17 @@ def authorize(
     if source is None:
         return Refusal(SOURCE_UNAUTHENTICATED, f"{_shown(name)} is not a registered source", name)
     if role is not None and not source.may_assert(role):
-        return Refusal(
-            SOURCE_NOT_AUTHORIZED,
-            f"source {source.name} is not registered to act as {_shown(role)} "
-            f"(it may assert: {source.describe_roles()})",
-            source.name,
-        )
+        return _not_authorized(source, f"act as {_shown(role)}", source.describe_roles(), "assert")
     if kind is not None and not source.may_file(kind):
-        return Refusal(
-            SOURCE_NOT_AUTHORIZED,
-            f"source {source.name} is not registered to file {kind} requests "
-            f"(it may file: {source.describe_destructive()})",
-            source.name,
+        return _not_authorized(
+            source, f"file {kind} requests", source.describe_destructive(), "file"
         )
     return None
+
+
+def _not_authorized(source: RegisteredSource, what: str, registered: str, verb: str) -> Refusal:
+    why = f"source {source.name} is not registered to {what} (it may {verb}: {registered})"
+    return Refusal(SOURCE_NOT_AUTHORIZED, why, source.name)
 
 
 def authorize_registered(
@@ -188,7 +188,7 @@ class SourceCheck:
         self,
         load: Callable[[], Sources],
         *,
-        clock: Callable[[], datetime],
+        clock: Clock,
         mode: str = ENFORCE,
         on_permitted: Callable[[str], None] | None = None,
         ttl: float = REGISTRY_TTL,
@@ -248,7 +248,7 @@ class SourceCheck:
         auth = sweep.get("auth")
         if auth is None and self.mode == PERMIT:
             if self._on_permitted is not None:
-                self._on_permitted("retention_sweep")
+                self._on_permitted(SWEEP_KIND)
             return None
         source, refusal = self._authenticate(value, auth, None)
         if refusal is not None:

@@ -27,7 +27,6 @@ subject still holds a value of that category: see :meth:`DecisionStage._destroy_
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -35,37 +34,27 @@ from typing import Any, TypeVar
 
 import faust
 import orjson
-from sqlalchemy import Engine, select
 
-from lifecycle.logging import get_logger
-from lifecycle.observability import Metrics
-from lifecycle.runtime import Runtime
+from core.logging import get_logger
+from core.retry import retry_call
 from processors.authentication import Refusal, SourceCheck
+from processors.erasure import apply_erasure, expired, mark_erased, plan_erasure, rekeyed
 from processors.intake import Decoded, Refused
-from processors.rules import (
-    SubjectState,
-    Verdict,
-    apply,
-    apply_erasure,
-    decide,
-    expired,
-    mark_erased,
-    plan_erasure,
-    rekeyed,
-)
-from sinks.ledger import audit_ledger, create_ledger
+from processors.metrics import Metrics
+from processors.resources import Resources
+from processors.rules import Verdict, apply, decide
+from processors.state import SubjectState
+from schemas.kinds import RETENTION_SWEEP, judged_as
+from sinks.entry import AuditEntry
+from sinks.ledger import AuditLedger
 from sinks.vault import HeldValue, Vault
 from streams.envelope import decrypt_value, encrypt_value
 from streams.exceptions import DecodeError, KeyShreddedError, KeyStoreError
 from streams.keys import IDENTITY_CATEGORY, KeyStore
 from streams.outbox import Outbox
+from streams.partitioning import home_partition
 from streams.revocations import revocation_record
-from streams.topics import (
-    DECISIONS,
-    KEY_REVOCATIONS,
-    VIOLATIONS,
-    home_partition,
-)
+from streams.topics import DECISIONS, KEY_REVOCATIONS, VIOLATIONS
 
 log = get_logger(__name__)
 
@@ -130,51 +119,6 @@ class Entry:
         return orjson.dumps({"state": self.state.to_dict(), "recent": recent})
 
 
-def recorded_events(engine: Engine, event_ids: Sequence[str]) -> dict[str, tuple[str, str, int]]:
-    """event_id -> (subject_ref, kind, seq) for those of ``event_ids`` the audit ledger holds."""
-    return {
-        event_id: (found.subject_ref, found.kind, found.seq)
-        for event_id, found in recorded_decisions(engine, event_ids).items()
-    }
-
-
-@dataclass(frozen=True, slots=True)
-class Recorded:
-    """What the audit ledger holds about an event: who it was about, where it was read, and
-    the decision it got."""
-
-    subject_ref: str
-    kind: str
-    seq: int
-    position: tuple[int, int]
-    """(partition, offset) of ``customer.events`` it was decided at."""
-    verdict: Verdict
-    erasure: dict[str, Any] | None
-
-
-def recorded_decisions(engine: Engine, event_ids: Sequence[str]) -> dict[str, Recorded]:
-    """event_id -> :class:`Recorded`, for those of ``event_ids`` the audit ledger holds."""
-    found: dict[str, Recorded] = {}
-    c = audit_ledger.c
-    columns = (
-        c.event_id, c.subject_ref, c.kind, c.seq, c.source_partition, c.source_offset,
-        c.decision, c.reason_code, c.rule, c.policy_version, c.erasure,
-    )  # fmt: skip
-    with engine.connect() as conn:
-        for start in range(0, len(event_ids), 500):
-            chunk = event_ids[start : start + 500]
-            for row in conn.execute(select(*columns).where(c.event_id.in_(chunk))):
-                found[row.event_id] = Recorded(
-                    row.subject_ref,
-                    row.kind,
-                    row.seq,
-                    (row.source_partition, row.source_offset),
-                    Verdict(row.decision, row.reason_code, row.rule, row.policy_version, ()),
-                    None if row.erasure is None else orjson.loads(row.erasure),
-                )
-    return found
-
-
 def live_categories(keys: KeyStore, subject_ref: str) -> list[str]:
     """The categories of ``subject_ref`` with a live data key (``subject_id`` aside)."""
     return sorted(
@@ -198,10 +142,8 @@ def decision_record(
     """The ``lifecycle.Decision`` for an event and its verdict."""
     body, kind = event["body"], event["kind"]
     categories: list[str]
-    if kind == "collected":
+    if "data" in body:  # a collection: the categories of its values
         categories = [value["category"] for value in body["data"]]
-    elif kind == "deletion_requested":
-        categories = list(body.get("categories") or [])
     else:
         categories = list(body.get("categories") or [])
     return {
@@ -212,7 +154,7 @@ def decision_record(
         "categories": categories,
         "purpose": body.get("purpose"),
         "purposes": list(body.get("purposes") or []),
-        "consent_granted": body.get("granted") if kind == "consent_changed" else None,
+        "consent_granted": body.get("granted"),
         "recipient": body.get("recipient"),
         "actor_role": event["actor"]["role"],
         "decision": verdict.decision,
@@ -227,13 +169,46 @@ def decision_record(
     }
 
 
+def sweep_record(
+    event_id: str,
+    subject_ref: str,
+    source: str,
+    actor_role: str | None,
+    verdict: Verdict,
+    as_of: datetime,
+) -> dict[str, Any]:
+    """The ``lifecycle.Decision`` of a retention sweep (one a subject swept, or the refusal of
+    a request): no event of ``customer.events`` behind it, so no position."""
+    return {
+        "event_id": event_id,
+        "kind": RETENTION_SWEEP,
+        "subject_ref": subject_ref,
+        "source": source,
+        "categories": list(verdict.categories),
+        "purpose": None,
+        "purposes": [],
+        "consent_granted": None,
+        "recipient": None,
+        "actor_role": actor_role,
+        "decision": verdict.decision,
+        "reason_code": verdict.reason_code,
+        "rule": verdict.rule,
+        "policy_version": verdict.policy_version,
+        "occurred_at": as_of,
+        "decided_at": datetime.now(UTC),
+        "source_partition": -1,
+        "source_offset": -1,
+        "erasure": None,
+    }
+
+
 class DecisionStage:
     """Decides batches of decoded events (see module docstring)."""
 
     def __init__(
         self,
         app: faust.App,
-        runtime: Runtime,
+        runtime: Resources,
         metrics: Metrics,
         outbox: Outbox,
         *,
@@ -252,7 +227,7 @@ class DecisionStage:
         self._book = runtime.policy
         self._keys = runtime.keystore
         self._vault = Vault(runtime.engine)
-        create_ledger(runtime.engine)  # looked up by event_id before deciding
+        self._ledger = AuditLedger(runtime.engine)  # looked up by event_id before deciding
         self.table = app.Table(
             SUBJECTS_TABLE,
             default=None,
@@ -316,7 +291,7 @@ class DecisionStage:
                     entry = entries[ref] = Entry.load(self.table.get(ref.encode()))
                     partition_of[ref] = item.partition
                 record = await self._decide_one(item, entry, held, repeats.get(index))
-                if record["kind"] == "deletion_requested":
+                if judged_as(record["kind"]) == "erasure":
                     self._metrics.erasure_decided(
                         (record["erasure"] or {}).get("status", "refused"),
                         item.record["published_at"],
@@ -332,14 +307,14 @@ class DecisionStage:
                 self._store(ref.encode(), entry.dump(committed.get(partition)), partition)
         return [(batch[index], reason) for index, reason in sorted(refused.items())]
 
-    def _reused_ids(self, batch: Sequence[Decoded]) -> tuple[dict[int, str], dict[int, Recorded]]:
+    def _reused_ids(self, batch: Sequence[Decoded]) -> tuple[dict[int, str], dict[int, AuditEntry]]:
         """Index -> reason, for events whose ``event_id`` names another event: already in the
         audit ledger with another subject or kind, or earlier in this batch. Deciding one
         would change state (or shred keys) under a decision the ledger then drops as a
         repeat. Two such events decided before the first reaches the ledger are not caught
-        here: see README, "Guarantees and limits".
+        here (see docs/ on guarantees and limits).
 
-        And index -> the ledger's record, for events the ledger already holds from another
+        And index -> the ledger's entry, for events the ledger already holds from another
         position of ``customer.events``: a copy published again (a replay of a genuine,
         signed record, or the same file published twice), not a batch redone after a crash
         (that one is at the position the ledger names, and is decided again so that its
@@ -347,12 +322,10 @@ class DecisionStage:
         replayed erasure must not shred what the customer gave since, a replayed consent
         change must not undo a later one."""
         ids = list({item.record["event_id"] for item in batch})
-        recorded = self._until_done(
-            "ledger.lookup", lambda: recorded_decisions(self._runtime.engine, ids)
-        )
+        recorded = self._until_done("ledger.lookup", lambda: self._ledger.recorded_events(ids))
         seen: dict[str, tuple[str, str]] = {}
         refused: dict[int, str] = {}
-        repeats: dict[int, Recorded] = {}
+        repeats: dict[int, AuditEntry] = {}
         for index, item in enumerate(batch):
             event = item.record
             identity = (event["subject_ref"], event["kind"])
@@ -364,7 +337,7 @@ class DecisionStage:
                 )
             elif seen.setdefault(event_id, identity) != identity:
                 refused[index] = "event_id is used by another event earlier in its batch"
-            elif earlier is not None and earlier.position != (item.partition, item.offset):
+            elif earlier is not None and earlier.source_position != (item.partition, item.offset):
                 repeats[index] = earlier
         return refused, repeats
 
@@ -373,19 +346,23 @@ class DecisionStage:
         item: Decoded,
         entry: Entry,
         held: dict[tuple[str, str], HeldValue],
-        repeat: Recorded | None = None,
+        repeat: AuditEntry | None = None,
     ) -> dict[str, Any]:
         event = item.record
         seen = entry.recall(event, item.partition)
         if seen is not None:  # processed before a crash: the same decision again
             return seen
         if repeat is not None:  # published again: its first decision, and nothing changes
+            first = repeat.decision()
+            verdict = Verdict(
+                first["decision"], first["reason_code"], first["rule"], first["policy_version"], ()
+            )
             record = decision_record(
                 event,
-                repeat.verdict,
+                verdict,
                 partition=item.partition,
                 offset=item.offset,
-                erasure=repeat.erasure,
+                erasure=first["erasure"],
             )
             entry.remember(record)
             log.info("decision.repeated", event_id=event["event_id"], audit_seq=repeat.seq)
@@ -398,11 +375,12 @@ class DecisionStage:
             return record
         verdict = decide(event, entry.state, self._book)
         erasure = None
-        if event["kind"] == "deletion_requested" and verdict.decision == "allow":
+        judged = judged_as(event["kind"])
+        if judged == "erasure" and verdict.decision == "allow":
             erasure = await self._erase(event, entry, held)
         else:
             entry.state = apply(event, verdict, entry.state)
-        if event["kind"] == "collected":
+        if judged == "collection":
             if verdict.decision == "allow":
                 self._hold(event, held)
             else:
@@ -617,20 +595,16 @@ class DecisionStage:
 
         It blocks the event loop on purpose, retries included: a rebalance's callbacks run on
         that loop, so partitions cannot move while a batch is half decided (the consumer's own
-        thread keeps the group's heartbeats going). Awaiting here instead let a worker that
-        joined during a PostgreSQL outage take partitions mid-batch; Faust then re-fetched
-        them behind events already read and the group stalled (fault test, issue 7)."""
-        delay = RETRY_FIRST
-        while True:
-            try:
-                return work()
-            except KeyStoreError as exc:
-                error = str(exc)
-            except Exception as exc:  # a database error's text quotes its parameters: not logged
-                error = type(exc).__name__
-            log.error(f"{what}.retrying", error=error, in_seconds=delay, **context)
-            time.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX)
+        thread keeps the group's heartbeats going). Awaiting here instead would let a worker
+        that joined during a database outage take partitions mid-batch; Faust would then
+        re-fetch them behind events already read, and the group would stall."""
+
+        def notice(exc: BaseException, wait: float) -> None:
+            # a database error's text quotes its parameters: only its type is logged
+            error = str(exc) if isinstance(exc, KeyStoreError) else type(exc).__name__
+            log.error(f"{what}.retrying", error=error, in_seconds=wait, **context)
+
+        return retry_call(work, on=Exception, first=RETRY_FIRST, most=RETRY_MAX, notice=notice)
 
     def _revoke(self, subject_ref: str, categories: Iterable[str]) -> None:
         value = self._codec.encode(
@@ -663,33 +637,23 @@ class DecisionStage:
                 await self.shred(ref, gone, "retention_expired")
                 self._metrics.retention_shredded(len(due))
                 self._store(key, entry.dump(), home_partition(key, count))
-                policy = self._book.in_force(as_of)
-                record = {
-                    "event_id": f"{sweep_id}/{ref}",
-                    "kind": "retention_sweep",
-                    "subject_ref": ref,
-                    "source": "retention",
-                    "categories": sorted(due),
-                    "purpose": None,
-                    "purposes": [],
-                    "consent_granted": None,
-                    "recipient": None,
-                    "actor_role": "system",
-                    "decision": "allow",
-                    "reason_code": "retention_expired",
-                    "rule": "retention period ran out (RETENTION OF DATA)",
-                    "policy_version": policy.version,
-                    "occurred_at": as_of,
-                    "decided_at": datetime.now(UTC),
-                    "source_partition": -1,
-                    "source_offset": -1,
-                    "erasure": {
-                        "request_id": sweep_id,
-                        "status": "completed",
-                        "shredded": sorted(due),
-                        "retained": [],
-                    },
+                verdict = Verdict(
+                    "allow",
+                    "retention_expired",
+                    "retention period ran out (RETENTION OF DATA)",
+                    self._book.in_force(as_of).version,
+                    tuple(sorted(due)),
+                )
+                erasure = {
+                    "request_id": sweep_id,
+                    "status": "completed",
+                    "shredded": sorted(due),
+                    "retained": [],
                 }
+                record = sweep_record(
+                    f"{sweep_id}/{ref}", ref, "retention", "system", verdict, as_of
+                )
+                record["erasure"] = erasure
                 self._emit(record)
                 swept += 1
             await self._outbox.flush()
@@ -715,29 +679,8 @@ class DecisionStage:
         self, request: Mapping[str, Any], partition: int, refusal: Refusal
     ) -> None:
         """Record a retention sweep request refused for its source (nothing is swept)."""
-        record = {
-            "event_id": f"{request['sweep_id']}/{partition}",
-            "kind": "retention_sweep",
-            "subject_ref": "",
-            "source": refusal.source,
-            "categories": [],
-            "purpose": None,
-            "purposes": [],
-            "consent_granted": None,
-            "recipient": None,
-            "actor_role": None,
-            "occurred_at": request["as_of"],
-            "decided_at": datetime.now(UTC),
-            "source_partition": -1,
-            "source_offset": -1,
-            "erasure": None,
-        }
         verdict = self.refusal_verdict(refusal, request["as_of"])
-        record.update(
-            decision=verdict.decision,
-            reason_code=verdict.reason_code,
-            rule=verdict.rule,
-            policy_version=verdict.policy_version,
-        )
+        event_id = f"{request['sweep_id']}/{partition}"
+        record = sweep_record(event_id, "", refusal.source, None, verdict, request["as_of"])
         self._emit(record)
         await self._outbox.flush()

@@ -11,7 +11,7 @@ subjects' state):
   ledger) and sweeps nothing;
 * a timer in every worker sweeps its own partitions as of now, every
   ``LIFECYCLE_RETENTION_INTERVAL`` seconds (default 3600); "now" is the runtime's injected
-  :class:`~lifecycle.clock.Clock`, so a test sets it months ahead instead of waiting.
+  :class:`~core.clock.Clock`, so a test sets it months ahead instead of waiting.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import uuid
 from datetime import UTC, datetime
 
 import faust
-from confluent_kafka import Producer
 
-from lifecycle.logging import get_logger, librdkafka_logger
+from core.logging import get_logger
 from processors.decisions import DecisionStage
 from processors.intake import fail_loudly
+from streams import clients
 from streams.codec import Codec
 from streams.exceptions import DecodeError
 from streams.sourceauth import SourceCredential, seal
@@ -56,9 +56,7 @@ def request_sweep(
     value = codec.encode("lifecycle.RetentionSweep", record, RETENTION_SWEEPS)
     if credential is not None:
         value = seal(value, credential)
-    producer = Producer(
-        {**client_config, "acks": "all", "enable.idempotence": True, "logger": librdkafka_logger()}
-    )
+    producer = clients.producer(client_config)
     for partition in range(partitions):
         producer.produce(RETENTION_SWEEPS, value, key=sweep_id.encode(), partition=partition)
     if producer.flush(30):

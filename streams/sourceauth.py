@@ -37,7 +37,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from lifecycle.logging import get_logger
+from core.logging import get_logger
 from streams.exceptions import EncodeError, SourceError
 
 log = get_logger(__name__)

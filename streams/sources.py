@@ -18,9 +18,9 @@ a :meth:`snapshot`; :mod:`processors.authentication` keeps it for a few seconds.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Final
 
 from sqlalchemy import (
@@ -41,9 +41,12 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from lifecycle.db import create_tables
+from core.clock import Clock, SystemClock
+from core.db import create_tables
+from core.instants import aware
 from streams.exceptions import SourceError
-from streams.keys import EnvelopeKeyStore, keystore_meta
+from streams.keys import EnvelopeKeyStore
+from streams.keys.tables import keystore_meta
 from streams.sourceauth import SourceCredential, check_name, new_secret
 
 ERASURE: Final = "erasure"
@@ -89,10 +92,6 @@ source_secrets = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=True),  # NULL: the current one
 )
-
-
-def _aware(at: datetime) -> datetime:
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def _secret_label(name: str, version: int) -> str:
@@ -189,11 +188,11 @@ class SourceRegistry:
         engine: Engine,
         keystore: EnvelopeKeyStore,
         *,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock | None = None,
     ) -> None:
         self._engine = engine
         self._keys = keystore
-        self._clock = clock
+        self._clock: Clock = clock or SystemClock()
         create_tables(engine, metadata)
 
     # -- changes (the command line) ---------------------------------------------------
@@ -402,8 +401,8 @@ class SourceRegistry:
             versions.setdefault(row["name"], []).append(
                 SecretVersion(
                     row["version"],
-                    _aware(row["created_at"]),
-                    None if row["expires_at"] is None else _aware(row["expires_at"]),
+                    aware(row["created_at"]),
+                    None if row["expires_at"] is None else aware(row["expires_at"]),
                 )
             )
         wrapped: dict[str, bytes] = {}
@@ -439,9 +438,9 @@ class SourceRegistry:
                 name,
                 _read_names(row["roles"]),
                 frozenset(DESTRUCTIVE_KINDS if destructive is None else destructive),
-                _aware(row["created_at"]),
-                _aware(row["updated_at"]),
-                None if row["removed_at"] is None else _aware(row["removed_at"]),
+                aware(row["created_at"]),
+                aware(row["updated_at"]),
+                None if row["removed_at"] is None else aware(row["removed_at"]),
                 tuple(kept),
             )
         return out

@@ -36,7 +36,7 @@ from confluent_kafka.admin import AdminClient
 from faults.harness import fault_seed, scaled, settle_and_check, traffic_stream
 from faults.invariants import read_all
 
-from lifecycle.config import load_settings
+from core.settings import load_settings
 from lifecycle.runtime import Runtime
 from streams.sourceauth import SourceCredential, SourceCredentials
 from streams.topics import CUSTOMER_EVENTS

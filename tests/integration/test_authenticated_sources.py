@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from lifecycle.config import load_settings
-from lifecycle.db import make_engine
+from core.db import make_engine
+from core.settings import load_settings
 from streams.codec import SingleObjectCodec
 from streams.keys import open_keystore
 from streams.sourceauth import SourceCredential, seal

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from lifecycle.clock import FixedClock
+from core.clock import FixedClock
 from processors.authentication import PERMIT, SourceCheck, authorize
-from processors.rules import REASON_CODES, SOURCE_NOT_AUTHORIZED, SOURCE_UNAUTHENTICATED
+from processors.reasons import REASON_CODES, SOURCE_NOT_AUTHORIZED, SOURCE_UNAUTHENTICATED
 from streams.codec import SingleObjectCodec
 from streams.sourceauth import SourceCredential, new_secret, seal
 from streams.sources import CONSENT_WITHDRAWAL, ERASURE, RegisteredSource, SecretVersion

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
-from lifecycle.clock import FixedClock
-from lifecycle.db import make_engine
+from core.clock import FixedClock
+from core.db import make_engine
 from streams.exceptions import SourceError, WrongMasterKeyError
-from streams.keys import SqlKeyStore, keystore_meta, load_master_key, open_keystore
+from streams.keys import SqlKeyStore, load_master_key, open_keystore
+from streams.keys.tables import keystore_meta
 from streams.sources import (
     BUILTIN_SOURCES,
     DESTRUCTIVE_KINDS,
