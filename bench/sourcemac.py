@@ -6,7 +6,7 @@ Four figures per record, in microseconds (the median of ``--repeat`` runs of ``-
 calls each, with :mod:`timeit`): the publisher's side (:func:`streams.sourceauth.seal`, or an
 Ed25519 signature over the same bytes) and the worker's (:func:`streams.sourceauth.signed_part`
 plus the MAC's check, or the signature's verification). With Ed25519 workers would hold only
-public keys; with HMAC they hold every source's secret (see docs/sources.md).
+public keys; with HMAC they hold every source's secret (see docs/security.md).
 """
 
 from __future__ import annotations
