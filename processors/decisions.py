@@ -130,14 +130,6 @@ class Entry:
         return orjson.dumps({"state": self.state.to_dict(), "recent": recent})
 
 
-def recorded_events(engine: Engine, event_ids: Sequence[str]) -> dict[str, tuple[str, str, int]]:
-    """event_id -> (subject_ref, kind, seq) for those of ``event_ids`` the audit ledger holds."""
-    return {
-        event_id: (found.subject_ref, found.kind, found.seq)
-        for event_id, found in recorded_decisions(engine, event_ids).items()
-    }
-
-
 @dataclass(frozen=True, slots=True)
 class Recorded:
     """What the audit ledger holds about an event: who it was about, where it was read, and
