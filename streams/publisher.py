@@ -7,8 +7,8 @@ data keys, ``subject_id`` is encrypted under the subject's identity key, and the
 Every record is authenticated by the source it names (``source``): the publisher holds that
 source's secret (:class:`~streams.sourceauth.SourceCredentials`, usually read from
 ``LIFECYCLE_SOURCE_SECRET_FILE``) and appends a MAC over the record
-(:func:`streams.sourceauth.seal`).
-A line naming a source the publisher holds no secret for is refused. A publisher given no
+(:func:`streams.sourceauth.seal`). A line naming a source the publisher holds no secret for is
+refused. A publisher given no
 credentials at all sends records without a MAC, which workers refuse unless they run with
 ``LIFECYCLE_AUTH_MODE=permit`` (a rollout).
 
@@ -32,7 +32,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from lifecycle.logging import get_logger, librdkafka_logger
 from streams.codec import Codec
 from streams.envelope import encrypt_value
-from streams.events import InputEvent, Vocabulary, parse_line
+from streams.events import InputEvent, Vocabulary, parse_line, shown_name
 from streams.exceptions import PublishError, ValidationError
 from streams.keys import IDENTITY_CATEGORY, KeyStore
 from streams.revocations import RevocationListener
@@ -154,8 +154,6 @@ class Publisher:
             return None
         credential = self._credentials.get(event.source)
         if credential is None:
-            from streams.events import shown_name
-
             held = ", ".join(self._credentials.names)
             raise ValidationError(
                 "source",
