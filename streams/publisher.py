@@ -8,9 +8,8 @@ Every record is authenticated by the source it names (``source``): the publisher
 source's secret (:class:`~streams.sourceauth.SourceCredentials`, usually read from
 ``LIFECYCLE_SOURCE_SECRET_FILE``) and appends a MAC over the record
 (:func:`streams.sourceauth.seal`). A line naming a source the publisher holds no secret for is
-refused. A publisher given no
-credentials at all sends records without a MAC, which workers refuse unless they run with
-``LIFECYCLE_AUTH_MODE=permit`` (a rollout).
+refused. A publisher given no credentials at all sends records without a MAC, which workers
+refuse unless they run with ``LIFECYCLE_AUTH_MODE=permit`` (a rollout).
 
 Lines are handled in chunks: one key-store round trip fetches (or creates) every data key a
 chunk needs, then each event is encrypted, Avro-encoded and handed to an idempotent
