@@ -7,10 +7,9 @@ data keys, ``subject_id`` is encrypted under the subject's identity key, and the
 Every record is authenticated by the source it names (``source``): the publisher holds that
 source's secret (:class:`~streams.sourceauth.SourceCredentials`, usually read from
 ``LIFECYCLE_SOURCE_SECRET_FILE``) and appends a MAC over the record
-(:func:`streams.sourceauth.seal`).
-A line naming a source the publisher holds no secret for is refused. A publisher given no
-credentials at all sends records without a MAC, which workers refuse unless they run with
-``LIFECYCLE_AUTH_MODE=permit`` (a rollout).
+(:func:`streams.sourceauth.seal`). A line naming a source the publisher holds no secret for is
+refused. A publisher given no credentials at all sends records without a MAC, which workers
+refuse unless they run with ``LIFECYCLE_AUTH_MODE=permit`` (a rollout).
 
 Lines are handled in chunks: one key-store round trip fetches (or creates) every data key a
 chunk needs, then each event is encrypted, Avro-encoded and handed to an idempotent
@@ -35,7 +34,7 @@ from streams import clients
 from streams.clients import DELIVERY_TIMEOUT_MS
 from streams.codec import Codec
 from streams.envelope import encrypt_value
-from streams.events import InputEvent, Vocabulary, parse_line
+from streams.events import InputEvent, Vocabulary, parse_line, shown_name
 from streams.exceptions import PublishError, ValidationError
 from streams.keys import IDENTITY_CATEGORY, KeyStore
 from streams.revocations import RevocationListener
@@ -122,8 +121,6 @@ class Publisher:
             return None
         credential = self._credentials.get(event.source)
         if credential is None:
-            from streams.events import shown_name
-
             held = ", ".join(self._credentials.names)
             raise ValidationError(
                 "source",
