@@ -61,6 +61,8 @@ def bus(settings: Settings, *, start_embedded: bool = False) -> Iterator[Setting
 def up(demo: bool) -> None:
     """Run the pipeline (embedded broker unless KAFKA_BOOTSTRAP is set)."""
     from lifecycle.observability import Health, Metrics, start_metrics_server
+    from sqlalchemy.exc import SQLAlchemyError
+
     from processors.worker import build_worker, run_worker, use_event_loop
     from streams.sources import BUILTIN_SOURCES
     from streams.topics import apply_topics
@@ -73,7 +75,12 @@ def up(demo: bool) -> None:
     with bus(settings, start_embedded=True) as live:
         runtime = Runtime(live).open()
         for name in BUILTIN_SOURCES:  # so that `sources list` shows them from the start
-            runtime.sources.ensure_builtin(name)
+            try:
+                runtime.sources.ensure_builtin(name)
+            except SQLAlchemyError as exc:  # a worker's role may only read the registry
+                get_logger(__name__).warning(
+                    "sources.builtin_not_registered", source=name, error=type(exc).__name__
+                )
         apply_topics(live.kafka_client_config(), live.topic_partitions, live.replication)
         app = build_worker(runtime, metrics=metrics, health=health)
         from streams.revocations import RevocationListener
