@@ -60,9 +60,9 @@ def bus(settings: Settings, *, start_embedded: bool = False) -> Iterator[Setting
 @click.option("--demo", is_flag=True, help="feed sample billing and outage traffic")
 def up(demo: bool) -> None:
     """Run the pipeline (embedded broker unless KAFKA_BOOTSTRAP is set)."""
-    from lifecycle.observability import Health, Metrics, start_metrics_server
     from sqlalchemy.exc import SQLAlchemyError
 
+    from lifecycle.observability import Health, Metrics, start_metrics_server
     from processors.worker import build_worker, run_worker, use_event_loop
     from streams.sources import BUILTIN_SOURCES
     from streams.topics import apply_topics
