@@ -157,9 +157,15 @@ def authenticate(
     if version is None:
         why = f"source {name} has no secret version {auth['key_version']}"
         return None, Refusal(SOURCE_UNAUTHENTICATED, why, name)
-    if version.secret is None or not version.accepted_at(at):
+    if not version.accepted_at(at):
         ended = "" if version.expires_at is None else f" at {version.expires_at.isoformat()}"
         why = f"secret version {version.version} of source {name} was retired{ended}"
+        return None, Refusal(SOURCE_UNAUTHENTICATED, why, name)
+    if version.secret is None:
+        why = (
+            f"secret version {version.version} of source {name} is not available to this "
+            "worker (destroyed, or wrapped under a master key it does not hold)"
+        )
         return None, Refusal(SOURCE_UNAUTHENTICATED, why, name)
     signed = signed_part(value, auth)
     if signed is None or not mac_matches(version.secret, signed, auth["mac"]):

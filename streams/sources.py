@@ -44,10 +44,13 @@ from sqlalchemy.exc import IntegrityError
 from core.clock import Clock, SystemClock
 from core.db import create_tables
 from core.instants import aware
-from streams.exceptions import SourceError
+from core.logging import get_logger
+from streams.exceptions import SourceError, WrongMasterKeyError
 from streams.keys import EnvelopeKeyStore
 from streams.keys.tables import keystore_meta
 from streams.sourceauth import SourceCredential, check_name, new_secret
+
+log = get_logger(__name__)
 
 ERASURE: Final = "erasure"
 CONSENT_WITHDRAWAL: Final = "consent_withdrawal"
@@ -426,12 +429,14 @@ class SourceRegistry:
             for version in versions.get(name, []):
                 label = _secret_label(name, version.version)
                 if with_secrets and label in wrapped and version.accepted_at(now):
-                    version = SecretVersion(
-                        version.version,
-                        version.created_at,
-                        version.expires_at,
-                        self._keys.unwrap_secret(label, wrapped[label]),
-                    )
+                    try:
+                        secret = self._keys.unwrap_secret(label, wrapped[label])
+                    except WrongMasterKeyError:  # wrapped under a master key this process lacks
+                        log.warning("sources.secret_unopenable", source=name, version=label)
+                    else:
+                        version = SecretVersion(
+                            version.version, version.created_at, version.expires_at, secret
+                        )
                 kept.append(version)
             destructive = _read_names(row["destructive"])
             out[name] = RegisteredSource(
