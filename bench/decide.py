@@ -40,6 +40,7 @@ from bench.quix_env import quix_python
 from bench.roles import PASSTHROUGH_TOPIC
 from bench.workload import traffic_lines
 from lifecycle.runtime import Runtime
+from lifecycle.traffic import traffic_credentials
 from streams.topics import CUSTOMER_EVENTS, DECISIONS
 
 NAME = "decide"
@@ -117,7 +118,9 @@ def encoded_events(env: BenchEnv, data: Path, count: int, subjects: int) -> list
     with env.broker(f"{NAME}-source") as bootstrap:
         settings = env.settings(bootstrap, data)
         runtime = Runtime(settings).open()
-        publisher = runtime.publisher(listen_for_revocations=False)
+        publisher = runtime.publisher(
+            credentials=traffic_credentials(runtime.sources), listen_for_revocations=False
+        )
         try:
             publisher.publish_lines(traffic_lines(count, subjects))
         finally:

@@ -42,7 +42,7 @@ from bench.environment import (
     records_written,
 )
 from lifecycle.runtime import Runtime
-from lifecycle.traffic import Traffic
+from lifecycle.traffic import Traffic, traffic_credentials
 from streams.topics import CONFIRMATIONS, CUSTOMER_EVENTS, DECISIONS
 
 NAME = "erase"
@@ -83,7 +83,9 @@ def run(env: BenchEnv, scale: Scale) -> list[Row]:
     with env.broker(NAME) as bootstrap, children() as started:
         settings = env.settings(bootstrap, data)
         runtime = Runtime(settings).open()  # keys and database exist before any helper starts
-        publisher = runtime.publisher(listen_for_revocations=False)
+        publisher = runtime.publisher(
+            credentials=traffic_credentials(runtime.sources), listen_for_revocations=False
+        )
         customers = Traffic(1, seed=5)
         indexes = [CUSTOMERS_FROM + n for n in range(requests)]
         publisher.publish_lines([orjson.dumps(_own_id(customers.collected(i))) for i in indexes])

@@ -22,6 +22,7 @@ from bench.environment import (
 )
 from bench.workload import traffic_lines
 from lifecycle.runtime import Runtime
+from lifecycle.traffic import traffic_credentials
 from streams.topics import CUSTOMER_EVENTS
 
 NAME = "publish"
@@ -36,7 +37,7 @@ def run(env: BenchEnv, scale: Scale) -> list[Row]:
     with env.broker(NAME) as bootstrap:
         settings = env.settings(bootstrap, env.folder(NAME))
         runtime = Runtime(settings).open()
-        publisher = runtime.publisher()
+        publisher = runtime.publisher(credentials=traffic_credentials(runtime.sources))
         try:
             publisher.publish_lines(lines[:warm])  # connections up, first keys created
             timed = lines[warm:]

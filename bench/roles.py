@@ -81,10 +81,12 @@ def worker(mode: str, overrides: dict[str, Any], loop: str | None) -> None:
 def traffic(rate: float, subjects: int, seed: int) -> None:
     """Publish traffic events through the real publisher at ``rate`` a second, until SIGTERM."""
     from lifecycle.runtime import Runtime
-    from lifecycle.traffic import Traffic
+    from lifecycle.traffic import Traffic, traffic_credentials
 
     runtime = Runtime(load_settings()).open()
-    publisher = runtime.publisher(listen_for_revocations=True)
+    publisher = runtime.publisher(
+        credentials=traffic_credentials(runtime.sources), listen_for_revocations=True
+    )
     events = Traffic(subjects, seed=seed).events(sys.maxsize)
     tick = 0.05
     per_tick = max(1, round(rate * tick))

@@ -62,6 +62,11 @@ class Settings:
     None: the broker's ``default.replication.factor``."""
     event_loop: str = "uvloop"
     """The workers' event loop (``LIFECYCLE_EVENT_LOOP``): ``uvloop`` or ``asyncio``."""
+    auth_mode: str = "enforce"
+    """``LIFECYCLE_AUTH_MODE``: ``enforce`` refuses events no registered source vouches for;
+    ``permit`` lets events without a MAC through, counted (a rollout)."""
+    source_secret_file: Path | None = None
+    """``LIFECYCLE_SOURCE_SECRET_FILE``: the publisher's source secret tokens, one a line."""
 
     @property
     def embedded(self) -> bool:
@@ -106,11 +111,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         data_dir=data_dir,
         db_url=db_url,
         master_key_file=master,
-        previous_master_key_file=(
-            Path(env["LIFECYCLE_PREVIOUS_MASTER_KEY_FILE"])
-            if env.get("LIFECYCLE_PREVIOUS_MASTER_KEY_FILE")
-            else None
-        ),
+        previous_master_key_file=_optional_path(env, "LIFECYCLE_PREVIOUS_MASTER_KEY_FILE"),
         signing_key_file=signing,
         policy_dir=policy_dir,
         topic_partitions=_whole_number(env, "LIFECYCLE_PARTITIONS", 4, least=1),
@@ -123,11 +124,15 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         kafka_security={
             prop: env[var] for var, prop in _KAFKA_SECURITY_ENV.items() if env.get(var)
         },
+        auth_mode=_choice(env, "LIFECYCLE_AUTH_MODE", AUTH_MODES),
+        source_secret_file=_optional_path(env, "LIFECYCLE_SOURCE_SECRET_FILE"),
     )
 
 
 EVENT_LOOPS = ("uvloop", "asyncio")
 """The event loops a worker can run on; the first is the default."""
+AUTH_MODES = ("enforce", "permit")
+"""How workers treat events without a source MAC; the first is the default."""
 
 
 def _choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:
@@ -137,6 +142,11 @@ def _choice(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:
     if raw not in choices:
         raise ConfigurationError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
     return raw
+
+
+def _optional_path(env: dict[str, str], name: str) -> Path | None:
+    raw = env.get(name)
+    return Path(raw) if raw else None
 
 
 def _switch(env: dict[str, str], name: str) -> bool:

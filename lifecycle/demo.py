@@ -1,5 +1,10 @@
 """``lifecycle up --demo``: sample billing and outage traffic fed into the running pipeline,
-and a short summary of what the pipeline decided, for a person watching the terminal."""
+and a short summary of what the pipeline decided, for a person watching the terminal.
+
+The traffic comes from four upstream systems, registered as sources on the demo's first run
+(:data:`lifecycle.traffic.TRAFFIC_SOURCES`) with the roles their events name; their secrets are
+read back from the registry (the worker holds the master key) and never printed.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +18,9 @@ from typing import Any, TextIO
 
 from core.logging import get_logger
 from lifecycle.runtime import Runtime
-from lifecycle.traffic import Traffic
+from lifecycle.traffic import Traffic, traffic_credentials
 from processors.metrics import Metrics
+from streams.exceptions import ValidationError
 
 log = get_logger(__name__)
 
@@ -44,7 +50,7 @@ class DemoFeed:
         if self._stop.wait(3):  # let the worker join its group first
             return
         runtime = self._runtime
-        publisher = runtime.publisher()
+        publisher = runtime.publisher(credentials=traffic_credentials(runtime.sources))
         traffic = Traffic(subjects=500)
         rounds = 0
         try:
@@ -56,8 +62,14 @@ class DemoFeed:
                 erasure = f"DEMO-REQ-{rounds}" if rounds % 5 == 0 else None
                 if erasure is not None:
                     events.append(traffic.erasure(rounds % 40, erasure))
+                if rounds % 7 == 0:  # billing files an erasure it is not registered for
+                    stray = traffic.erasure(rounds % 40, f"DEMO-STRAY-{rounds}")
+                    events.append({**stray, "source": "billing"})
                 for event in events:
-                    publisher.publish(event)
+                    try:
+                        publisher.publish(event)
+                    except ValidationError as exc:  # a demo source an operator removed
+                        log.warning("demo.not_published", error=str(exc))
                 publisher.flush()
                 if erasure is not None:
                     self._on_erasure(erasure)

@@ -23,6 +23,8 @@ from streams.keys import SqlKeyStore, open_keystore
 if TYPE_CHECKING:
     from processors.policy import PolicyBook
     from streams.publisher import Publisher
+    from streams.sourceauth import SourceCredentials
+    from streams.sources import SourceRegistry
 
 log = get_logger(__name__)
 
@@ -61,11 +63,29 @@ class Runtime:
 
         return load_policies(self.settings.policy_dir)
 
+    @cached_property
+    def sources(self) -> SourceRegistry:
+        """The source registry (in the key store's database, secrets under its master key)."""
+        from streams.sources import SourceRegistry
+
+        return SourceRegistry(self.engine, self.keystore)
+
+    @cached_property
+    def source_credentials(self) -> SourceCredentials | None:
+        """The secrets this process publishes with (``LIFECYCLE_SOURCE_SECRET_FILE``); None
+        when it has none (its events are then unauthenticated)."""
+        from streams.sourceauth import SourceCredentials
+
+        path = self.settings.source_secret_file
+        return None if path is None else SourceCredentials.from_file(path)
+
     def publisher(self, **options: Any) -> Publisher:
         """A publisher onto this process's bus, with its keys, codec and policy vocabulary
-        (``options``: see :class:`~streams.publisher.Publisher`)."""
+        (``options``: see :class:`~streams.publisher.Publisher`), signing with this process's
+        source secrets unless ``credentials`` names others."""
         from streams.publisher import Publisher
 
+        options.setdefault("credentials", self.source_credentials)
         return Publisher(
             self.settings.kafka_client_config(),
             self.keystore,

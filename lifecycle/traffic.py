@@ -13,6 +13,29 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas.kinds import COLLECTED, DELETION_REQUESTED, USED
+from streams.sourceauth import SourceCredentials
+from streams.sources import CONSENT_WITHDRAWAL, ERASURE, SourceRegistry
+
+TRAFFIC_SOURCES = {
+    # name: (roles its events name, destructive kinds it files)
+    "web": (("system",), (CONSENT_WITHDRAWAL,)),
+    "billing": (("billing_clerk",), ()),
+    "outage": (("field_technician",), ()),
+    "crm": (("customer_service", "marketing", "privacy_officer"), (ERASURE,)),
+}
+"""The upstream systems :class:`Traffic` speaks for, as they would be registered."""
+
+
+def traffic_credentials(registry: SourceRegistry) -> SourceCredentials:
+    """The credentials of :data:`TRAFFIC_SOURCES`, registering them when absent (a source an
+    operator removed stays removed: its traffic is then refused, as it should be)."""
+    credentials = []
+    for name, (roles, destructive) in TRAFFIC_SOURCES.items():
+        credential = registry.ensure(name, roles, destructive)
+        if credential is not None:
+            credentials.append(credential)
+    return SourceCredentials(credentials)
+
 
 _FIRST = (
     "Aaliyah",

@@ -9,6 +9,13 @@ Exactly-once in effect: the table entry also remembers the decisions of the subj
 events. An event processed again after a crash (its offset was not committed) gets its earlier
 decision re-emitted rather than re-judged against state that already includes it and possibly
 later events, so a restart changes no decision; the audit ledger drops the duplicate record.
+A copy of an event published again at another offset (the same file published twice, or a
+genuine record replayed by someone who can write to the bus) gets the decision the ledger holds
+for it and changes nothing.
+
+Before any of that, the event's source is checked (:mod:`processors.authentication`): an
+event no registered source vouches for, or that its source may not send, is denied
+(``source_unauthenticated``, ``source_not_authorized``) and changes nothing either.
 
 Erasure runs here too, in order with the subject's other events: keys are shredded (retried
 until the database confirms), vault copies released, a key-revocation record published, and
@@ -30,6 +37,7 @@ import orjson
 
 from core.logging import get_logger
 from core.retry import retry_call
+from processors.authentication import Refusal, SourceCheck
 from processors.erasure import apply_erasure, expired, mark_erased, plan_erasure, rekeyed
 from processors.intake import Decoded, Refused
 from processors.metrics import Metrics
@@ -37,6 +45,7 @@ from processors.resources import Resources
 from processors.rules import Verdict, apply, decide
 from processors.state import SubjectState
 from schemas.kinds import RETENTION_SWEEP, judged_as
+from sinks.entry import AuditEntry
 from sinks.ledger import AuditLedger
 from sinks.vault import HeldValue, Vault
 from streams.envelope import decrypt_value, encrypt_value
@@ -160,6 +169,39 @@ def decision_record(
     }
 
 
+def sweep_record(
+    event_id: str,
+    subject_ref: str,
+    source: str,
+    actor_role: str | None,
+    verdict: Verdict,
+    as_of: datetime,
+) -> dict[str, Any]:
+    """The ``lifecycle.Decision`` of a retention sweep (one a subject swept, or the refusal of
+    a request): no event of ``customer.events`` behind it, so no position."""
+    return {
+        "event_id": event_id,
+        "kind": RETENTION_SWEEP,
+        "subject_ref": subject_ref,
+        "source": source,
+        "categories": list(verdict.categories),
+        "purpose": None,
+        "purposes": [],
+        "consent_granted": None,
+        "recipient": None,
+        "actor_role": actor_role,
+        "decision": verdict.decision,
+        "reason_code": verdict.reason_code,
+        "rule": verdict.rule,
+        "policy_version": verdict.policy_version,
+        "occurred_at": as_of,
+        "decided_at": datetime.now(UTC),
+        "source_partition": -1,
+        "source_offset": -1,
+        "erasure": None,
+    }
+
+
 class DecisionStage:
     """Decides batches of decoded events (see module docstring)."""
 
@@ -197,6 +239,14 @@ class DecisionStage:
         """subject_ref (bytes) -> JSON of its :class:`Entry` (bytes); written only through
         :meth:`_store`."""
         self._changelog: str = self.table.changelog_topic.get_topic_name()
+        registry = runtime.sources
+        self.sources = SourceCheck(
+            lambda: self._until_done("sources.read", registry.snapshot),
+            clock=runtime.clock,
+            mode=runtime.settings.auth_mode,
+            on_permitted=metrics.unauthenticated_permitted,
+        )
+        """Who may send what (:mod:`processors.authentication`), checked before deciding."""
         self.lock = asyncio.Lock()
         """Held while a batch (or a retention sweep) reads and writes subjects' entries."""
 
@@ -225,7 +275,8 @@ class DecisionStage:
     async def handle(self, batch: Sequence[Decoded]) -> Refused:
         """Decide ``batch``; the events refused instead (an ``event_id`` the audit ledger
         already holds for another event), for the caller to dead-letter."""
-        refused = self._reused_ids(batch)
+        refused, repeats = self._reused_ids(batch)
+        self.sources.new_batch()
         async with self.lock:
             entries: dict[str, Entry] = {}
             partition_of: dict[str, int] = {}
@@ -239,7 +290,7 @@ class DecisionStage:
                 if entry is None:
                     entry = entries[ref] = Entry.load(self.table.get(ref.encode()))
                     partition_of[ref] = item.partition
-                record = await self._decide_one(item, entry, held)
+                record = await self._decide_one(item, entry, held, repeats.get(index))
                 if judged_as(record["kind"]) == "erasure":
                     self._metrics.erasure_decided(
                         (record["erasure"] or {}).get("status", "refused"),
@@ -256,40 +307,72 @@ class DecisionStage:
                 self._store(ref.encode(), entry.dump(committed.get(partition)), partition)
         return [(batch[index], reason) for index, reason in sorted(refused.items())]
 
-    def _reused_ids(self, batch: Sequence[Decoded]) -> dict[int, str]:
+    def _reused_ids(self, batch: Sequence[Decoded]) -> tuple[dict[int, str], dict[int, AuditEntry]]:
         """Index -> reason, for events whose ``event_id`` names another event: already in the
         audit ledger with another subject or kind, or earlier in this batch. Deciding one
         would change state (or shred keys) under a decision the ledger then drops as a
-        repeat. (A repeat of the same event is not refused: it is decided again and the
-        ledger keeps its first record.) Two such events decided before the first reaches the
-        ledger are not caught here (see docs/ on guarantees and limits)."""
+        repeat. Two such events decided before the first reaches the ledger are not caught
+        here (see docs/ on guarantees and limits).
+
+        And index -> the ledger's entry, for events the ledger already holds from another
+        position of ``customer.events``: a copy published again (a replay of a genuine,
+        signed record, or the same file published twice), not a batch redone after a crash
+        (that one is at the position the ledger names, and is decided again so that its
+        state is rebuilt). A copy gets its first decision again and changes nothing: a
+        replayed erasure must not shred what the customer gave since, a replayed consent
+        change must not undo a later one."""
         ids = list({item.record["event_id"] for item in batch})
         recorded = self._until_done("ledger.lookup", lambda: self._ledger.recorded_events(ids))
         seen: dict[str, tuple[str, str]] = {}
         refused: dict[int, str] = {}
+        repeats: dict[int, AuditEntry] = {}
         for index, item in enumerate(batch):
             event = item.record
             identity = (event["subject_ref"], event["kind"])
             event_id = event["event_id"]
             earlier = recorded.get(event_id)
-            if earlier is not None and earlier[:2] != identity:
+            if earlier is not None and (earlier.subject_ref, earlier.kind) != identity:
                 refused[index] = (
-                    f"event_id is already recorded for another event (audit seq {earlier[2]})"
+                    f"event_id is already recorded for another event (audit seq {earlier.seq})"
                 )
             elif seen.setdefault(event_id, identity) != identity:
                 refused[index] = "event_id is used by another event earlier in its batch"
-        return refused
+            elif earlier is not None and earlier.source_position != (item.partition, item.offset):
+                repeats[index] = earlier
+        return refused, repeats
 
     async def _decide_one(
         self,
         item: Decoded,
         entry: Entry,
         held: dict[tuple[str, str], HeldValue],
+        repeat: AuditEntry | None = None,
     ) -> dict[str, Any]:
         event = item.record
         seen = entry.recall(event, item.partition)
         if seen is not None:  # processed before a crash: the same decision again
             return seen
+        if repeat is not None:  # published again: its first decision, and nothing changes
+            first = repeat.decision()
+            verdict = Verdict(
+                first["decision"], first["reason_code"], first["rule"], first["policy_version"], ()
+            )
+            record = decision_record(
+                event,
+                verdict,
+                partition=item.partition,
+                offset=item.offset,
+                erasure=first["erasure"],
+            )
+            entry.remember(record)
+            log.info("decision.repeated", event_id=event["event_id"], audit_seq=repeat.seq)
+            return record
+        refusal = self.sources.check_event(event, item.value)
+        if refusal is not None:  # nobody vouches for it: denied, and nothing changes
+            verdict = self.refusal_verdict(refusal, event["occurred_at"], event)
+            record = decision_record(event, verdict, partition=item.partition, offset=item.offset)
+            entry.remember(record)
+            return record
         verdict = decide(event, entry.state, self._book)
         erasure = None
         judged = judged_as(event["kind"])
@@ -554,34 +637,50 @@ class DecisionStage:
                 await self.shred(ref, gone, "retention_expired")
                 self._metrics.retention_shredded(len(due))
                 self._store(key, entry.dump(), home_partition(key, count))
-                policy = self._book.in_force(as_of)
-                record = {
-                    "event_id": f"{sweep_id}/{ref}",
-                    "kind": RETENTION_SWEEP,
-                    "subject_ref": ref,
-                    "source": "retention",
-                    "categories": sorted(due),
-                    "purpose": None,
-                    "purposes": [],
-                    "consent_granted": None,
-                    "recipient": None,
-                    "actor_role": "system",
-                    "decision": "allow",
-                    "reason_code": "retention_expired",
-                    "rule": "retention period ran out (RETENTION OF DATA)",
-                    "policy_version": policy.version,
-                    "occurred_at": as_of,
-                    "decided_at": datetime.now(UTC),
-                    "source_partition": -1,
-                    "source_offset": -1,
-                    "erasure": {
-                        "request_id": sweep_id,
-                        "status": "completed",
-                        "shredded": sorted(due),
-                        "retained": [],
-                    },
+                verdict = Verdict(
+                    "allow",
+                    "retention_expired",
+                    "retention period ran out (RETENTION OF DATA)",
+                    self._book.in_force(as_of).version,
+                    tuple(sorted(due)),
+                )
+                erasure = {
+                    "request_id": sweep_id,
+                    "status": "completed",
+                    "shredded": sorted(due),
+                    "retained": [],
                 }
+                record = sweep_record(
+                    f"{sweep_id}/{ref}", ref, "retention", "system", verdict, as_of
+                )
+                record["erasure"] = erasure
                 self._emit(record)
                 swept += 1
             await self._outbox.flush()
         return swept
+
+    # -- sources ------------------------------------------------------------------------
+
+    def refusal_verdict(
+        self, refusal: Refusal, at: datetime, event: Mapping[str, Any] | None = None
+    ) -> Verdict:
+        """The denial of a request its source may not make, under the policy in force ``at``."""
+        body = {} if event is None else event["body"]
+        categories = [v["category"] for v in body.get("data") or []] or body.get("categories")
+        return Verdict(
+            "deny",
+            refusal.reason_code,
+            refusal.rule,
+            self._book.in_force(at).version,
+            tuple(categories or ()),
+        )
+
+    async def refuse_sweep(
+        self, request: Mapping[str, Any], partition: int, refusal: Refusal
+    ) -> None:
+        """Record a retention sweep request refused for its source (nothing is swept)."""
+        verdict = self.refusal_verdict(refusal, request["as_of"])
+        event_id = f"{request['sweep_id']}/{partition}"
+        record = sweep_record(event_id, "", refusal.source, None, verdict, request["as_of"])
+        self._emit(record)
+        await self._outbox.flush()

@@ -52,6 +52,8 @@ class Decoded:
     record: dict[str, Any]
     partition: int
     offset: int
+    value: bytes = b""
+    """The record as it travelled: its source MAC covers these bytes."""
 
 
 Refused = list[tuple[Decoded, str]]
@@ -191,7 +193,7 @@ def register_intake(
                 # judge it against nothing (and split the subject's state in two)
                 reject(message, f"record is on partition {message.partition}, its key's is {home}")
                 continue
-            decoded.append(Decoded(record, message.partition, message.offset))
+            decoded.append(Decoded(record, message.partition, message.offset, message.value or b""))
         for kind, count in collections.Counter(item.record["kind"] for item in decoded).items():
             metrics.event_consumed(kind, count)
         if decoded:

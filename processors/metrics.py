@@ -36,7 +36,7 @@ from prometheus_client.exposition import choose_encoder
 
 from core.clock import Clock, SystemClock
 from processors.reasons import REASON_CODES
-from schemas.kinds import KINDS
+from schemas.kinds import KINDS, RETENTION_SWEEP
 from streams.topics import TOPICS
 
 __all__ = [
@@ -60,6 +60,8 @@ ERASURE_STATUSES: Final = frozenset({"completed", "nothing_held", "refused"})
 """``completed`` and ``nothing_held`` as in ``lifecycle.Erasure``; ``refused``: the request
 itself was denied (e.g. it named a category the policy does not know), nothing was erased."""
 CONTRACT_TOPICS: Final = frozenset(spec.name for spec in TOPICS)
+UNAUTHENTICATED_KINDS: Final = EVENT_KINDS | {RETENTION_SWEEP}
+"""What may arrive without a source MAC: an event of any kind, or a retention sweep request."""
 
 _KAFKA_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
@@ -164,6 +166,13 @@ class Metrics:
             buckets=ERASURE_LATENCY_BUCKETS,
             registry=registry,
         )
+        self._unauthenticated_permitted = Counter(
+            "lifecycle_unauthenticated_permitted",
+            "Events (and retention sweep requests) without a source MAC let through because "
+            "LIFECYCLE_AUTH_MODE=permit, by kind; under enforce they are refused instead.",
+            ["kind"],
+            registry=registry,
+        )
         self._retention_shreds = Counter(
             "lifecycle_retention_shreds",
             "Categories of a subject shredded because their retention period ran out.",
@@ -229,6 +238,8 @@ class Metrics:
         self._decisions.labels(decision="allow", reason_code="retention_expired")
         for status in sorted(ERASURE_STATUSES):
             self._erasures.labels(status=status)
+        for kind in sorted(UNAUTHENTICATED_KINDS):
+            self._unauthenticated_permitted.labels(kind=kind)
 
     # -- intake and decisions -----------------------------------------------------------
 
@@ -263,6 +274,11 @@ class Metrics:
             return
         seconds = ((decided_at or self._wall()) - published_at).total_seconds()
         self._erasure_latency.observe(max(seconds, 0.0))
+
+    def unauthenticated_permitted(self, kind: str) -> None:
+        """An event of ``kind`` (or a ``retention_sweep`` request) without a source MAC was let
+        through (``LIFECYCLE_AUTH_MODE=permit``)."""
+        self._unauthenticated_permitted.labels(kind=_known(kind, UNAUTHENTICATED_KINDS)).inc()
 
     def retention_shredded(self, categories: int) -> None:
         """A retention sweep shredded ``categories`` categories of one subject."""

@@ -18,6 +18,17 @@ PROHIBITED_COLLECTION: Final = "prohibited_collection"
 NOT_COLLECTED: Final = "not_collected"
 SUBJECT_ERASED: Final = "subject_erased"
 RETENTION_EXPIRED: Final = "retention_expired"
+SOURCE_UNAUTHENTICATED: Final = "source_unauthenticated"
+"""The event does not prove which registered source sent it: no MAC, an unknown or removed
+source, a secret version retired or unknown, or a MAC that does not match the record (a copy
+relabelled, a MAC moved onto another record). Judged before the policy, by
+:mod:`processors.authentication`; cites PROTECTION OF CUSTOMER'S PERSONAL INFORMATION ("employees
+are granted access to customers' data only if their job function/position requires them to
+have the access"): a role nobody vouches for is not a job function."""
+SOURCE_NOT_AUTHORIZED: Final = "source_not_authorized"
+"""The source is authenticated, but is not registered to assert the actor's role, or to file
+this destructive request (erasure, consent withdrawal, retention sweep, dead-letter redrive).
+Same citation as :data:`SOURCE_UNAUTHENTICATED`."""
 
 REASON_CODES: Final = frozenset(
     {
@@ -31,6 +42,8 @@ REASON_CODES: Final = frozenset(
         NOT_COLLECTED,
         SUBJECT_ERASED,
         RETENTION_EXPIRED,
+        SOURCE_UNAUTHENTICATED,
+        SOURCE_NOT_AUTHORIZED,
     }
 )
 ERASURE_REASONS: Final = frozenset({SUBJECT_ERASED, RETENTION_EXPIRED})

@@ -1,5 +1,5 @@
 """What a stage needs opened before it runs: the settings, the clock, the database engine, the
-key store, the codec and the policy book.
+key store, the codec, the policy book and the source registry.
 
 The application opens them once per process (:class:`lifecycle.runtime.Runtime`); a stage
 only reads them, so it asks for this shape rather than for the application's class.
@@ -16,6 +16,7 @@ from core.settings import Settings
 from processors.policy import PolicyBook
 from streams.codec import Codec
 from streams.keys import KeyStore
+from streams.sources import SourceRegistry
 
 
 class Resources(Protocol):
@@ -36,3 +37,6 @@ class Resources(Protocol):
 
     @property
     def policy(self) -> PolicyBook: ...
+
+    @property
+    def sources(self) -> SourceRegistry: ...

@@ -4,7 +4,11 @@ Two triggers, one mechanism (:meth:`DecisionStage.sweep`, run by the worker that
 subjects' state):
 * ``lifecycle retention sweep [--as-of T]`` publishes one ``RetentionSweep`` record to each
   partition of ``privacy.retention-sweeps``; that topic is co-partitioned with
-  ``customer.events``, so the worker owning partition *p* sweeps the subjects of *p*;
+  ``customer.events``, so the worker owning partition *p* sweeps the subjects of *p*. The
+  record carries the requesting source's MAC (the command line's built-in ``cli`` source): a
+  request no source registered for retention sweeps vouches for is refused
+  (``source_unauthenticated`` / ``source_not_authorized``, on ``privacy.violations`` and in the
+  ledger) and sweeps nothing;
 * a timer in every worker sweeps its own partitions as of now, every
   ``LIFECYCLE_RETENTION_INTERVAL`` seconds (default 3600); "now" is the runtime's injected
   :class:`~core.clock.Clock`, so a test sets it months ahead instead of waiting.
@@ -23,18 +27,35 @@ from processors.decisions import DecisionStage
 from processors.intake import fail_loudly
 from streams import clients
 from streams.codec import Codec
+from streams.exceptions import DecodeError
+from streams.sourceauth import SourceCredential, seal
 from streams.topics import CUSTOMER_EVENTS, RETENTION_SWEEPS
 
 log = get_logger(__name__)
 
 
 def request_sweep(
-    client_config: dict[str, str], codec: Codec, partitions: int, as_of: datetime | None = None
+    client_config: dict[str, str],
+    codec: Codec,
+    partitions: int,
+    as_of: datetime | None = None,
+    *,
+    credential: SourceCredential | None = None,
+    requested_by: str = "cli",
 ) -> str:
-    """Ask the workers to sweep every partition as of ``as_of`` (now); the sweep id."""
+    """Ask the workers to sweep every partition as of ``as_of`` (now), for ``requested_by``
+    (the officer), signed by ``credential`` (None: unsigned, refused by enforcing workers);
+    the sweep id."""
     sweep_id = f"sweep-{uuid.uuid4()}"
-    record = {"sweep_id": sweep_id, "as_of": as_of or datetime.now(UTC), "requested_by": "cli"}
+    record = {
+        "sweep_id": sweep_id,
+        "as_of": as_of or datetime.now(UTC),
+        "requested_by": requested_by,
+        "auth": None,
+    }
     value = codec.encode("lifecycle.RetentionSweep", record, RETENTION_SWEEPS)
+    if credential is not None:
+        value = seal(value, credential)
     producer = clients.producer(client_config)
     for partition in range(partitions):
         producer.produce(RETENTION_SWEEPS, value, key=sweep_id.encode(), partition=partition)
@@ -50,9 +71,29 @@ def register_retention(app: faust.App, stage: DecisionStage, codec: Codec) -> No
     @app.agent(sweeps, name="lifecycle.retention")
     async def retention(stream: faust.StreamT) -> None:
         async for event in stream.events():
+            partition = event.message.partition
             try:
                 request = codec.decode("lifecycle.RetentionSweep", event.value, RETENTION_SWEEPS)
-                partition = event.message.partition
+            except DecodeError as exc:  # not a request anyone could have vouched for: skipped
+                log.error(
+                    "retention.sweep_undecodable",
+                    partition=partition,
+                    offset=event.message.offset,
+                    error=str(exc)[:300],
+                )
+                continue
+            try:
+                stage.sources.new_batch()
+                refusal = stage.sources.check_sweep(request, event.value)
+                if refusal is not None:
+                    await stage.refuse_sweep(request, partition, refusal)
+                    log.warning(
+                        "retention.sweep_refused",
+                        sweep_id=request["sweep_id"],
+                        partition=partition,
+                        reason=refusal.reason_code,
+                    )
+                    continue
                 swept = await stage.sweep(
                     request["as_of"], f"{request['sweep_id']}/{partition}", {partition}
                 )

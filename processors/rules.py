@@ -38,6 +38,11 @@ nothing is erased; ``allowed`` (the erasure processor shreds); a request naming 
 policy does not know -> ``not_collected`` and nothing is erased, so the privacy team sees it
 on ``privacy.violations`` and files it again with policy names. Any role the policy knows may
 file a customer's request or consent change (they act for the customer).
+
+Before any of this, the worker checks who sent the event (:mod:`processors.authentication`):
+an event no registered source vouches for is denied ``source_unauthenticated``, and one whose
+source may not assert its role, or file its erasure or consent withdrawal, is denied
+``source_not_authorized``; neither reaches :func:`decide`, and neither changes any state.
 """
 
 from __future__ import annotations

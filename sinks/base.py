@@ -23,8 +23,8 @@ class AuditSink(Protocol):
         """
         ...
 
-    def recorded_events(self, event_ids: Sequence[str]) -> dict[str, tuple[str, str, int]]:
-        """event_id -> (subject_ref, kind, seq) for those of ``event_ids`` already recorded."""
+    def recorded_events(self, event_ids: Sequence[str]) -> dict[str, AuditEntry]:
+        """event_id -> its stored entry, for those of ``event_ids`` already recorded."""
         ...
 
     def checkpoint(self, *, only_if_due: bool = False) -> Checkpoint | None:

@@ -40,6 +40,15 @@ class AuditEntry:
         return str(self._row["subject_ref"])
 
     @property
+    def kind(self) -> str:
+        return str(self._row["kind"])
+
+    @property
+    def source_position(self) -> tuple[int, int]:
+        """(partition, offset) of the record the decision was made for."""
+        return int(self._row["source_partition"]), int(self._row["source_offset"])
+
+    @property
     def recorded_at(self) -> datetime:
         return parse_utc_text(self._row["recorded_at"])
 

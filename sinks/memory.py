@@ -72,14 +72,10 @@ class MemoryAuditSink:
                     self.checkpoints.append(self.signer.sign(head_seq, head_hash, now))
             return [self._by_event[row["event_id"]] for row in rows]
 
-    def recorded_events(self, event_ids: Sequence[str]) -> dict[str, tuple[str, str, int]]:
+    def recorded_events(self, event_ids: Sequence[str]) -> dict[str, AuditEntry]:
         with self._lock:
             found = [self._by_event.get(event_id) for event_id in event_ids]
-        return {
-            entry.event_id: (entry.subject_ref, str(entry.stored()["kind"]), entry.seq)
-            for entry in found
-            if entry is not None
-        }
+        return {entry.event_id: entry for entry in found if entry is not None}
 
     def checkpoint(self, *, only_if_due: bool = False) -> Checkpoint | None:
         with self._lock:

@@ -81,6 +81,11 @@ def _shown(value: str) -> str:
     return repr(value) if _NAME.match(value) else "(a value that is not a name)"
 
 
+def shown_name(value: str) -> str:
+    """A name from the input as an error message may show it (see :func:`_shown`)."""
+    return _shown(value)
+
+
 def _field_name(key: str) -> str:
     """A key from the input as it may appear in a field path: as written when it looks like a
     name, else a placeholder (a key may be personal data, e.g. ``{"Jane Doe": ...}``)."""

@@ -49,3 +49,8 @@ class PublishError(StreamsError):
 
 class BrokerError(StreamsError):
     """The embedded broker could not be started or reached."""
+
+
+class SourceError(StreamsError):
+    """A source registration or a source secret is wrong (unknown or duplicate name, a
+    malformed secret token, a secret file others can read)."""

@@ -4,6 +4,13 @@ Nothing plaintext leaves it: ``data`` values are encrypted field by field with t
 data keys, ``subject_id`` is encrypted under the subject's identity key, and the record key is
 ``subject_ref`` (so one subject's events stay in order on one partition).
 
+Every record is authenticated by the source it names (``source``): the publisher holds that
+source's secret (:class:`~streams.sourceauth.SourceCredentials`, usually read from
+``LIFECYCLE_SOURCE_SECRET_FILE``) and appends a MAC over the record
+(:func:`streams.sourceauth.seal`). A line naming a source the publisher holds no secret for is
+refused. A publisher given no credentials at all sends records without a MAC, which workers
+refuse unless they run with ``LIFECYCLE_AUTH_MODE=permit`` (a rollout).
+
 Lines are handled in chunks: one key-store round trip fetches (or creates) every data key a
 chunk needs, then each event is encrypted, Avro-encoded and handed to an idempotent
 confluent-kafka producer (``acks=all``). :meth:`Publisher.flush` waits for every delivery report
@@ -27,10 +34,11 @@ from streams import clients
 from streams.clients import DELIVERY_TIMEOUT_MS
 from streams.codec import Codec
 from streams.envelope import encrypt_value
-from streams.events import InputEvent, Vocabulary, parse_line
+from streams.events import InputEvent, Vocabulary, parse_line, shown_name
 from streams.exceptions import PublishError, ValidationError
 from streams.keys import IDENTITY_CATEGORY, KeyStore
 from streams.revocations import RevocationListener
+from streams.sourceauth import SourceCredential, SourceCredentials, seal
 from streams.topics import CUSTOMER_EVENTS
 
 log = get_logger(__name__)
@@ -73,6 +81,7 @@ class Publisher:
         topic: str = CUSTOMER_EVENTS,
         listen_for_revocations: bool = True,
         delivery_timeout_ms: int = DELIVERY_TIMEOUT_MS,
+        credentials: SourceCredentials | None = None,
     ) -> None:
         self._producer = clients.producer(client_config, delivery_timeout_ms=delivery_timeout_ms)
         self._flush_timeout = delivery_timeout_ms / 1000 + 10
@@ -85,6 +94,13 @@ class Publisher:
         self._topic = topic
         self._failed: list[str] = []
         self._delivered = 0
+        self._credentials = credentials
+        if credentials is None:
+            log.warning(
+                "publisher.unauthenticated",
+                hint="no source secret (LIFECYCLE_SOURCE_SECRET_FILE): workers refuse these "
+                "events unless LIFECYCLE_AUTH_MODE=permit",
+            )
 
     # -- one event -------------------------------------------------------------------------
 
@@ -93,8 +109,25 @@ class Publisher:
         from streams.events import validate
 
         valid = validate(event, self._vocabulary)
+        if self._credentials is not None:
+            self._credentials.refresh()
+            self._credential(valid)  # raises ValidationError naming the source
         self._send_chunk([valid])
         return valid.event_id
+
+    def _credential(self, event: InputEvent) -> SourceCredential | None:
+        """The credential ``event`` is signed with (None: the publisher signs nothing)."""
+        if self._credentials is None:
+            return None
+        credential = self._credentials.get(event.source)
+        if credential is None:
+            held = ", ".join(self._credentials.names)
+            raise ValidationError(
+                "source",
+                f"this publisher holds no secret for source {shown_name(event.source)} "
+                f"(it holds: {held}); each source publishes with its own secret",
+            )
+        return credential
 
     # -- many lines ------------------------------------------------------------------------
 
@@ -105,11 +138,15 @@ class Publisher:
         while chunk := list(itertools.islice(numbered, CHUNK)):
             valid: list[InputEvent] = []
             now = datetime.now(UTC)
+            if self._credentials is not None:
+                self._credentials.refresh()
             for lineno, line in chunk:
                 if not line.strip():
                     continue
                 try:
-                    valid.append(parse_line(line, self._vocabulary, now=now))
+                    event = parse_line(line, self._vocabulary, now=now)
+                    self._credential(event)
+                    valid.append(event)
                 except ValidationError as exc:
                     report.errors.append(LineError(lineno, exc.field, exc.message))
             self._send_chunk(valid)
@@ -126,6 +163,7 @@ class Publisher:
         pairs += [(refs[e.subject_id], c) for e in events for c in e.data]
         keys = self._keys.encryption_keys(pairs)
         published_at = datetime.now(UTC)
+        credentials = self._credentials
         for event in events:
             ref = refs[event.subject_id]
             kind = KINDS[event.kind]
@@ -158,12 +196,15 @@ class Publisher:
                 # the body against every branch to find the one it fits, a large part of the
                 # encoding's cost
                 "body": (kind.body_record, body),
+                "auth": None,
             }
-            self._produce(
-                event.event_id,
-                ref.encode(),
-                self._codec.encode("lifecycle.CustomerEvent", record, self._topic),
-            )
+            value = self._codec.encode("lifecycle.CustomerEvent", record, self._topic)
+            if credentials is not None:
+                credential = credentials.get(event.source)
+                if credential is None:  # the file changed since the line was checked
+                    raise PublishError(f"event_id {event.event_id}: no secret for its source")
+                value = seal(value, credential)
+            self._produce(event.event_id, ref.encode(), value)
 
     def _produce(self, event_id: str, key: bytes, value: bytes) -> None:
         report = functools.partial(self._on_delivery, event_id)

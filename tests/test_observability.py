@@ -41,6 +41,8 @@ CONTRACT_REASON_CODES = {
     "not_collected",
     "subject_erased",
     "retention_expired",
+    "source_unauthenticated",
+    "source_not_authorized",
 }
 CONTRACT_KINDS = {"collected", "used", "shared", "deletion_requested", "consent_changed"}
 SUBJECT_REF = "5f" * 32  # what a subject_ref looks like: it must never reach a scrape
@@ -212,6 +214,7 @@ def test_label_values_outside_the_vocabulary_are_counted_as_other_never_exported
     metrics.dead_lettered(SUBJECT_REF)
     metrics.erasure_decided("C-10042", None)
     metrics.consumer_lag({("customer events; C-10042", 0): (1, 2)})
+    metrics.unauthenticated_permitted(SUBJECT_REF)
 
     status, _, body = get(f"{server.url}/metrics")
     samples = scrape(server)
@@ -225,9 +228,10 @@ def test_label_values_outside_the_vocabulary_are_counted_as_other_never_exported
     assert value(samples, "lifecycle_decisions_total", decision="deny", reason_code=OTHER) == 1
     assert value(samples, "lifecycle_dead_letters_total", source_topic=OTHER) == 1
     assert value(samples, "lifecycle_erasures_total", status=OTHER) == 1
+    assert value(samples, "lifecycle_unauthenticated_permitted_total", kind=OTHER) == 1
     assert value(samples, "lifecycle_consumer_lag", topic=OTHER, partition="0") == 1
     allowed = {
-        "kind": CONTRACT_KINDS | {OTHER},
+        "kind": CONTRACT_KINDS | {"retention_sweep", OTHER},
         "decision": {"allow", "deny", OTHER},
         "reason_code": CONTRACT_REASON_CODES | {OTHER},
         "source_topic": {"customer.events", "privacy.decisions", OTHER},

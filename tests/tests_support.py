@@ -39,6 +39,7 @@ def customer_event(kind: str = "used", **overrides: Any) -> dict[str, Any]:
         },
         "actor": {"id": "clerk-1", "role": "billing_clerk"},
         "body": bodies[kind],
+        "auth": None,
     }
     record.update(overrides)
     return record

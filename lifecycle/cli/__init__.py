@@ -21,6 +21,7 @@ from lifecycle.cli.keys import keys
 from lifecycle.cli.policy import policy
 from lifecycle.cli.publish import publish
 from lifecycle.cli.retention import retention
+from lifecycle.cli.sources import sources
 from lifecycle.cli.subject import subject
 from lifecycle.cli.topics import topics
 from lifecycle.cli.up import up
@@ -46,6 +47,7 @@ for _command in (
     topics,
     keys,
     console,
+    sources,
 ):
     cli.add_command(_command)
 

@@ -1,12 +1,14 @@
-"""What every command shares: the bus it talks to, exit statuses, and error output."""
+"""What every command shares: the bus it talks to, exit statuses, error output, and the officer
+a request is filed for (with the command line's own source secret)."""
 
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 import orjson
@@ -14,8 +16,13 @@ import orjson
 from core.logging import get_logger
 from core.settings import Settings
 
+if TYPE_CHECKING:
+    from lifecycle.runtime import Runtime
+    from streams.sourceauth import SourceCredential
+
 EXIT_ERROR = 2
 """Something is wrong with the input or the environment (the message names it)."""
+_OFFICER_LIMIT = 128
 
 
 @contextlib.contextmanager
@@ -72,3 +79,44 @@ def reading_options(follow_help: str) -> Callable[[F], F]:
         )(command)
 
     return decorate
+
+
+OFFICER_OPTION = click.option(
+    "--officer",
+    envvar="LIFECYCLE_OFFICER",
+    default=None,
+    help="the privacy officer this request is filed for (default: LIFECYCLE_OFFICER, else "
+    "your login name); recorded as the request's actor",
+)
+
+
+def officer_name(given: str | None) -> str:
+    """The person a command acts for: ``--officer`` / ``LIFECYCLE_OFFICER``, else the login
+    name. It becomes the request's actor id (on the bus and in the ledger)."""
+    name = given
+    if not name:
+        try:
+            name = getpass.getuser()
+        except (KeyError, OSError):  # no login name in this container
+            name = ""
+    name = (name or "").strip()
+    if not name:
+        raise click.UsageError("name the officer: --officer NAME or LIFECYCLE_OFFICER")
+    if len(name) > _OFFICER_LIMIT or not name.isprintable():
+        raise click.UsageError(
+            f"--officer must be printable and at most {_OFFICER_LIMIT} characters"
+        )
+    return name
+
+
+def cli_credential(runtime: Runtime) -> SourceCredential:
+    """The command line's own source secret, read from the registry with the master key (the
+    source ``cli`` is registered on first use)."""
+    credential = runtime.sources.ensure_builtin("cli")
+    if credential is None:
+        raise click.UsageError(
+            "the source cli was removed, so the command line cannot file requests: register "
+            "it again (lifecycle sources add cli --roles privacy_officer,system "
+            "--destructive all)"
+        )
+    return credential

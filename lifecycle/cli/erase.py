@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from core.settings import load_settings
-from lifecycle.cli.base import bus, json_line
+from lifecycle.cli.base import OFFICER_OPTION, bus, cli_credential, json_line, officer_name
 from lifecycle.runtime import Runtime
 from schemas.kinds import DELETION_REQUESTED
 from streams.codec import Codec
@@ -39,26 +39,36 @@ def _reader(client_config: dict[str, str], start: Start) -> TopicReader:
 @click.option("--request-id", default=None, help="default: a new REQ-... id")
 @click.option("--wait", is_flag=True, help="return when the confirmation arrives, and print it")
 @click.option("--timeout", default=120.0, show_default=True, help="seconds --wait waits")
+@OFFICER_OPTION
 def erase(
-    subject_id: str, categories: tuple[str, ...], request_id: str | None, wait: bool, timeout: float
+    subject_id: str,
+    categories: tuple[str, ...],
+    request_id: str | None,
+    wait: bool,
+    timeout: float,
+    officer: str | None,
 ) -> None:
-    """File an erasure request for SUBJECT_ID (crypto-shredding)."""
+    """File an erasure request for SUBJECT_ID (crypto-shredding), signed as the built-in
+    source ``cli`` and filed for the named officer."""
+    from streams.sourceauth import SourceCredentials
 
     request_id = request_id or f"REQ-{uuid.uuid4()}"
+    actor = officer_name(officer)
     with bus(load_settings()) as live:
         runtime = Runtime(live).open()
+        credential = cli_credential(runtime)
         # listen from the end before publishing, so the answer cannot slip past
         reader = _reader(live.kafka_consumer_config(), "end") if wait else None
         event: dict[str, object] = {
             "kind": DELETION_REQUESTED,
-            "source": "privacy-team",
+            "source": credential.name,
             "subject_id": subject_id,
-            "actor": {"id": "lifecycle-cli", "role": "privacy_officer"},
+            "actor": {"id": actor, "role": "privacy_officer"},
             "request_id": request_id,
         }
         if categories:
             event["categories"] = list(categories)
-        publisher = runtime.publisher()
+        publisher = runtime.publisher(credentials=SourceCredentials([credential]))
         publisher.publish(event)
         publisher.close()
         click.echo(f"erasure requested: {request_id}", err=True)

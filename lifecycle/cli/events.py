@@ -131,6 +131,9 @@ def show_event(message: Message, record: dict[str, Any], opener: Opener | None) 
         "source": record["source"],
         "subject_ref": ref,
         "actor": dict(record["actor"]),
+        "authenticated_by": None
+        if record.get("auth") is None
+        else f"{record['auth']['source']} v{record['auth']['key_version']}",
         "subject": _sealed(record["subject"], event_id, ref, opener),
         **body,
     }

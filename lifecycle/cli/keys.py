@@ -31,8 +31,9 @@ def keys_new_master_key(path: Path) -> None:
 
 @keys.command("rotate")
 def keys_rotate() -> None:
-    """Re-wrap every data key under LIFECYCLE_MASTER_KEY_FILE (the new key), opening those not
-    yet re-wrapped with LIFECYCLE_PREVIOUS_MASTER_KEY_FILE (the old one)."""
+    """Re-wrap every data key (and the source secrets) under LIFECYCLE_MASTER_KEY_FILE (the
+    new key), opening those not yet re-wrapped with LIFECYCLE_PREVIOUS_MASTER_KEY_FILE (the
+    old one)."""
     settings = load_settings()
     if settings.previous_master_key_file is None:
         raise click.UsageError("set LIFECYCLE_PREVIOUS_MASTER_KEY_FILE to the key being retired")

@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from core.logging import configure_logging
+from core.logging import configure_logging, get_logger
 from core.settings import load_settings
 from lifecycle.cli.base import bus
 from lifecycle.runtime import Runtime
@@ -30,10 +30,13 @@ def up(demo: bool, with_console: bool) -> None:
     # a stop asked for while the worker is still starting ends it cleanly (nothing consumed
     # yet); the worker's own handlers replace this one once it runs
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(0))
+    from sqlalchemy.exc import SQLAlchemyError
+
     from lifecycle.observability import Health, start_metrics_server
     from lifecycle.worker import build_worker, run_worker, use_event_loop
     from processors.metrics import Metrics
     from streams.revocations import RevocationListener
+    from streams.sources import BUILTIN_SOURCES
     from streams.topic_admin import apply_topics
 
     if demo:
@@ -45,6 +48,13 @@ def up(demo: bool, with_console: bool) -> None:
     _metrics_server = start_metrics_server(metrics, health)  # logs metrics.listening
     with bus(settings, start_embedded=True) as live:
         runtime = Runtime(live).open()
+        for name in BUILTIN_SOURCES:  # so that `sources list` shows them from the start
+            try:
+                runtime.sources.ensure_builtin(name)
+            except SQLAlchemyError as exc:  # a worker's role may only read the registry
+                get_logger(__name__).warning(
+                    "sources.builtin_not_registered", source=name, error=type(exc).__name__
+                )
         apply_topics(live.kafka_client_config(), live.topic_partitions, live.replication)
         app = build_worker(runtime, metrics=metrics, health=health)
         listener = RevocationListener(live.kafka_client_config(), runtime.codec, runtime.keystore)

@@ -14,10 +14,11 @@ from typing import Any
 from core.logging import get_logger
 from lifecycle.runtime import Runtime
 from streams.codec import Codec
-from streams.exceptions import DecodeError
+from streams.exceptions import DecodeError, SourceError
 from streams.offsets import end_offsets
 from streams.publisher import Publisher
 from streams.reader import TopicReader
+from streams.sourceauth import SourceCredentials
 from streams.topics import CONFIRMATIONS, DEAD_LETTERS
 
 log = get_logger(__name__)
@@ -158,11 +159,23 @@ class ErasureFiler:
             event["categories"] = categories
         with self._lock:
             if self._publisher is None:
-                self._publisher = self._runtime.publisher()
+                self._publisher = self._runtime.publisher(credentials=self._credentials())
             event_id = self._publisher.publish(event)
             self._publisher.flush(30)
         self._on_filed(request_id)
         return event_id
+
+    def _credentials(self) -> SourceCredentials:
+        """The console's own source secret (the built-in source ``console``, registered on
+        first use): workers refuse destructive requests no registered source vouches for."""
+        credential = self._runtime.sources.ensure_builtin("console")
+        if credential is None:
+            raise SourceError(
+                "the source console was removed, so the console cannot file requests: "
+                "register it again (lifecycle sources add console --roles privacy_officer "
+                "--destructive erasure)"
+            )
+        return SourceCredentials([credential])
 
     def close(self) -> None:
         with self._lock:

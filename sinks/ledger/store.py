@@ -60,22 +60,17 @@ class AuditLedger:
         """Create tables, triggers and head row when missing (see :func:`create_ledger`)."""
         create_ledger(self._engine)
 
-    def recorded_events(self, event_ids: Sequence[str]) -> dict[str, tuple[str, str, int]]:
-        """event_id -> (subject_ref, kind, seq) for those of ``event_ids`` the ledger holds."""
-        found: dict[str, tuple[str, str, int]] = {}
-        columns = (
-            audit_ledger.c.event_id,
-            audit_ledger.c.subject_ref,
-            audit_ledger.c.kind,
-            audit_ledger.c.seq,
-        )
+    def recorded_events(self, event_ids: Sequence[str]) -> dict[str, AuditEntry]:
+        """event_id -> its stored entry, for those of ``event_ids`` the ledger holds."""
+        found: dict[str, AuditEntry] = {}
         try:
             with self._engine.connect() as conn:
                 for start in range(0, len(event_ids), IN_CHUNK):
                     chunk = event_ids[start : start + IN_CHUNK]
-                    query = select(*columns).where(audit_ledger.c.event_id.in_(chunk))
-                    for event_id, subject_ref, kind, seq in conn.execute(query):
-                        found[event_id] = (subject_ref, kind, seq)
+                    query = select(audit_ledger).where(audit_ledger.c.event_id.in_(chunk))
+                    for row in conn.execute(query):
+                        entry = AuditEntry(dict(row._mapping))
+                        found[entry.event_id] = entry
         except SQLAlchemyError as exc:
             raise ledger_error(exc, "look up events") from exc
         return found

@@ -1,5 +1,6 @@
-"""Master-key rotation: every live data key (and the store's own keys) re-wrapped under the
-current master key, in batches, while workers run.
+"""Master-key rotation: every live data key (and the store's own keys, and the secrets kept
+beside them in ``keystore_meta``, such as the source secrets) re-wrapped under the current
+master key, in batches, while workers run.
 
 Safe to run while workers run, and to run again: processes that hold both keys (current and
 previous) open either wrapping meanwhile.
@@ -18,7 +19,8 @@ if TYPE_CHECKING:
 
 
 def rotate_master_key(store: EnvelopeKeyStore, engine: Engine, batch: int = 1_000) -> int:
-    """Re-wrap every live data key (and the store's own keys) under the current master key;
+    """Re-wrap every live data key (and every ``keystore_meta`` entry, each under its name as
+    label: the store's own keys and the source secrets) under the current master key;
     how many were re-wrapped. Safe to run while workers run, and to run again: processes
     that hold both keys (current and previous) open either wrapping meanwhile."""
     rewrapped = 0

@@ -110,6 +110,16 @@ class EnvelopeKeyStore(ABC):
         except InvalidTag:
             return self._wrap(self._unwrap(wrapped, label), label)
 
+    def wrap_secret(self, label: str, secret: bytes) -> bytes:
+        """``secret`` wrapped under the master key, bound to ``label``: for secrets kept beside
+        the data keys in ``keystore_meta`` under that label (source secrets), which
+        :func:`~streams.keys.rotation.rotate_master_key` re-wraps with the store's own keys."""
+        return self._wrap(secret, label)
+
+    def unwrap_secret(self, label: str, wrapped: bytes) -> bytes:
+        """What :meth:`wrap_secret` wrapped; WrongMasterKeyError when no known key opens it."""
+        return self._unwrap(wrapped, label)
+
     def _open(self) -> bytes:
         check = self._put_meta_if_absent("kek_check", self._wrap(_KEK_CHECK_PLAINTEXT, "kek_check"))
         try:

@@ -154,7 +154,7 @@ def test_an_unknown_command_or_option_fails_the_check() -> None:
     with pytest.raises(click.UsageError):
         check_quoted(["audit", "verify", "--bundle"])
     with pytest.raises(click.UsageError):
-        check_quoted(["sources", "list"])
+        check_quoted(["vault", "list"])
 
 
 # --------------------------------------------------------------------------- make targets

@@ -185,6 +185,70 @@ def forged_erasures(
     return forged
 
 
+FORGED_MAC_KINDS = (
+    "relabelled erasure, its MAC kept",
+    "relabelled erasure, its MAC removed",
+    "relabelled erasure, another record's MAC",
+    "relabelled consent withdrawal, its MAC kept",
+    "a role claimed, its MAC kept",
+    "random MAC bytes",
+    "MAC of a source name claimed by another",
+)
+"""What :func:`forged_macs` makes: every one must be refused ``source_unauthenticated``."""
+
+
+def forged_macs(
+    rng: random.Random, genuine: list[Genuine], targets: list[str], count: int
+) -> list[Hostile]:
+    """Copies of genuine, authenticated ``used`` events of ``targets`` (each a new event id
+    starting ``forged-mac-``), changed the way an intruder with write access to the bus and
+    the schemas would: relabelled as a privacy officer's erasure or consent withdrawal (its
+    MAC kept, removed, or replayed from another record), a role claimed, random MAC bytes,
+    or its MAC's source name swapped for another registered source's."""
+    by_ref = {record["subject_ref"]: (key, record) for key, _, record in genuine}
+    targets = [ref for ref in targets if ref in by_ref]
+    made = []
+    for n in range(count):
+        key, record = by_ref[targets[n % len(targets)]]
+        other = rng.choice(genuine)[2]
+        choice = FORGED_MAC_KINDS[n % len(FORGED_MAC_KINDS)]
+        event = {**record, "event_id": f"forged-mac-{rng.getrandbits(64):016x}"}
+        erasure = {
+            "kind": "deletion_requested",
+            "actor": {"id": "intruder", "role": "privacy_officer"},
+            "body": {"request_id": f"FORGED-MAC-{n}", "categories": None},
+        }
+        if choice == "relabelled erasure, its MAC kept":
+            event.update(erasure)
+        elif choice == "relabelled erasure, its MAC removed":
+            event.update(erasure, auth=None)
+        elif choice == "relabelled erasure, another record's MAC":
+            event.update(erasure, auth=other["auth"])
+        elif choice == "relabelled consent withdrawal, its MAC kept":
+            event.update(
+                kind="consent_changed",
+                actor={"id": "intruder", "role": "privacy_officer"},
+                body={"purpose": "service_information", "granted": False},
+            )
+        elif choice == "a role claimed, its MAC kept":
+            event.update(actor={"id": "intruder", "role": "privacy_officer"})
+        elif choice == "random MAC bytes":
+            event.update(erasure, auth={**record["auth"], "mac": rng.randbytes(32)})
+        else:
+            names = sorted({g[2]["auth"]["source"] for g in genuine} - {record["source"]})
+            claimed = rng.choice(names) if names else "meter"
+            event.update(source=claimed, auth={**record["auth"], "source": claimed})
+        encoded = CODEC.encode("lifecycle.CustomerEvent", event)
+        made.append(Hostile(choice, key, encoded))
+    return made
+
+
+def replayed_macs(rng: random.Random, genuine: list[Genuine], count: int) -> list[Hostile]:
+    """Byte-for-byte copies of genuine authenticated events (a replay): their MAC is valid,
+    and the event id makes them redeliveries the ledger already holds."""
+    return [Hostile("replayed record", key, value) for key, value, _ in rng.sample(genuine, count)]
+
+
 def produce(bootstrap: str, records: list[Hostile]) -> None:
     producer = Producer(
         {

@@ -16,7 +16,11 @@ writes is scanned for every personal value and subject id that was published:
   looked for hex-encoded).
 
 Key material never appears in the logs: the master key file's content (base64 and raw) and
-the ledger signing key. A master key file that others may read is refused.
+the ledger signing key. Source secrets (the tests' sources, a source registered and rotated
+during the run, the command line's built-in source) appear nowhere but in the token file they
+were handed over in and the one line ``sources add`` / ``rotate`` printed: not on any topic,
+in any log or other command output, nor unwrapped in the database files or dump (raw, hex,
+base64 or as a token). A master key file that others may read is refused.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ from faults.console_scan import exercise_console
 from faults.harness import fault_seed, scaled, settle_and_check, traffic_stream
 from faults.invariants import read_all
 
+from core.settings import load_settings
+from lifecycle.runtime import Runtime
+from streams.sourceauth import SourceCredential, SourceCredentials
 from streams.topics import CUSTOMER_EVENTS
 
 from fixtures.broker import Workers, run_cli
@@ -152,6 +159,56 @@ def pg_dump(url: str) -> bytes:
     return dumped.stdout
 
 
+def run_as_a_new_source(env: dict[str, str], tmp: Path, outputs: list[bytes]) -> list[str]:
+    """Register a source, publish as it, rotate its secret, publish again; the tokens printed
+    (their stdout is the one place they may be, so only stderr joins ``outputs``)."""
+    tokens = []
+    for command in (
+        ["sources", "add", "meter", "--roles", "system"],
+        ["sources", "rotate", "meter"],
+    ):
+        result = run_cli(env, *command)
+        assert result.returncode == 0, result.stderr.decode()
+        tokens.append(result.stdout.decode().strip())
+        outputs.append(result.stderr)
+        secret_file = tmp / f"meter-{len(tokens)}"
+        fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(tokens[-1] + "\n")
+        event = {**extra_events()[2], "event_id": f"meter-{len(tokens)}", "source": "meter"}
+        event["actor"] = {"id": "meter-1", "role": "system"}
+        published = run_cli(
+            {**env, "LIFECYCLE_SOURCE_SECRET_FILE": str(secret_file)},
+            "publish",
+            "-",
+            stdin=(json.dumps(event) + "\n").encode(),
+        )
+        outputs.append(published.stdout + published.stderr)
+        assert published.returncode == 0, published.stderr.decode()
+    listed = run_cli(env, "sources", "list", "--json")
+    outputs.append(listed.stdout + listed.stderr)
+    return tokens
+
+
+def source_secret_forms(env: dict[str, str], tokens: list[str]) -> dict[str, bytes]:
+    """name -> bytes that would expose a source secret: raw, hex, base64 and the token."""
+    credentials = SourceCredentials.from_file(Path(env["LIFECYCLE_SOURCE_SECRET_FILE"]))
+    every = [credentials.get(name) for name in credentials.names]
+    every += [SourceCredential.parse(token) for token in tokens]
+    every.append(Runtime(load_settings(env)).sources.credential("cli"))
+    forms = {}
+    for credential in every:
+        assert credential is not None
+        label = f"{credential.name} v{credential.version}"
+        token = credential.token()
+        forms[f"{label} raw"] = credential.secret
+        forms[f"{label} hex"] = credential.secret.hex().encode()
+        forms[f"{label} base64url"] = token.rsplit(":", 1)[1].encode()
+        forms[f"{label} base64"] = base64.b64encode(credential.secret).rstrip(b"=")
+        forms[f"{label} token"] = token.encode()
+    return forms
+
+
 def corrupt_copies(bootstrap: str, rng: random.Random, count: int) -> int:
     """Dead letters: corrupt copies of real records (their ciphertext included)."""
     genuine = read_all(bootstrap, CUSTOMER_EVENTS).messages
@@ -174,6 +231,7 @@ def test_no_plaintext_value_or_subject_id_anywhere_after_a_run_with_erasures(
     lifecycle_env: dict[str, str],
     broker: str,
     request: pytest.FixtureRequest,
+    tmp_path: Path,
 ) -> None:
     env = dict(lifecycle_env)
     if database == "postgresql":
@@ -197,6 +255,7 @@ def test_no_plaintext_value_or_subject_id_anywhere_after_a_run_with_erasures(
     erased = run_cli(env, "erase", ERASED_BY_CLI, "--wait", "--timeout", "120")
     outputs.append(erased.stdout + erased.stderr)
     assert erased.returncode == 0, erased.stderr.decode()
+    tokens = run_as_a_new_source(env, tmp_path, outputs)
     report = settle_and_check(broker, env, f"plaintext {database}")
     live, to_erase = live_customers(events, stream.events)
     console = exercise_console(
@@ -246,6 +305,22 @@ def test_no_plaintext_value_or_subject_id_anywhere_after_a_run_with_erasures(
     }  # fmt: skip
     logs = b"".join([w.log().encode() for w in workers.started] + outputs)
     assert [name for name, value in material.items() if value in logs] == []
+
+    forms = source_secret_forms(env, tokens)
+    places = {f"topic {t}": blob for t, blob in everything_on_the_bus(broker).items()}
+    places |= {f"log {w.log_path.name}": w.log().encode() for w in workers.started}
+    places |= {f"command output {n}": output for n, output in enumerate(outputs)}
+    places |= {
+        f"file {p.relative_to(data_dir)}": p.read_bytes()
+        for p in data_dir.rglob("*")
+        if p.is_file()
+    }
+    places["pg_dump"] = dump
+    exposed = {
+        place: sorted(name for name, value in forms.items() if value in blob)
+        for place, blob in places.items()
+    }
+    assert {place: names for place, names in exposed.items() if names} == {}
     report.assert_holds()
     assert report.dead_lettered == letters
 

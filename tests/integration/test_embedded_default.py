@@ -12,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from fixtures.broker import LIFECYCLE, REPO, WorkerProcess
+from fixtures.broker import LIFECYCLE, REPO, WorkerProcess, run_cli
 
 
 def children_of(pid: int) -> dict[int, str]:
@@ -30,6 +30,32 @@ def children_of(pid: int) -> dict[int, str]:
         if int(fields[1]) == pid and fields[0] != "Z":
             found[int(entry.name)] = exe
     return found
+
+
+def demo_and_examples_are_authenticated(
+    env: dict[str, str], bootstrap: str, worker: WorkerProcess
+) -> None:
+    """The demo registered its sources and signs as them (its stray erasure from billing is
+    refused ``source_not_authorized``); an operator publishes the examples signed from the
+    registry the demo filled."""
+    worker.wait_for_log('"source_not_authorized"', timeout=120)  # round 7 of the demo
+    examples = REPO / "examples" / "events.jsonl"
+    published = run_cli(
+        {**env, "KAFKA_BOOTSTRAP": bootstrap}, "publish", "--sign-from-registry", str(examples)
+    )
+    assert published.returncode == 0, published.stderr.decode()
+    deadline = time.monotonic() + 60
+    while True:
+        exported = run_cli(env, "audit", "export", "--format", "jsonl")
+        records = [json.loads(line) for line in exported.stdout.decode().splitlines()]
+        by_event = {r["event_id"]: r for r in records}
+        if "ex-0008" in by_event or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    reasons = {r["reason_code"] for r in records}
+    assert "allowed" in reasons and "source_unauthenticated" not in reasons
+    assert by_event["ex-0001"]["decision"] == "allow"
+    assert by_event["ex-0007"]["decision"] == "allow"  # crm's erasure: registered for it
 
 
 def test_up_demo_runs_its_own_broker_decides_and_stops_it_on_sigterm(tmp_path: Path) -> None:
@@ -59,6 +85,7 @@ def test_up_demo_runs_its_own_broker_decides_and_stops_it_on_sigterm(tmp_path: P
         host, port = announced.group(1).rsplit(":", 1)
         assert host == "127.0.0.1"
         assert (tmp_path / "data" / "broker.log").exists()
+        demo_and_examples_are_authenticated(env, announced["bootstrap"], worker)
     finally:
         code = worker.stop(signal.SIGTERM, timeout=60)
 

@@ -179,6 +179,7 @@ def test_events_naming_what_the_policy_does_not_know_are_denied_once_with_the_re
         runtime.keystore,
         runtime.codec,
         widened(runtime.policy.vocabulary()),
+        credentials=runtime.source_credentials,
     )
     try:
         for record, _ in UNKNOWN:

@@ -28,6 +28,13 @@ from streams.codec import ConfluentCodec
 from streams.exceptions import DecodeError, RegistryUnavailableError
 from streams.keys import MemoryKeyStore
 from streams.publisher import Publisher
+from streams.sourceauth import (
+    SourceCredential,
+    SourceCredentials,
+    mac_matches,
+    new_secret,
+    signed_part,
+)
 from streams.topics import CUSTOMER_EVENTS, DECISIONS
 
 from fixtures.broker import REPO
@@ -74,27 +81,35 @@ def test_a_consumer_on_the_registry_path_reads_what_a_producer_on_it_wrote(broke
 
 def test_the_publisher_writes_every_kind_through_the_registry_codec(broker: str) -> None:
     """The publisher names the body's union branch for the encoder; the registry path (whose
-    serializer may validate or transform the record first) must take that form too."""
+    serializer may validate or transform the record first) must take that form too, and the
+    source MAC covers the Confluent wire format's bytes as it covers single-object ones."""
     registry = SchemaRegistryClient.new_client({"url": "mock://registry-publisher"})
     lines = (REPO / "examples" / "events.jsonl").read_bytes().splitlines()
+    secrets = {name: SourceCredential(name, 1, new_secret()) for name in ("web", "billing", "crm")}
     publisher = Publisher(
         {"bootstrap.servers": broker},
         MemoryKeyStore(),
         ConfluentCodec("mock://r", client=registry),
         load_policies(REPO / "policy").vocabulary(),
         listen_for_revocations=False,
+        credentials=SourceCredentials(secrets.values()),
     )
     report = publisher.publish_lines(lines)
     assert report.ok and report.published == len(lines)
 
     reader = ConfluentCodec("mock://r", client=registry)
-    decoded = {
-        record["event_id"]: record
-        for record in (
-            reader.decode("lifecycle.CustomerEvent", m.value(), CUSTOMER_EVENTS)
-            for m in consume_all(broker, CUSTOMER_EVENTS, len(lines))
-        )
-    }
+    values = {}
+    decoded = {}
+    for message in consume_all(broker, CUSTOMER_EVENTS, len(lines)):
+        record = reader.decode("lifecycle.CustomerEvent", message.value(), CUSTOMER_EVENTS)
+        decoded[record["event_id"]] = record
+        values[record["event_id"]] = message.value()
+    for event_id, record in decoded.items():
+        auth = record["auth"]
+        assert auth["source"] == record["source"]
+        signed = signed_part(values[event_id], auth)
+        assert signed is not None and signed[0] == 0  # the whole wire format is covered
+        assert mac_matches(secrets[record["source"]].secret, signed, auth["mac"])
     for line in lines:
         sent = json.loads(line)
         body = decoded[sent["event_id"]]["body"]
