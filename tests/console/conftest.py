@@ -22,8 +22,15 @@ from sinks.ledger import SqlAuditSink, open_audit_sink
 
 
 @pytest.fixture
-def settings(tmp_path: Path, broker: str, request: pytest.FixtureRequest) -> Settings:
-    env = {"KAFKA_BOOTSTRAP": broker, "LIFECYCLE_DATA_DIR": str(tmp_path / "data")}
+def settings(
+    tmp_path: Path, broker: str, lifecycle_env: dict[str, str], request: pytest.FixtureRequest
+) -> Settings:
+    env = {
+        "KAFKA_BOOTSTRAP": broker,
+        "LIFECYCLE_DATA_DIR": str(tmp_path / "data"),
+        # the test sources' secrets, as the workers of lifecycle_env have them registered
+        "LIFECYCLE_SOURCE_SECRET_FILE": lifecycle_env["LIFECYCLE_SOURCE_SECRET_FILE"],
+    }
     marker = request.node.get_closest_marker("postgres")
     if marker is not None:
         env["LIFECYCLE_DB_URL"] = str(request.getfixturevalue("postgres_db_url"))

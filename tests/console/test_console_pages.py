@@ -20,7 +20,6 @@ from fastapi.testclient import TestClient
 from lifecycle.console.web import Console
 from processors.deadletters import dead_letter
 from sinks.ledger import SqlAuditSink, iter_records
-from streams.publisher import Publisher
 from streams.topics import DEAD_LETTERS
 
 from fixtures.broker import Workers
@@ -194,10 +193,7 @@ def test_the_customer_page_shows_categories_until_an_officer_reveals_and_records
 ) -> None:
     workers.start().wait_for_log("Worker ready", 90)
     runtime = console.runtime
-    publisher = Publisher(
-        runtime.settings.kafka_client_config(), runtime.keystore, runtime.codec,
-        runtime.policy.vocabulary(),
-    )  # fmt: skip
+    publisher = runtime.publisher()  # signed with the test sources' secrets
     publisher.publish(
         {
             "kind": "collected",
