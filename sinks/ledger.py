@@ -6,7 +6,9 @@ Tables (created by :func:`create_ledger`, i.e. ``SqlAuditSink.create_all``):
   (timestamps as canonical UTC text, ``categories``/``purposes``/``erasure`` as canonical JSON
   text). ``seq`` is global and gapless from 1; ``event_id`` is unique, which makes a
   redelivered decision a no-op.
-* ``audit_checkpoints``: signed statements over the chain head (:mod:`sinks.checkpoints`).
+* ``audit_checkpoints``: signed statements over the chain head and the Merkle tree head of
+  the records up to it (:mod:`sinks.checkpoints`, :mod:`sinks.merkle`), each with the tree's
+  frontier at that size, from which the next checkpoint's tree grows.
 * ``audit_chain_head``: one row (seq, hash of the last record); the lock every append takes.
 
 Append-only in the database: triggers refuse UPDATE and DELETE on ``audit_ledger`` and
@@ -30,6 +32,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import (
     BigInteger,
@@ -78,6 +81,7 @@ from sinks.checkpoints import (
     provision_signing_key,
 )
 from sinks.exceptions import LedgerError, LedgerUnavailableError
+from sinks.merkle import Frontier, record_leaf
 
 Clock = Callable[[], datetime]
 """Returns the current time (aware). Injected so checkpoint timing is testable."""
@@ -165,7 +169,13 @@ audit_checkpoints = Table(
     Column("signed_at", String(24), nullable=False),
     Column("key_id", String(64), nullable=False),
     Column("signature", Text, nullable=False),
+    # Added after the first release (create_ledger adds them to an older table); NULL in
+    # checkpoints signed before tree heads existed.
+    Column("tree_root", String(64), nullable=True),
+    Column("tree_frontier", Text, nullable=True),  # JSON list of hex node hashes
 )
+
+_TREE_COLUMNS = {"tree_root": "VARCHAR(64)", "tree_frontier": "TEXT"}
 
 audit_chain_head = Table(
     "audit_chain_head",
@@ -260,6 +270,7 @@ def create_ledger(engine: Engine) -> None:
                     conn.exec_driver_sql(_PG_FUNCTION_SQL)
                     for statement in missing:
                         conn.exec_driver_sql(statement)
+            _add_tree_columns(conn)
             if conn.execute(select(audit_chain_head.c.id)).first() is None:
                 last = conn.execute(
                     select(audit_ledger.c.seq, audit_ledger.c.hash)
@@ -270,6 +281,15 @@ def create_ledger(engine: Engine) -> None:
                 conn.execute(audit_chain_head.insert().values(id=1, seq=seq, hash=hash_))
     except SQLAlchemyError as exc:
         raise _ledger_error(exc, "create") from exc
+
+
+def _add_tree_columns(conn: Connection) -> None:
+    """Give a ledger created before tree heads existed their columns (only when missing: a
+    role that may only append never needs DDL rights)."""
+    present = {column["name"] for column in inspect(conn).get_columns("audit_checkpoints")}
+    for name, sql_type in _TREE_COLUMNS.items():
+        if name not in present:
+            conn.exec_driver_sql(f"ALTER TABLE audit_checkpoints ADD COLUMN {name} {sql_type}")
 
 
 # --------------------------------------------------------------------------- the sink
@@ -452,7 +472,8 @@ class SqlAuditSink:
             raise LedgerError("the audit sink is closed")
 
     def _sign(self, conn: Connection, seq: int, head_hash: str, now: datetime) -> Checkpoint:
-        checkpoint = self._signer.sign(seq, head_hash, now)
+        tree = tree_frontier(conn, seq)
+        checkpoint = self._signer.sign(seq, head_hash, now, tree.root().hex())
         conn.execute(
             audit_checkpoints.insert().values(
                 seq=checkpoint.seq,
@@ -460,6 +481,8 @@ class SqlAuditSink:
                 signed_at=checkpoint.signed_at,
                 key_id=checkpoint.key_id,
                 signature=checkpoint.signature,
+                tree_root=checkpoint.tree_root,
+                tree_frontier=orjson.dumps(tree.to_hex()).decode(),
             )
         )
         self.last_checkpoint = checkpoint
@@ -581,6 +604,34 @@ def _move_head(conn: Connection, seq: int, hash_: str) -> None:
     )
 
 
+def tree_frontier(conn: Connection, seq: int) -> Frontier:
+    """The Merkle tree of records 1..``seq``: the frontier stored with the latest checkpoint
+    at or below ``seq``, grown by the records after it (from the first record when no
+    checkpoint has one: a ledger older than tree heads, once)."""
+    row = conn.execute(
+        select(audit_checkpoints.c.seq, audit_checkpoints.c.tree_frontier)
+        .where(audit_checkpoints.c.seq <= seq, audit_checkpoints.c.tree_frontier.is_not(None))
+        .order_by(audit_checkpoints.c.seq.desc())
+        .limit(1)
+    ).first()
+    frontier = Frontier()
+    if row is not None:
+        try:
+            frontier = Frontier.from_hex(int(row[0]), orjson.loads(row[1]))
+        except (ValueError, TypeError):
+            frontier = Frontier()  # unreadable: grow the tree again from the start
+    hashes = conn.execute(
+        select(audit_ledger.c.hash)
+        .where(audit_ledger.c.seq > frontier.size, audit_ledger.c.seq <= seq)
+        .order_by(audit_ledger.c.seq)
+    ).scalars()
+    for record_hash in hashes:
+        frontier.append(record_leaf(record_hash))
+    if frontier.size != seq:
+        raise LedgerError(f"records up to seq {seq} are missing: cannot grow the Merkle tree")
+    return frontier
+
+
 def _last_checkpoint(conn: Connection) -> Checkpoint | None:
     row = conn.execute(
         select(audit_checkpoints).order_by(audit_checkpoints.c.seq.desc()).limit(1)
@@ -595,6 +646,7 @@ def _checkpoint_of(row: Mapping[str, Any]) -> Checkpoint:
         signed_at=str(row["signed_at"]),
         key_id=str(row["key_id"]),
         signature=str(row["signature"]),
+        tree_root=None if row.get("tree_root") is None else str(row["tree_root"]),
     )
 
 
@@ -665,16 +717,32 @@ def verify(
     try:
         with _reading(engine) as conn:
             _require_ledger(conn)
-            checkpoints = {
-                int(row.seq): _checkpoint_of(dict(row._mapping))
-                for row in conn.execute(select(audit_checkpoints).order_by(audit_checkpoints.c.seq))
-            }
+            checkpoints = read_checkpoints(conn)
             head_row = conn.execute(select(audit_chain_head.c.seq, audit_chain_head.c.hash)).first()
             result = _stream_for_verify(conn, batch_size)
             repeat = _first_repeated_event(conn)
             return _walk(result, checkpoints, head_row, key_ids, progress, repeat)
     except SQLAlchemyError as exc:
         raise _ledger_error(exc, "verify") from exc
+
+
+def read_checkpoints(
+    conn: Connection, first_seq: int | None = None, last_seq: int | None = None
+) -> dict[int, Checkpoint]:
+    """The signed checkpoints (seq -> checkpoint), of ``first_seq..last_seq`` when given.
+
+    Reads a ledger whose table predates tree heads as it is (no DDL: a reader may not alter).
+    """
+    present = {column["name"] for column in inspect(conn).get_columns("audit_checkpoints")}
+    columns = [c for c in audit_checkpoints.c if c.name in present and c.name != "tree_frontier"]
+    statement = select(*columns).order_by(audit_checkpoints.c.seq)
+    if first_seq is not None:
+        statement = statement.where(audit_checkpoints.c.seq >= first_seq)
+    if last_seq is not None:
+        statement = statement.where(audit_checkpoints.c.seq <= last_seq)
+    return {
+        int(row.seq): _checkpoint_of(dict(row._mapping)) for row in conn.execute(statement)
+    }
 
 
 def _first_repeated_event(conn: Connection) -> tuple[int, str] | None:
@@ -753,6 +821,8 @@ def _walk(
 
     check, hash_of, checkpoint_at = checker.check, stored_values_hash, checkpoints.get
     repeat_seq = None if repeat is None else repeat[0]
+    tree = Frontier()  # the Merkle tree of the records checked so far
+    grow = tree.append
     for values in result:
         seq, stored = values[_SEQ_AT], values[_HASH_AT]
         try:
@@ -765,6 +835,7 @@ def _walk(
         if seq == repeat_seq and repeat is not None:
             return report(seq, repeat[1])
         checked += 1
+        grow(record_leaf(stored))
         checkpoint = checkpoint_at(seq)
         if checkpoint is not None:
             bad_signature = checkpoint_problem(checkpoint, key_ids)
@@ -777,6 +848,12 @@ def _walk(
                     f"head {checkpoint.head_hash}, chain has {stored}): it was rewritten, "
                     f"possibly with records back to seq {signed_seq + 1} (the chain was "
                     "re-hashed), or the checkpoint was signed over a wrong head",
+                )
+            if checkpoint.tree_root is not None and checkpoint.tree_root != tree.root().hex():
+                return report(
+                    seq,
+                    f"the tree head signed at seq {seq} (root {checkpoint.tree_root}) is not "
+                    f"the Merkle root of records 1..{seq}: it was signed over a wrong tree",
                 )
             signed_seq = seq
             signed += 1
