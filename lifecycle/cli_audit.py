@@ -308,4 +308,126 @@ def replay_command(from_beginning: bool, follow: bool) -> None:
         sys.exit(EXIT_TAMPERED)
 
 
+# --------------------------------------------------------------------------- receipts
+
+
+def _public_keys(paths: tuple[Path, ...]) -> dict[str, Any]:
+    from sinks.checkpoints import key_id_of, load_public_key
+
+    keys = [load_public_key(path) for path in paths]
+    return {key_id_of(key): key for key in keys}
+
+
+def _read_receipt(path: Path) -> dict[str, Any]:
+    from sinks.receipts import load_receipt
+
+    try:
+        return load_receipt(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        _fail(f"{path} is not a readable receipt: {exc}")
+
+
+@audit.command("prove")
+@click.option("--seq", type=click.IntRange(min=1), help="the record to prove")
+@click.option("--request-id", metavar="R", help="the record of erasure request R")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="write the receipt here (default: stdout)",
+)
+@click.option(
+    "--consistent-with",
+    "older_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="an older receipt: add the proof that its tree head is a prefix of this one's",
+)
+def prove_command(
+    seq: int | None, request_id: str | None, output: Path | None, older_path: Path | None
+) -> None:
+    """Write a receipt: a record, its inclusion proof and the signed tree head it is in.
+
+    Anyone with the ledger's public key checks it alone: lifecycle audit check-receipt.
+    Exit 1 when the ledger no longer extends the --consistent-with receipt's tree.
+    """
+    from sinks.receipts import RewrittenHistoryError, dump_receipt, find_erasure, make_receipt
+
+    if (seq is None) == (request_id is None):
+        raise click.UsageError("give --seq N or --request-id R")
+    older = None if older_path is None else _read_receipt(older_path)
+    settings = load_settings()
+    try:
+        with _ledger_engine(settings) as engine:
+            if request_id is not None:
+                seqs = find_erasure(engine, request_id)
+                if not seqs:
+                    _fail(f"no erasure record for request {request_id!r} in the ledger")
+                if len(seqs) > 1:
+                    click.echo(
+                        f"request {request_id!r} was answered {len(seqs)} times (seqs "
+                        f"{', '.join(map(str, seqs))}): proving the latest",
+                        err=True,
+                    )
+                seq = seqs[-1]
+            assert seq is not None
+            receipt = make_receipt(engine, seq, older=older)
+    except RewrittenHistoryError as exc:
+        click.echo(f"INCONSISTENT: {exc}", err=True)
+        sys.exit(EXIT_TAMPERED)
+    except LifecycleError as exc:
+        _fail(str(exc))
+    data = dump_receipt(receipt)
+    if output is None:
+        click.get_binary_stream("stdout").write(data)
+    else:
+        output.write_bytes(data)
+    head = receipt["tree_head"]
+    click.echo(
+        f"receipt for record {seq}: tree of {head['tree_size']} records, root {head['root']}"
+        + (f" -> {output}" if output else ""),
+        err=True,
+    )
+
+
+@audit.command("check-receipt")
+@click.argument("receipt_path", metavar="FILE", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--public-key",
+    "public_keys",
+    multiple=True,
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="the ledger's Ed25519 public key (PEM); repeat after a key rotation",
+)
+@click.option(
+    "--consistent-with",
+    "older_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="another receipt: check that the smaller tree head is a prefix of the larger",
+)
+def check_receipt_command(
+    receipt_path: Path, public_keys: tuple[Path, ...], older_path: Path | None
+) -> None:
+    """Check a receipt offline: its record's hash, the tree head's signature, the inclusion
+    proof (and with --consistent-with, that one tree head extends the other).
+
+    Exit 0 when it holds, 1 when something was changed, 2 when it cannot be checked.
+    """
+    from sinks.receipts import check_consistency, check_receipt
+
+    receipt = _read_receipt(receipt_path)
+    try:
+        keys = _public_keys(public_keys)
+    except LifecycleError as exc:
+        _fail(str(exc))
+    if older_path is None:
+        outcome = check_receipt(receipt, keys)
+    else:
+        outcome = check_consistency(receipt, _read_receipt(older_path), keys)
+    click.echo(outcome.message)
+    if not outcome.checkable:
+        sys.exit(EXIT_ERROR)
+    if not outcome.ok:
+        sys.exit(EXIT_TAMPERED)
+
+
 __all__ = ["EXIT_ERROR", "EXIT_TAMPERED", "EXPORT_FIELDS", "audit"]

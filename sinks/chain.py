@@ -422,6 +422,14 @@ def canonical_hash(encoded: bytes) -> str:
     return _sha256(encoded).hexdigest()
 
 
+def export_hash(record: Mapping[str, Any]) -> str:
+    """What the ``hash`` of an exported record (an ``audit export`` JSON line, or the record
+    in a bundle or receipt) must be: SHA-256 of the record without ``hash``, encoded
+    canonically. Raises TypeError when a value cannot be JSON."""
+    body = {key: value for key, value in record.items() if key != "hash"}
+    return _sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
 def row_hash(row: Mapping[str, Any]) -> str:
     """SHA-256 (lowercase hex) of the record's canonical encoding."""
     return _sha256(canonical_bytes(row)).hexdigest()

@@ -67,7 +67,9 @@ class Checkpoint:
     tree_root: str | None = None  # hex Merkle root over records 1..seq; None: a version 1
 
     def statement(self) -> bytes:
-        return statement_bytes(self.seq, self.head_hash, self.signed_at, self.key_id, self.tree_root)
+        return statement_bytes(
+            self.seq, self.head_hash, self.signed_at, self.key_id, self.tree_root
+        )
 
 
 def statement_bytes(

@@ -28,7 +28,7 @@ from __future__ import annotations
 import operator
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -678,6 +678,16 @@ def _reading(engine: Engine) -> Iterator[Connection]:
             conn.rollback()
 
 
+def read_transaction(engine: Engine) -> AbstractContextManager[Connection]:
+    """A read-only transaction whose statements all see one snapshot of the ledger."""
+    return _reading(engine)
+
+
+def require_ledger(conn: Connection) -> None:
+    """Raise :class:`LedgerError` when the database holds no audit ledger."""
+    _require_ledger(conn)
+
+
 def _require_ledger(conn: Connection) -> None:
     names = set(inspect(conn).get_table_names())
     missing = {t.name for t in metadata.sorted_tables} - names
@@ -740,9 +750,7 @@ def read_checkpoints(
         statement = statement.where(audit_checkpoints.c.seq >= first_seq)
     if last_seq is not None:
         statement = statement.where(audit_checkpoints.c.seq <= last_seq)
-    return {
-        int(row.seq): _checkpoint_of(dict(row._mapping)) for row in conn.execute(statement)
-    }
+    return {int(row.seq): _checkpoint_of(dict(row._mapping)) for row in conn.execute(statement)}
 
 
 def _first_repeated_event(conn: Connection) -> tuple[int, str] | None:
