@@ -15,6 +15,7 @@ import csv
 import dataclasses
 import io
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -143,12 +144,38 @@ def audit() -> None:
 @click.option("--until", type=Moment(), help="occurred before (ISO-8601; UTC if no zone)")
 @click.option("--kind", metavar="K", help="event kind: collected, used, shared, ...")
 @click.option("--decision", type=click.Choice(["allow", "deny"]), help="only this verdict")
+@click.option("--reason-code", metavar="CODE", help="only this reason code")
+@click.option("--role", metavar="ROLE", help="only events whose actor had this role")
+@click.option("--source", metavar="SYSTEM", help="only events from this publishing system")
+@click.option(
+    "--purpose", metavar="P", help="only this purpose (a use's or share's, or one collected for)"
+)
+@click.option("--recipient", metavar="R", help="only shares with this recipient")
 @click.option(
     "--format",
     "output_format",
-    type=click.Choice(["jsonl", "csv"]),
+    type=click.Choice(["jsonl", "csv", "parquet"]),
     default="jsonl",
     show_default=True,
+    help="parquet: typed columns (needs --output and pip install 'lifecycle[analysis]')",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="write to this file instead of stdout",
+)
+@click.option(
+    "--bundle",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="write offline evidence into this new folder: the records written (recorded_at) in "
+    "--since..--until, the signed checkpoints around them and the public keys",
+)
+@click.option(
+    "--public-key",
+    "public_keys",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="--bundle: public key(s) to include (default: LIFECYCLE_SIGNING_KEY_FILE + .pub)",
 )
 def export(
     subject_id: str | None,
@@ -157,9 +184,17 @@ def export(
     until: datetime | None,
     kind: str | None,
     decision: str | None,
+    reason_code: str | None,
+    role: str | None,
+    source: str | None,
+    purpose: str | None,
+    recipient: str | None,
     output_format: str,
+    output: Path | None,
+    bundle: Path | None,
+    public_keys: tuple[Path, ...],
 ) -> None:
-    """Write ledger records to stdout in seq order, one a line.
+    """Write ledger records to stdout in seq order, one a line (or a Parquet file, or a bundle).
 
     Each JSON line, without its "hash" key and encoded canonically (sorted keys, no spaces,
     UTF-8), hashes (SHA-256) to "hash": anyone can recheck an export.
@@ -168,6 +203,35 @@ def export(
 
     if subject_id is not None and subject_ref is not None:
         raise click.UsageError("give --subject or --subject-ref, not both")
+    more = {
+        "reason_code": reason_code,
+        "role": role,
+        "source": source,
+        "purpose": purpose,
+        "recipient": recipient,
+    }
+    if bundle is not None:
+        chosen = [
+            name
+            for name, value in {
+                "subject": subject_id,
+                "subject-ref": subject_ref,
+                "kind": kind,
+                "decision": decision,
+                "output": output,
+                **more,
+            }.items()
+            if value
+        ]
+        if chosen or output_format != "jsonl":
+            raise click.UsageError(
+                "--bundle holds a whole range of the ledger: only --since, --until and "
+                "--public-key go with it"
+            )
+        _export_bundle(bundle, since, until, public_keys)
+        return
+    if output_format == "parquet" and output is None:
+        raise click.UsageError("--format parquet needs --output FILE")
     settings = load_settings()
     try:
         if subject_id is not None:
@@ -178,18 +242,73 @@ def export(
             "until": until,
             "kind": kind,
             "decision": decision,
+            **more,
         }
-        out = click.get_binary_stream("stdout")
         with _ledger_engine(settings) as engine:
             total = count_records(engine, **filters) if sys.stderr.isatty() else None
-            write = _jsonl_writer(out) if output_format == "jsonl" else _csv_writer(out)
-            with _progress_bar(total, "export") as bar:
-                for entry in iter_records(engine, **filters):
-                    write(entry.as_export())
-                    bar.update(1)
-            out.flush()
+            if output_format == "parquet":
+                assert output is not None
+                from sinks.columnar import write_parquet
+
+                with _progress_bar(total, "export") as bar:
+                    rows = write_parquet(_counted(iter_records(engine, **filters), bar), output)
+                click.echo(f"wrote {rows} records to {output}", err=True)
+                return
+            with _output(output) as out:
+                write = _jsonl_writer(out) if output_format == "jsonl" else _csv_writer(out)
+                with _progress_bar(total, "export") as bar:
+                    for entry in iter_records(engine, **filters):
+                        write(entry.as_export())
+                        bar.update(1)
     except LifecycleError as exc:
         _fail(str(exc))
+
+
+def _counted(entries: Iterator[Any], bar: Any) -> Iterator[Any]:
+    for entry in entries:
+        yield entry
+        bar.update(1)
+
+
+@contextmanager
+def _output(path: Path | None) -> Iterator[IO[bytes]]:
+    if path is None:
+        out = click.get_binary_stream("stdout")
+        yield out
+        out.flush()
+        return
+    with path.open("wb") as out:
+        yield out
+
+
+def _export_bundle(
+    directory: Path, since: datetime | None, until: datetime | None, paths: tuple[Path, ...]
+) -> None:
+    from sinks.bundle import export_bundle
+    from sinks.checkpoints import public_key_path
+
+    settings = load_settings()
+    try:
+        keys = _public_keys(paths or (public_key_path(settings.signing_key_file),))
+        with _ledger_engine(settings) as engine:
+            summary = export_bundle(
+                engine, directory, keys, since=since, until=until, created_at=datetime.now(UTC)
+            )
+    except LifecycleError as exc:
+        _fail(str(exc))
+    start = f"signed {summary.covered_from}" if summary.covered_from else "the first record"
+    click.echo(
+        f"bundle {directory}: records {summary.first_seq}..{summary.last_seq} "
+        f"({summary.records}), {summary.checkpoints} signed checkpoints, complete from {start} "
+        f"to signed {summary.covered_until}",
+        err=True,
+    )
+    if summary.short_of_until:
+        click.echo(
+            f"note: the newest checkpoint was signed at {summary.covered_until}, before "
+            "--until: later records are not signed yet; export again later to cover up to it",
+            err=True,
+        )
 
 
 def _jsonl_writer(out: IO[bytes]) -> Callable[[dict[str, Any]], None]:
@@ -232,20 +351,70 @@ def _csv_writer(out: IO[bytes]) -> Callable[[dict[str, Any]], None]:
     multiple=True,
     type=click.Path(dir_okay=False, path_type=Path),
     help="Ed25519 public key (PEM) of the checkpoint signer; repeat after a key rotation. "
-    "Default: LIFECYCLE_SIGNING_KEY_FILE + .pub",
+    "Default: LIFECYCLE_SIGNING_KEY_FILE + .pub (with --bundle: the bundle's own keys)",
 )
 @click.option("--json", "as_json", is_flag=True, help="print the report as one JSON object")
-def verify_command(public_keys: tuple[Path, ...], as_json: bool) -> None:
-    """Check the whole ledger: every hash, link and signed checkpoint.
+@click.option(
+    "--bundle",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="check an exported bundle offline instead (no database, no bus)",
+)
+@click.option("--since", type=Moment(), help="--bundle: it must hold every record written since")
+@click.option("--until", type=Moment(), help="--bundle: it must hold every record written before")
+@click.option(
+    "--metrics-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="also write the result as Prometheus metrics (a .prom file for node-exporter's "
+    "textfile collector)",
+)
+@click.option(
+    "--every",
+    type=click.FloatRange(min=1),
+    metavar="SECONDS",
+    help="keep running: verify again every SECONDS (needs --metrics-file)",
+)
+def verify_command(
+    public_keys: tuple[Path, ...],
+    as_json: bool,
+    bundle: Path | None,
+    since: datetime | None,
+    until: datetime | None,
+    metrics_file: Path | None,
+    every: float | None,
+) -> None:
+    """Check the whole ledger: every hash, link and signed checkpoint (and tree head).
 
     Exit 0 and a one-line summary when intact; exit 1 naming the first bad seq and what is
     wrong there; exit 2 when it cannot check.
     """
+    if bundle is not None:
+        if metrics_file is not None or every is not None:
+            raise click.UsageError("--metrics-file and --every check the ledger, not a bundle")
+        _verify_bundle(bundle, public_keys, since, until, as_json)
+        return
+    if since is not None or until is not None:
+        raise click.UsageError("--since and --until go with --bundle")
+    if every is not None and metrics_file is None:
+        raise click.UsageError("--every needs --metrics-file (where the result goes)")
+    while True:
+        code = _verify_ledger(public_keys, as_json, metrics_file)
+        if every is None:
+            if code:
+                sys.exit(code)
+            return
+        time.sleep(every)
+
+
+def _verify_ledger(public_keys: tuple[Path, ...], as_json: bool, metrics_file: Path | None) -> int:
+    """One verify of the configured ledger: printed, written to ``metrics_file``; exit code."""
+    from lifecycle.verify_metrics import VerifyOutcome, write_verify_metrics
     from sinks.checkpoints import load_public_key, public_key_path
     from sinks.ledger import verify
 
-    settings = load_settings()
+    started = time.monotonic()
+    report = None
     try:
+        settings = load_settings()
         keys = [
             load_public_key(path)
             for path in (public_keys or (public_key_path(settings.signing_key_file),))
@@ -256,6 +425,52 @@ def verify_command(public_keys: tuple[Path, ...], as_json: bool) -> None:
                 bar.update(checked - bar.n)
 
             report = verify(engine, keys, progress=progress)
+        code = EXIT_TAMPERED if not report.ok else 0
+    except LifecycleError as exc:
+        click.echo(f"error: {exc}", err=True)
+        code = EXIT_ERROR
+    except SystemExit as exc:  # _ledger_engine: no ledger there
+        code = exc.code if isinstance(exc.code, int) else EXIT_ERROR
+    if report is not None:
+        if as_json:
+            click.echo(orjson.dumps(dataclasses.asdict(report)).decode())
+        else:
+            click.echo(report.summary())
+    if metrics_file is not None:
+        write_verify_metrics(
+            metrics_file,
+            VerifyOutcome(
+                ok=code == 0,
+                tampered=code == EXIT_TAMPERED,
+                records=0 if report is None else report.records,
+                signed_seq=0 if report is None else report.signed_seq,
+                first_bad_seq=None if report is None else report.first_bad_seq,
+                duration_seconds=time.monotonic() - started,
+                ended_at=time.time(),
+            ),
+        )
+    return code
+
+
+def _verify_bundle(
+    bundle: Path,
+    public_keys: tuple[Path, ...],
+    since: datetime | None,
+    until: datetime | None,
+    as_json: bool,
+) -> None:
+    from sinks.bundle import bundle_keys, verify_bundle
+
+    try:
+        trusted = _public_keys(public_keys) if public_keys else None
+        if trusted is None:
+            own = bundle_keys(bundle)
+            click.echo(
+                f"note: trusting the bundle's own key(s) {', '.join(sorted(own)) or '(none)'}: "
+                "compare them with the ledger's published key, or pass --public-key",
+                err=True,
+            )
+        report = verify_bundle(bundle, trusted, since=since, until=until)
     except LifecycleError as exc:
         _fail(str(exc))
     if as_json:

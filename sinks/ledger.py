@@ -912,8 +912,9 @@ def _filters(
     until: datetime | None,
     kind: str | None,
     decision: str | None,
+    more: Mapping[str, str | None] | None = None,
 ) -> list[ColumnElement[bool]]:
-    where: list[ColumnElement[bool]] = []
+    where: list[ColumnElement[bool]] = _more_filters(more or {})
     if subject_ref is not None:
         prefix = subject_ref[:SUBJECT_PREFIX_LEN]
         where.append(_subject_prefix(audit_ledger.c.subject_ref) == prefix)
@@ -931,6 +932,37 @@ def _filters(
     return where
 
 
+RECORD_FILTERS = ("reason_code", "role", "source", "purpose", "recipient")
+"""Further filters of :func:`iter_records` and :func:`count_records`, by keyword. ``role`` is
+the actor's role; ``purpose`` matches a use's or share's purpose and a collection's declared
+purposes."""
+
+
+def _more_filters(more: Mapping[str, str | None]) -> list[ColumnElement[bool]]:
+    unknown = set(more) - set(RECORD_FILTERS)
+    if unknown:
+        raise TypeError(f"unknown record filter(s): {', '.join(sorted(unknown))}")
+    where: list[ColumnElement[bool]] = []
+    columns = {
+        "reason_code": audit_ledger.c.reason_code,
+        "role": audit_ledger.c.actor_role,
+        "source": audit_ledger.c.source,
+        "recipient": audit_ledger.c.recipient,
+    }
+    for name, value in more.items():
+        if value is None:
+            continue
+        if name == "purpose":
+            declared = orjson.dumps(value).decode()  # an element of the canonical JSON array
+            where.append(
+                (audit_ledger.c.purpose == value)
+                | audit_ledger.c.purposes.contains(declared, autoescape=True)
+            )
+        else:
+            where.append(columns[name] == value)
+    return where
+
+
 def iter_records(
     engine: Engine,
     subject_ref: str | None = None,
@@ -940,15 +972,17 @@ def iter_records(
     decision: str | None = None,
     *,
     batch_size: int = 5_000,
+    **more: str | None,
 ) -> Iterator[AuditEntry]:
     """Stream stored records in seq order, filtered (all filters combine with AND).
 
     ``since``/``until`` bound ``occurred_at`` (when the event happened), half-open:
-    ``since <= occurred_at < until``; they must be aware datetimes.
+    ``since <= occurred_at < until``; they must be aware datetimes. ``more``: the filters of
+    :data:`RECORD_FILTERS`.
     """
     statement = (
         select(audit_ledger)
-        .where(*_filters(subject_ref, since, until, kind, decision))
+        .where(*_filters(subject_ref, since, until, kind, decision, more))
         .order_by(audit_ledger.c.seq)
         .execution_options(yield_per=batch_size)
     )
@@ -968,12 +1002,13 @@ def count_records(
     until: datetime | None = None,
     kind: str | None = None,
     decision: str | None = None,
+    **more: str | None,
 ) -> int:
     """How many records :func:`iter_records` would yield with the same filters."""
     statement = (
         select(func.count())
         .select_from(audit_ledger)
-        .where(*_filters(subject_ref, since, until, kind, decision))
+        .where(*_filters(subject_ref, since, until, kind, decision, more))
     )
     try:
         with engine.connect() as conn:
@@ -985,6 +1020,7 @@ def count_records(
 
 __all__ = [
     "APPEND_ONLY_TABLES",
+    "RECORD_FILTERS",
     "AuditSink",
     "Clock",
     "SqlAuditSink",
@@ -995,5 +1031,9 @@ __all__ = [
     "create_ledger",
     "iter_records",
     "open_audit_sink",
+    "read_checkpoints",
+    "read_transaction",
+    "require_ledger",
+    "tree_frontier",
     "verify",
 ]
