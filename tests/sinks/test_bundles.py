@@ -285,4 +285,3 @@ def test_a_bundle_re_signed_with_another_key_fails_with_the_ledger_key(
     assert result.exit_code == EXIT_TAMPERED, result.output
     assert "TAMPERED at seq 25: " in result.output
     assert forger.key_id in result.output
-
