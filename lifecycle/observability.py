@@ -79,6 +79,8 @@ ERASURE_STATUSES: Final = frozenset({"completed", "nothing_held", "refused"})
 """``completed`` and ``nothing_held`` as in ``lifecycle.Erasure``; ``refused``: the request
 itself was denied (e.g. it named a category the policy does not know), nothing was erased."""
 CONTRACT_TOPICS: Final = frozenset(spec.name for spec in TOPICS)
+DEAD_LETTER_SOURCES: Final = ("customer.events", "privacy.decisions")
+"""The topics whose records a stage dead-letters (the intake's and the ledger stage's)."""
 
 _KAFKA_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _READY_REASON = re.compile(r"^[A-Za-z0-9 _.,:;()/'-]{0,160}$")
@@ -377,6 +379,8 @@ class Metrics:
         self._decisions.labels(decision="allow", reason_code="retention_expired")
         for status in sorted(ERASURE_STATUSES):
             self._erasures.labels(status=status)
+        for topic in DEAD_LETTER_SOURCES:  # else the first dead letter is no increase
+            self._dead_letters.labels(source_topic=topic)
 
     # -- intake and decisions -----------------------------------------------------------
 
