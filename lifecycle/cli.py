@@ -251,12 +251,13 @@ def audit_recover() -> None:
 
 def _register_subsystem_commands() -> None:
     """Commands that live beside their subsystem."""
+    from lifecycle.cli_deadletters import deadletters
     from lifecycle.cli_events import events
     from lifecycle.cli_policy import policy
     from lifecycle.cli_privacy import COMMANDS
 
     audit.add_command(audit_recover)
-    for command in (policy, audit, events, *COMMANDS):
+    for command in (policy, audit, events, deadletters, *COMMANDS):
         cli.add_command(command)
 
 

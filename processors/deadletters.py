@@ -3,7 +3,9 @@
 A record that is not one of ours may be anything, plaintext personal data included, so its
 bytes are never copied as they are: the value of a dead letter is the original key and value
 AES-GCM encrypted under a quarantine data key (shreddable like any other), and the headers name
-the source topic, partition, offset, the error and a SHA-256 of the original value.
+the source topic, partition, offset, the error and a SHA-256 of the original value. A record
+that a redrive sent back (:mod:`processors.redrive`) and that fails again carries on the
+redrive's header (``lifecycle.redrive.of``), so a ``redrive --all`` does not loop on it.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from cryptography.exceptions import InvalidTag
+
 from lifecycle.logging import get_logger
 from lifecycle.observability import Metrics
-from streams.envelope import encrypt_value
+from streams.envelope import associated_data, encrypt_value
+from streams.exceptions import DecodeError
 from streams.keys import KeyStore
 from streams.outbox import Outbox
 from streams.topics import DEAD_LETTERS
@@ -22,7 +27,10 @@ log = get_logger(__name__)
 
 QUARANTINE_SUBJECT = "quarantine"
 QUARANTINE_CATEGORY = "dead_letter"
+REDRIVE_OF = "lifecycle.redrive.of"
+"""Header of a record sent back to customer.events by a redrive: the dead letter it came from."""
 _MAX_ERROR = 400
+_NONCE = 12
 
 Headers = list[tuple[str, bytes]]
 
@@ -42,8 +50,10 @@ def dead_letter(
     key: bytes | None,
     value: bytes | None,
     error: str,
+    redrive_of: bytes | None = None,
 ) -> DeadLetter:
-    """The dead letter for one record of ``topic``; ``error`` must not quote the record."""
+    """The dead letter for one record of ``topic``; ``error`` must not quote the record.
+    ``redrive_of``: the record's :data:`REDRIVE_OF` header, carried on."""
     quarantine = keystore.encryption_keys([(QUARANTINE_SUBJECT, QUARANTINE_CATEGORY)])
     data_key = quarantine[(QUARANTINE_SUBJECT, QUARANTINE_CATEGORY)]
     position = f"{topic}/{partition}/{offset}"
@@ -58,7 +68,35 @@ def dead_letter(
         ("lifecycle.value.sha256", hashlib.sha256(value_bytes).hexdigest().encode()),
         ("lifecycle.quarantine.key_version", str(sealed["key_version"]).encode()),
     ]
+    if redrive_of:
+        headers.append((REDRIVE_OF, redrive_of[:200]))
     return DeadLetter(sealed["nonce"] + sealed["ciphertext"], headers)
+
+
+def open_dead_letter(
+    keystore: KeyStore, sealed: bytes, position: str, key_version: int
+) -> tuple[bytes, bytes]:
+    """The original (key, value) of a dead letter: the inverse of :func:`dead_letter`.
+
+    ``position`` is its ``topic/partition/offset`` (from its headers). Raises
+    :class:`~streams.exceptions.KeyShreddedError` when the quarantine key was destroyed and
+    :class:`~streams.exceptions.DecodeError` when the bytes fail authentication.
+    """
+    if len(sealed) <= _NONCE:
+        raise DecodeError("the dead letter's value is too short to be sealed")
+    key = keystore.decryption_key(QUARANTINE_SUBJECT, QUARANTINE_CATEGORY, key_version)
+    try:
+        payload = key.aead.decrypt(
+            sealed[:_NONCE],
+            sealed[_NONCE:],
+            associated_data(position, QUARANTINE_SUBJECT, QUARANTINE_CATEGORY),
+        )
+    except InvalidTag as exc:
+        raise DecodeError(f"dead letter of {position} fails authentication") from exc
+    length = int.from_bytes(payload[:4], "big")
+    if len(payload) < 4 + length:
+        raise DecodeError(f"dead letter of {position} is malformed")
+    return payload[4 : 4 + length], payload[4 + length :]
 
 
 class DeadLetterQueue:
@@ -79,6 +117,7 @@ class DeadLetterQueue:
         key: bytes | None,
         value: bytes | None,
         error: str,
+        redrive_of: bytes | None = None,
     ) -> None:
         letter = dead_letter(
             self._keystore,
@@ -88,6 +127,7 @@ class DeadLetterQueue:
             key=key,
             value=value,
             error=error,
+            redrive_of=redrive_of,
         )
         self._metrics.dead_lettered(topic)
         log.warning(

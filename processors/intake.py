@@ -15,7 +15,7 @@ import collections
 import os
 import re
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ import faust
 
 from lifecycle.logging import get_logger
 from lifecycle.observability import Metrics
-from processors.deadletters import DeadLetterQueue
+from processors.deadletters import REDRIVE_OF, DeadLetterQueue
 from processors.progress import Progress
 from streams.codec import Codec
 from streams.exceptions import DecodeError, RegistryUnavailableError
@@ -110,6 +110,16 @@ async def decode_event(
             delay = min(delay * 2, 8.0)
 
 
+def redrive_header(headers: Any) -> bytes | None:
+    """The :data:`~processors.deadletters.REDRIVE_OF` header of a record (Faust gives headers
+    as a list of pairs or a mapping), or None."""
+    pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
+    for name, value in pairs:
+        if name == REDRIVE_OF and isinstance(value, bytes | str):
+            return value.encode() if isinstance(value, str) else value
+    return None
+
+
 def fail_loudly(what: str, exc: BaseException) -> None:
     """Log and end the process now, without acknowledging anything in flight."""
     # the first line only: a database error's text goes on to quote the statement and its
@@ -149,6 +159,7 @@ def register_intake(
             key=message.key,
             value=message.value,
             error=error,
+            redrive_of=redrive_header(message.headers),
         )
 
     def partition_count(topic: str) -> int:
