@@ -1,8 +1,13 @@
 """``lifecycle audit``: the analysts' and auditors' commands over the audit ledger.
 
-* ``export``: stream records (filtered by subject, time, kind, decision) as JSON lines or CSV.
-* ``verify``: check every hash, link and signed checkpoint; exit 0 when intact, 1 naming the
-  first bad record when not, 2 when it cannot check (no ledger, no public key).
+* ``export``: stream records (filtered by subject, time, kind, decision, reason code, role,
+  source, purpose, recipient) as JSON lines, CSV or Parquet; or ``--bundle`` a range with its
+  signed checkpoints and public keys, for offline checks.
+* ``verify``: check every hash, link and signed checkpoint (or a bundle, offline); exit 0 when
+  intact, 1 naming the first bad record when not, 2 when it cannot check (no ledger, no public
+  key). ``--metrics-file`` (and ``--every``) for a scheduled verify.
+* ``prove`` and ``check-receipt``: a record's inclusion proof against a signed tree head, and
+  its offline check (with the consistency of two tree heads).
 * ``replay``: reads ``privacy.audit`` from the beginning (or follows it), checking the chain.
 
 Nothing here writes to the ledger. Records hold pseudonyms (``subject_ref``), never personal
@@ -129,7 +134,7 @@ def _subject_ref(settings: Settings, subject_id: str) -> str:
 
 @click.group()
 def audit() -> None:
-    """The tamper-evident audit ledger: export it, verify it, replay privacy.audit."""
+    """The tamper-evident audit ledger: export, verify, prove records, replay privacy.audit."""
 
 
 @audit.command()
