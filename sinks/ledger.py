@@ -81,7 +81,7 @@ from sinks.checkpoints import (
     provision_signing_key,
 )
 from sinks.exceptions import LedgerError, LedgerUnavailableError
-from sinks.merkle import Frontier, record_leaf
+from sinks.merkle import Frontier
 
 Clock = Callable[[], datetime]
 """Returns the current time (aware). Injected so checkpoint timing is testable."""
@@ -604,6 +604,9 @@ def _move_head(conn: Connection, seq: int, hash_: str) -> None:
     )
 
 
+_SQLITE_HASHES = "SELECT hash FROM audit_ledger WHERE seq > ? AND seq <= ? ORDER BY seq"
+
+
 def tree_frontier(conn: Connection, seq: int) -> Frontier:
     """The Merkle tree of records 1..``seq``: the frontier stored with the latest checkpoint
     at or below ``seq``, grown by the records after it (from the first record when no
@@ -620,13 +623,18 @@ def tree_frontier(conn: Connection, seq: int) -> Frontier:
             frontier = Frontier.from_hex(int(row[0]), orjson.loads(row[1]))
         except (ValueError, TypeError):
             frontier = Frontier()  # unreadable: grow the tree again from the start
-    hashes = conn.execute(
-        select(audit_ledger.c.hash)
-        .where(audit_ledger.c.seq > frontier.size, audit_ledger.c.seq <= seq)
-        .order_by(audit_ledger.c.seq)
-    ).scalars()
-    for record_hash in hashes:
-        frontier.append(record_leaf(record_hash))
+    if conn.dialect.name == "sqlite":
+        with _driver_cursor(conn) as cursor:  # in-process: rows through SQLAlchemy dominate
+            rows = cursor.execute(_SQLITE_HASHES, (frontier.size, seq))
+            frontier.extend_records(record_hash for (record_hash,) in rows)
+    else:
+        frontier.extend_records(
+            conn.execute(
+                select(audit_ledger.c.hash)
+                .where(audit_ledger.c.seq > frontier.size, audit_ledger.c.seq <= seq)
+                .order_by(audit_ledger.c.seq)
+            ).scalars()
+        )
     if frontier.size != seq:
         raise LedgerError(f"records up to seq {seq} are missing: cannot grow the Merkle tree")
     return frontier
@@ -830,7 +838,7 @@ def _walk(
     check, hash_of, checkpoint_at = checker.check, stored_values_hash, checkpoints.get
     repeat_seq = None if repeat is None else repeat[0]
     tree = Frontier()  # the Merkle tree of the records checked so far
-    grow = tree.append
+    grow = tree.append_record
     for values in result:
         seq, stored = values[_SEQ_AT], values[_HASH_AT]
         try:
@@ -843,7 +851,7 @@ def _walk(
         if seq == repeat_seq and repeat is not None:
             return report(seq, repeat[1])
         checked += 1
-        grow(record_leaf(stored))
+        grow(stored)
         checkpoint = checkpoint_at(seq)
         if checkpoint is not None:
             bad_signature = checkpoint_problem(checkpoint, key_ids)

@@ -278,3 +278,14 @@ def test_proof_ranges_refuse_impossible_requests() -> None:
     assert verify_consistency(0, 5, EMPTY_ROOT, mth(data(5)), [])
     with pytest.raises(ValueError, match="missing"):
         range_hashes([(0, 4)], indexed(data(3)))
+
+
+def test_record_hashes_grow_the_same_tree_as_their_leaves() -> None:
+    hashes = [hashlib.sha256(f"record {i}".encode()).hexdigest() for i in range(37)]
+    by_leaf, by_record = Frontier(), Frontier()
+    by_leaf.extend(leaf_hash(bytes.fromhex(h)) for h in hashes)
+    by_record.extend_records(hashes[:20])
+    for record_hash in hashes[20:]:
+        by_record.append_record(record_hash)
+    assert (by_record.size, by_record.root()) == (by_leaf.size, by_leaf.root())
+    assert by_record.root() == mth([bytes.fromhex(h) for h in hashes])
