@@ -1,5 +1,6 @@
 # Two commands: `make run` and `make test`. Everything else is optional.
 PYTHON ?= python3.11
+TEST_JOBS ?= 2
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -21,12 +22,13 @@ run: $(STAMP)
 
 ## Run the whole test suite (starts its own broker and database servers).
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_JOBS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)

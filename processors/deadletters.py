@@ -13,11 +13,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
-
-from lifecycle.logging import get_logger
-from lifecycle.observability import Metrics
-from streams.envelope import associated_data, encrypt_value
+from core.logging import get_logger
+from processors.metrics import Metrics
+from streams.envelope import decrypt_bytes, encrypt_value
 from streams.exceptions import DecodeError
 from streams.keys import KeyStore
 from streams.outbox import Outbox
@@ -33,6 +31,19 @@ _MAX_ERROR = 400
 _NONCE = 12
 
 Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A record a stage could not use, and where it was read."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    redrive_of: bytes | None = None
+    """The record's :data:`REDRIVE_OF` header (it was sent back by a redrive), carried on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,22 +65,28 @@ def dead_letter(
 ) -> DeadLetter:
     """The dead letter for one record of ``topic``; ``error`` must not quote the record.
     ``redrive_of``: the record's :data:`REDRIVE_OF` header, carried on."""
+    source = Source(topic, partition, offset, key, value, redrive_of)
+    return sealed_letter(keystore, source, error)
+
+
+def sealed_letter(keystore: KeyStore, source: Source, error: str) -> DeadLetter:
+    """The dead letter for ``source``; ``error`` must not quote the record."""
     quarantine = keystore.encryption_keys([(QUARANTINE_SUBJECT, QUARANTINE_CATEGORY)])
     data_key = quarantine[(QUARANTINE_SUBJECT, QUARANTINE_CATEGORY)]
-    position = f"{topic}/{partition}/{offset}"
-    key_bytes, value_bytes = key or b"", value or b""
+    position = f"{source.topic}/{source.partition}/{source.offset}"
+    key_bytes, value_bytes = source.key or b"", source.value or b""
     payload = len(key_bytes).to_bytes(4, "big") + key_bytes + value_bytes
     sealed = encrypt_value(data_key, position, payload)
     headers: Headers = [
-        ("lifecycle.source.topic", topic.encode()),
-        ("lifecycle.source.partition", str(partition).encode()),
-        ("lifecycle.source.offset", str(offset).encode()),
+        ("lifecycle.source.topic", source.topic.encode()),
+        ("lifecycle.source.partition", str(source.partition).encode()),
+        ("lifecycle.source.offset", str(source.offset).encode()),
         ("lifecycle.error", error[:_MAX_ERROR].encode()),
         ("lifecycle.value.sha256", hashlib.sha256(value_bytes).hexdigest().encode()),
         ("lifecycle.quarantine.key_version", str(sealed["key_version"]).encode()),
     ]
-    if redrive_of:
-        headers.append((REDRIVE_OF, redrive_of[:200]))
+    if source.redrive_of:
+        headers.append((REDRIVE_OF, source.redrive_of[:200]))
     return DeadLetter(sealed["nonce"] + sealed["ciphertext"], headers)
 
 
@@ -84,15 +101,13 @@ def open_dead_letter(
     """
     if len(sealed) <= _NONCE:
         raise DecodeError("the dead letter's value is too short to be sealed")
-    key = keystore.decryption_key(QUARANTINE_SUBJECT, QUARANTINE_CATEGORY, key_version)
-    try:
-        payload = key.aead.decrypt(
-            sealed[:_NONCE],
-            sealed[_NONCE:],
-            associated_data(position, QUARANTINE_SUBJECT, QUARANTINE_CATEGORY),
-        )
-    except InvalidTag as exc:
-        raise DecodeError(f"dead letter of {position} fails authentication") from exc
+    envelope = {
+        "category": QUARANTINE_CATEGORY,
+        "key_version": key_version,
+        "nonce": sealed[:_NONCE],
+        "ciphertext": sealed[_NONCE:],
+    }
+    payload = decrypt_bytes(keystore, position, QUARANTINE_SUBJECT, envelope)
     length = int.from_bytes(payload[:4], "big")
     if len(payload) < 4 + length:
         raise DecodeError(f"dead letter of {position} is malformed")
@@ -108,29 +123,15 @@ class DeadLetterQueue:
         self._keystore = keystore
         self._metrics = metrics
 
-    def send(
-        self,
-        *,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        error: str,
-        redrive_of: bytes | None = None,
-    ) -> None:
-        letter = dead_letter(
-            self._keystore,
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            key=key,
-            value=value,
-            error=error,
-            redrive_of=redrive_of,
-        )
-        self._metrics.dead_lettered(topic)
+    def send(self, source: Source, error: str) -> None:
+        letter = sealed_letter(self._keystore, source, error)
+        self._metrics.dead_lettered(source.topic)
         log.warning(
-            "record.dead_lettered", topic=topic, partition=partition, offset=offset, error=error
+            "record.dead_lettered",
+            topic=source.topic,
+            partition=source.partition,
+            offset=source.offset,
+            error=error,
+            redrive_of=source.redrive_of,
         )
         self._outbox.produce(DEAD_LETTERS, letter.value, headers=letter.headers)

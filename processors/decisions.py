@@ -20,7 +20,6 @@ subject still holds a value of that category: see :meth:`DecisionStage._destroy_
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -28,36 +27,25 @@ from typing import Any, TypeVar
 
 import faust
 import orjson
-from sqlalchemy import Engine, select
 
-from lifecycle.logging import get_logger
-from lifecycle.observability import Metrics
-from lifecycle.runtime import Runtime
+from core.logging import get_logger
+from core.retry import retry_call
+from processors.erasure import apply_erasure, expired, mark_erased, plan_erasure, rekeyed
 from processors.intake import Decoded, Refused
-from processors.rules import (
-    SubjectState,
-    Verdict,
-    apply,
-    apply_erasure,
-    decide,
-    expired,
-    mark_erased,
-    plan_erasure,
-    rekeyed,
-)
-from sinks.ledger import audit_ledger, create_ledger
+from processors.metrics import Metrics
+from processors.resources import Resources
+from processors.rules import Verdict, apply, decide
+from processors.state import SubjectState
+from schemas.kinds import RETENTION_SWEEP, judged_as
+from sinks.ledger import AuditLedger
 from sinks.vault import HeldValue, Vault
 from streams.envelope import decrypt_value, encrypt_value
 from streams.exceptions import DecodeError, KeyShreddedError, KeyStoreError
 from streams.keys import IDENTITY_CATEGORY, KeyStore
 from streams.outbox import Outbox
+from streams.partitioning import home_partition
 from streams.revocations import revocation_record
-from streams.topics import (
-    DECISIONS,
-    KEY_REVOCATIONS,
-    VIOLATIONS,
-    home_partition,
-)
+from streams.topics import DECISIONS, KEY_REVOCATIONS, VIOLATIONS
 
 log = get_logger(__name__)
 
@@ -122,19 +110,6 @@ class Entry:
         return orjson.dumps({"state": self.state.to_dict(), "recent": recent})
 
 
-def recorded_events(engine: Engine, event_ids: Sequence[str]) -> dict[str, tuple[str, str, int]]:
-    """event_id -> (subject_ref, kind, seq) for those of ``event_ids`` the audit ledger holds."""
-    found: dict[str, tuple[str, str, int]] = {}
-    columns = (audit_ledger.c.event_id, audit_ledger.c.subject_ref, audit_ledger.c.kind)
-    with engine.connect() as conn:
-        for start in range(0, len(event_ids), 500):
-            chunk = event_ids[start : start + 500]
-            query = select(*columns, audit_ledger.c.seq).where(audit_ledger.c.event_id.in_(chunk))
-            for event_id, subject_ref, kind, seq in conn.execute(query):
-                found[event_id] = (subject_ref, kind, seq)
-    return found
-
-
 def live_categories(keys: KeyStore, subject_ref: str) -> list[str]:
     """The categories of ``subject_ref`` with a live data key (``subject_id`` aside)."""
     return sorted(
@@ -158,10 +133,8 @@ def decision_record(
     """The ``lifecycle.Decision`` for an event and its verdict."""
     body, kind = event["body"], event["kind"]
     categories: list[str]
-    if kind == "collected":
+    if "data" in body:  # a collection: the categories of its values
         categories = [value["category"] for value in body["data"]]
-    elif kind == "deletion_requested":
-        categories = list(body.get("categories") or [])
     else:
         categories = list(body.get("categories") or [])
     return {
@@ -172,7 +145,7 @@ def decision_record(
         "categories": categories,
         "purpose": body.get("purpose"),
         "purposes": list(body.get("purposes") or []),
-        "consent_granted": body.get("granted") if kind == "consent_changed" else None,
+        "consent_granted": body.get("granted"),
         "recipient": body.get("recipient"),
         "actor_role": event["actor"]["role"],
         "decision": verdict.decision,
@@ -193,7 +166,7 @@ class DecisionStage:
     def __init__(
         self,
         app: faust.App,
-        runtime: Runtime,
+        runtime: Resources,
         metrics: Metrics,
         outbox: Outbox,
         *,
@@ -212,7 +185,7 @@ class DecisionStage:
         self._book = runtime.policy
         self._keys = runtime.keystore
         self._vault = Vault(runtime.engine)
-        create_ledger(runtime.engine)  # looked up by event_id before deciding
+        self._ledger = AuditLedger(runtime.engine)  # looked up by event_id before deciding
         self.table = app.Table(
             SUBJECTS_TABLE,
             default=None,
@@ -221,9 +194,31 @@ class DecisionStage:
             value_type=bytes,
             use_partitioner=True,
         )
-        """subject_ref (bytes) -> JSON of its :class:`Entry` (bytes)."""
+        """subject_ref (bytes) -> JSON of its :class:`Entry` (bytes); written only through
+        :meth:`_store`."""
+        self._changelog: str = self.table.changelog_topic.get_topic_name()
         self.lock = asyncio.Lock()
         """Held while a batch (or a retention sweep) reads and writes subjects' entries."""
+
+    # -- the subjects' entries --------------------------------------------------------
+
+    def _store(self, key: bytes, value: bytes, partition: int) -> None:
+        """Write a subject's entry: its changelog record into the outbox, then the table.
+
+        The changelog record goes out with the batch's decisions, so the outbox's flush,
+        which every offset commit waits for, covers it too: an offset is never committed
+        while the state its events made is unacknowledged. Faust's own ``table[key] =``
+        sends the record later, through its producer's buffer, and nothing a commit waits
+        for tracks that send. The table's in-memory store is written directly, so Faust
+        sends no second record; recovery reads these records like its own.
+        ``partition`` is the subject's home partition, the changelog's co-partition."""
+        self._outbox.produce(self._changelog, value, key, partition=partition)
+        store = self.table.data
+        store[key] = value
+        # the memory store drops a key from its data when the key's partition is revoked
+        owners = getattr(store, "_key_partition", None)
+        if owners is not None:
+            owners[key] = partition
 
     # -- the batch ----------------------------------------------------------------------
 
@@ -245,7 +240,7 @@ class DecisionStage:
                     entry = entries[ref] = Entry.load(self.table.get(ref.encode()))
                     partition_of[ref] = item.partition
                 record = await self._decide_one(item, entry, held)
-                if record["kind"] == "deletion_requested":
+                if judged_as(record["kind"]) == "erasure":
                     self._metrics.erasure_decided(
                         (record["erasure"] or {}).get("status", "refused"),
                         item.record["published_at"],
@@ -257,7 +252,8 @@ class DecisionStage:
                 self._until_done("vault.hold", lambda: self._vault.hold(values))
             committed = self._committed_offsets()
             for ref, entry in entries.items():
-                self.table[ref.encode()] = entry.dump(committed.get(partition_of[ref]))
+                partition = partition_of[ref]
+                self._store(ref.encode(), entry.dump(committed.get(partition)), partition)
         return [(batch[index], reason) for index, reason in sorted(refused.items())]
 
     def _reused_ids(self, batch: Sequence[Decoded]) -> dict[int, str]:
@@ -266,11 +262,9 @@ class DecisionStage:
         would change state (or shred keys) under a decision the ledger then drops as a
         repeat. (A repeat of the same event is not refused: it is decided again and the
         ledger keeps its first record.) Two such events decided before the first reaches the
-        ledger are not caught here: see README, "Guarantees and limits"."""
+        ledger are not caught here (see docs/ on guarantees and limits)."""
         ids = list({item.record["event_id"] for item in batch})
-        recorded = self._until_done(
-            "ledger.lookup", lambda: recorded_events(self._runtime.engine, ids)
-        )
+        recorded = self._until_done("ledger.lookup", lambda: self._ledger.recorded_events(ids))
         seen: dict[str, tuple[str, str]] = {}
         refused: dict[int, str] = {}
         for index, item in enumerate(batch):
@@ -298,11 +292,12 @@ class DecisionStage:
             return seen
         verdict = decide(event, entry.state, self._book)
         erasure = None
-        if event["kind"] == "deletion_requested" and verdict.decision == "allow":
+        judged = judged_as(event["kind"])
+        if judged == "erasure" and verdict.decision == "allow":
             erasure = await self._erase(event, entry, held)
         else:
             entry.state = apply(event, verdict, entry.state)
-        if event["kind"] == "collected":
+        if judged == "collection":
             if verdict.decision == "allow":
                 self._hold(event, held)
             else:
@@ -517,20 +512,16 @@ class DecisionStage:
 
         It blocks the event loop on purpose, retries included: a rebalance's callbacks run on
         that loop, so partitions cannot move while a batch is half decided (the consumer's own
-        thread keeps the group's heartbeats going). Awaiting here instead let a worker that
-        joined during a PostgreSQL outage take partitions mid-batch; Faust then re-fetched
-        them behind events already read and the group stalled (fault test, issue 7)."""
-        delay = RETRY_FIRST
-        while True:
-            try:
-                return work()
-            except KeyStoreError as exc:
-                error = str(exc)
-            except Exception as exc:  # a database error's text quotes its parameters: not logged
-                error = type(exc).__name__
-            log.error(f"{what}.retrying", error=error, in_seconds=delay, **context)
-            time.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX)
+        thread keeps the group's heartbeats going). Awaiting here instead would let a worker
+        that joined during a database outage take partitions mid-batch; Faust would then
+        re-fetch them behind events already read, and the group would stall."""
+
+        def notice(exc: BaseException, wait: float) -> None:
+            # a database error's text quotes its parameters: only its type is logged
+            error = str(exc) if isinstance(exc, KeyStoreError) else type(exc).__name__
+            log.error(f"{what}.retrying", error=error, in_seconds=wait, **context)
+
+        return retry_call(work, on=Exception, first=RETRY_FIRST, most=RETRY_MAX, notice=notice)
 
     def _revoke(self, subject_ref: str, categories: Iterable[str]) -> None:
         value = self._codec.encode(
@@ -562,11 +553,11 @@ class DecisionStage:
                     gone.append(IDENTITY_CATEGORY)  # nothing held any more: nor who it was
                 await self.shred(ref, gone, "retention_expired")
                 self._metrics.retention_shredded(len(due))
-                self.table[key] = entry.dump()
+                self._store(key, entry.dump(), home_partition(key, count))
                 policy = self._book.in_force(as_of)
                 record = {
                     "event_id": f"{sweep_id}/{ref}",
-                    "kind": "retention_sweep",
+                    "kind": RETENTION_SWEEP,
                     "subject_ref": ref,
                     "source": "retention",
                     "categories": sorted(due),

@@ -19,28 +19,29 @@ from __future__ import annotations
 
 import hashlib
 import re
-import time
-import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
-from sqlalchemy import Engine, select
-from sqlalchemy.exc import SQLAlchemyError
+from confluent_kafka import KafkaError, KafkaException, Message
+from sqlalchemy import Engine
 
-from lifecycle.errors import LifecycleError
-from lifecycle.logging import librdkafka_logger
+from core.clock import Clock, SystemClock
+from core.errors import LifecycleError
+from core.retry import retry_call
 from processors.deadletters import REDRIVE_OF, open_dead_letter
-from sinks.ledger import audit_ledger
+from schemas.kinds import DEAD_LETTER_REDRIVEN
+from sinks.ledger import AuditLedger
+from streams import clients
+from streams.clients import ClientConfig
 from streams.codec import Codec
-from streams.exceptions import DecodeError, KeyShreddedError, KeyStoreError
+from streams.exceptions import BrokerError, DecodeError, KeyShreddedError, KeyStoreError
 from streams.keys import KeyStore
-from streams.publisher import producer_config
+from streams.reader import TopicReader
 from streams.topics import CUSTOMER_EVENTS, DEAD_LETTERS, DECISIONS
 
-REDRIVE_KIND = "dead_letter_redriven"
+REDRIVE_KIND = DEAD_LETTER_REDRIVEN
 REDRIVE_SOURCE = "deadletters"
 _PSEUDONYM = re.compile(r"^[0-9a-f]{64}$")
 _OPERATOR = re.compile(r"^[A-Za-z0-9._@+-]{1,64}$")
@@ -134,65 +135,21 @@ def dead_letter_of(message: Message) -> DeadLetterRecord:
     )
 
 
-def read_dead_letters(
-    client_config: dict[str, Any], timeout: float = 60.0
-) -> list[DeadLetterRecord]:
+def read_dead_letters(client_config: ClientConfig) -> list[DeadLetterRecord]:
     """Every record of ``customer.events.dlq``, oldest first (no consumer group, nothing
     committed)."""
-    consumer = Consumer(
-        {
-            **client_config,
-            "group.id": f"lifecycle-deadletters-{uuid.uuid4()}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "logger": librdkafka_logger(),
-        }
-    )
     try:
-        metadata = consumer.list_topics(DEAD_LETTERS, timeout=15).topics.get(DEAD_LETTERS)
-        if metadata is None or metadata.error is not None:
-            raise RedriveError(f"topic {DEAD_LETTERS} does not exist (run lifecycle topics apply)")
-        partitions = sorted(metadata.partitions)
-        consumer.assign([TopicPartition(DEAD_LETTERS, p, 0) for p in partitions])
-        letters: list[DeadLetterRecord] = []
-        at_end: set[int] = set()
-        deadline = time.monotonic() + timeout
-        while len(at_end) < len(partitions):
-            if time.monotonic() > deadline:
-                raise RedriveError(f"reading {DEAD_LETTERS} took longer than {timeout:.0f} s")
-            message = consumer.poll(0.5)
-            if message is None:
-                continue
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    at_end.add(int(message.partition() or 0))
-                    continue
-                raise RedriveError(f"reading {DEAD_LETTERS}: {error}")
-            letters.append(dead_letter_of(message))
-            at_end.discard(int(message.partition() or 0))
-        return sorted(letters, key=lambda letter: (letter.partition, letter.offset))
-    finally:
-        consumer.close()
+        reader = TopicReader(client_config, DEAD_LETTERS, label="deadletters")
+        letters = [dead_letter_of(message) for message in reader.messages()]
+    except (BrokerError, KafkaException) as exc:
+        raise RedriveError(f"reading {DEAD_LETTERS}: {exc}") from exc
+    return sorted(letters, key=lambda letter: (letter.partition, letter.offset))
 
 
 def ledger_seqs(engine: Engine, event_ids: Iterable[str]) -> dict[str, int]:
     """event_id -> seq, for those of ``event_ids`` the audit ledger holds."""
-    wanted = list(dict.fromkeys(event_ids))
-    found: dict[str, int] = {}
-    try:
-        with engine.connect() as conn:
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                rows = conn.execute(
-                    select(audit_ledger.c.event_id, audit_ledger.c.seq).where(
-                        audit_ledger.c.event_id.in_(chunk)
-                    )
-                )
-                found.update((str(event_id), int(seq)) for event_id, seq in rows)
-    except SQLAlchemyError as exc:
-        raise RedriveError(f"cannot read the audit ledger: {type(exc).__name__}") from exc
-    return found
+    held = AuditLedger(engine, create=False).recorded_events(list(dict.fromkeys(event_ids)))
+    return {event_id: int(seq) for event_id, (_ref, _kind, seq) in held.items()}
 
 
 # --------------------------------------------------------------------------- planning
@@ -366,11 +323,11 @@ def check_operator(name: str) -> str:
 def redrive(
     plans: Sequence[Plan],
     *,
-    client_config: dict[str, Any],
+    client_config: ClientConfig,
     codec: Codec,
     operator: str,
     policy_version: str,
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    clock: Clock | None = None,
     timeout: float = 60.0,
 ) -> int:
     """Send back every plan to redrive: its ledger record to ``privacy.decisions``, its record
@@ -385,17 +342,19 @@ def redrive(
         if error is not None:
             failures.append(f"{message.topic()}: {error}")
 
-    producer = Producer(producer_config(client_config))
-    now = clock()
+    producer = clients.producer(client_config)
+    now = (clock or SystemClock())()
     for plan in chosen:
         record = redrive_record(plan, operator=operator, policy_version=policy_version, now=now)
-        producer.produce(
+        clients.produce(
+            producer,
             DECISIONS,
             codec.encode("lifecycle.Decision", record, DECISIONS),
             plan.subject_ref.encode(),
             on_delivery=delivered,
         )
-        producer.produce(
+        clients.produce(
+            producer,
             CUSTOMER_EVENTS,
             plan.value or b"",
             plan.key,
@@ -409,20 +368,30 @@ def redrive(
     return len(chosen)
 
 
+class _NotYetRecorded(Exception):
+    pass
+
+
 def wait_until_recorded(
     engine: Engine, plans: Sequence[Plan], timeout: float, poll: float = 0.5
 ) -> dict[str, int]:
     """Wait (up to ``timeout``) until the ledger holds the redrive records of ``plans``;
     the seqs found (redrive event_id -> seq)."""
     wanted = [plan.letter.redrive_id for plan in plans if plan.redriving]
-    deadline = time.monotonic() + timeout
     found: dict[str, int] = {}
-    while wanted:
-        found = ledger_seqs(engine, wanted)
-        if len(found) == len(wanted) or time.monotonic() >= deadline:
-            break
-        time.sleep(poll)
-    return found
+
+    def look() -> dict[str, int]:
+        found.update(ledger_seqs(engine, wanted))
+        if len(found) < len(wanted):
+            raise _NotYetRecorded
+        return found
+
+    if not wanted:
+        return found
+    try:
+        return retry_call(look, on=_NotYetRecorded, first=poll, most=poll, within=timeout)
+    except _NotYetRecorded:
+        return found
 
 
 __all__ = [

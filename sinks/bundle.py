@@ -43,17 +43,21 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, Engine, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from sinks.chain import GENESIS_HASH, AuditEntry, ChainChecker, export_hash, utc_text
+from sinks.canonical import GENESIS_HASH, export_hash
+from sinks.chain import ChainChecker
 from sinks.checkpoints import Checkpoint, checkpoint_problem, key_id_of, load_public_key
+from sinks.entry import AuditEntry
 from sinks.exceptions import LedgerError, SigningKeyError
 from sinks.ledger import (
     audit_checkpoints,
     audit_ledger,
     read_checkpoints,
-    read_transaction,
+    reading,
     require_ledger,
 )
+from sinks.ledger.tables import ledger_error
 from sinks.merkle import Frontier, record_leaf
+from sinks.stored import utc_text
 
 BUNDLE_FORMAT = "lifecycle.audit.bundle.v1"
 MANIFEST = "manifest.json"
@@ -98,11 +102,11 @@ def export_bundle(
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise BundleError(f"{directory} exists and is not an empty folder")
     try:
-        with read_transaction(engine) as conn:
+        with reading(engine) as conn:
             require_ledger(conn)
             return _export(conn, directory, public_keys, since, until, created_at)
     except SQLAlchemyError as exc:
-        raise LedgerError(f"audit ledger read failed: {type(exc).__name__}") from exc
+        raise ledger_error(exc, "read") from exc
 
 
 def _export(

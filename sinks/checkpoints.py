@@ -16,7 +16,7 @@ with a few hashes. Checkpoints signed before tree heads existed carry no root an
 version 1 of the statement, the same object without ``tree_root`` and ``tree_size`` and with
 ``"statement": "lifecycle.audit.checkpoint.v1"``; both verify.
 
-``signed_at`` is canonical UTC text (see :mod:`sinks.chain`); ``key_id`` is the first 16 hex
+``signed_at`` is canonical UTC text (see :mod:`sinks.stored`); ``key_id`` is the first 16 hex
 digits of the SHA-256 of the raw 32-byte public key, so a verifier holding several public keys
 (after a rotation) knows which one to use.
 
@@ -43,10 +43,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from lifecycle.logging import get_logger
-from lifecycle.secretfiles import create_secret_file
-from sinks.chain import utc_text
+from core.logging import get_logger
+from core.secretfiles import create_secret_file
 from sinks.exceptions import SigningKeyError
+from sinks.stored import utc_text
 
 log = get_logger(__name__)
 

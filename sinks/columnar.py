@@ -26,8 +26,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from sinks.chain import AuditEntry, parse_utc_text
+from sinks.entry import AuditEntry
 from sinks.exceptions import SinkError
+from sinks.stored import parse_utc_text
 
 ANALYSIS_EXTRA = "pip install 'lifecycle[analysis]'"
 ROW_GROUP = 50_000

@@ -35,15 +35,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, Engine, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from sinks.chain import AuditEntry, export_hash
+from sinks.canonical import export_hash
 from sinks.checkpoints import STATEMENT_V2, Checkpoint, checkpoint_problem
+from sinks.entry import AuditEntry
 from sinks.exceptions import LedgerError
 from sinks.ledger import (
     audit_checkpoints,
     audit_ledger,
-    read_transaction,
+    reading,
     require_ledger,
 )
+from sinks.ledger.tables import ledger_error
 from sinks.merkle import (
     Frontier,
     consistency_ranges,
@@ -97,7 +99,7 @@ def find_erasure(engine: Engine, request_id: str) -> list[int]:
                 if orjson.loads(erasure).get("request_id") == request_id:
                     found.append(int(seq))
     except SQLAlchemyError as exc:
-        raise LedgerError(f"audit ledger read failed: {type(exc).__name__}") from exc
+        raise ledger_error(exc, "read") from exc
     return found
 
 
@@ -110,11 +112,11 @@ def make_receipt(
     :class:`RewrittenHistoryError` when this ledger's first records are not that tree.
     """
     try:
-        with read_transaction(engine) as conn:
+        with reading(engine) as conn:
             require_ledger(conn)
             return _make(conn, seq, older)
     except SQLAlchemyError as exc:
-        raise LedgerError(f"audit ledger read failed: {type(exc).__name__}") from exc
+        raise ledger_error(exc, "read") from exc
 
 
 def _make(conn: Connection, seq: int, older: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -15,14 +15,14 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaException
 
-from lifecycle.config import FETCH_WAIT_MS
-from lifecycle.logging import get_logger, librdkafka_logger
+from core.logging import get_logger
+from core.retry import retry_call
 from streams.codec import Codec
 from streams.exceptions import DecodeError, RegistryUnavailableError
 from streams.keys import KeyStore
-from streams.offsets import read_whole
+from streams.reader import Start, TopicReader
 from streams.topics import KEY_REVOCATIONS
 
 log = get_logger(__name__)
@@ -43,16 +43,7 @@ class RevocationListener:
     """Drops revoked keys from ``keystore``'s cache as revocation records arrive."""
 
     def __init__(self, client_config: dict[str, str], codec: Codec, keystore: KeyStore) -> None:
-        self._consumer = Consumer(
-            {
-                "fetch.wait.max.ms": str(FETCH_WAIT_MS),  # unless client_config says
-                **client_config,
-                "group.id": "lifecycle-revocations",  # required by the client; never joined
-                "logger": librdkafka_logger(),
-                "enable.auto.commit": False,
-                "auto.offset.reset": "latest",
-            }
-        )
+        self._client_config = client_config
         self._codec = codec
         self._keystore = keystore
         self._stop = threading.Event()
@@ -66,54 +57,53 @@ class RevocationListener:
         return self
 
     def _run(self) -> None:
-        # From the end as it is now, fixed before start() returns: assigning OFFSET_END leaves
-        # librdkafka to look the end up later, and a revocation sent in between was skipped
-        # (a test saw a publisher keep a shredded key cached). The embedded broker may give an
-        # end a batch short: older revocations read again only drop cache entries.
+        # From the end as it is now, fixed before start() returns, so no revocation sent after
+        # start() can slip past (a start left for librdkafka to resolve later could: the
+        # process would then keep a shredded key cached).
         try:
-            _low, start = self._consumer.get_watermark_offsets(
-                TopicPartition(KEY_REVOCATIONS, 0), timeout=8
-            )
+            reader = self._reader("end")
         except KafkaException as exc:  # from the first one then: forgetting too much is safe
             log.warning("revocations.end_unknown", reading_from="beginning", error=str(exc))
-            start = OFFSET_BEGINNING
-        self._consumer.assign([TopicPartition(KEY_REVOCATIONS, 0, start)])
+            reader = self._reader({0: OFFSET_BEGINNING})
         self._ready.set()
-        try:
-            while not self._stop.is_set():
-                message = self._consumer.poll(0.1)
-                if message is None or message.error():
-                    continue
-                record = self._decode(message)
-                if record is None:
-                    continue
-                self._keystore.forget(record["subject_ref"], record["categories"] or None)
-                self.heard += 1
-                log.info(
-                    "keys.revoked",
-                    subject_ref=record["subject_ref"],
-                    categories=record["categories"],
-                )
-        finally:
-            self._consumer.close()
+        for message in reader.messages(follow=True, stop=self._stop.is_set):
+            record = self._decode(message)
+            if record is None:
+                continue
+            self._keystore.forget(record["subject_ref"], record["categories"] or None)
+            self.heard += 1
+            log.info(
+                "keys.revoked", subject_ref=record["subject_ref"], categories=record["categories"]
+            )
+
+    def _reader(self, start: Start) -> TopicReader:
+        return TopicReader(
+            self._client_config, KEY_REVOCATIONS, start=start, partitions=[0], label="revocations"
+        )
 
     def _decode(self, message: Any) -> dict[str, Any] | None:
         """The revocation, or None when the record is not one. While the Schema Registry
         cannot be asked, keep asking: skipping a revocation would leave shredded keys cached."""
-        delay = 0.25
-        while True:
-            try:
-                return self._codec.decode(
+
+        def notice(exc: BaseException, wait: float) -> None:
+            log.warning("registry.unavailable", retry_in_s=wait, error=str(exc)[:300])
+
+        try:
+            return retry_call(
+                lambda: self._codec.decode(
                     "lifecycle.KeyRevocation", message.value() or b"", KEY_REVOCATIONS
-                )
-            except DecodeError as exc:
-                log.error("revocation.undecodable", offset=message.offset(), error=str(exc))
-                return None
-            except RegistryUnavailableError as exc:
-                log.warning("registry.unavailable", retry_in_s=delay, error=str(exc)[:300])
-                if self._stop.wait(delay):
-                    return None
-                delay = min(delay * 2, 8.0)
+                ),
+                on=RegistryUnavailableError,
+                first=0.25,
+                most=8.0,
+                stop=self._stop,
+                notice=notice,
+            )
+        except DecodeError as exc:
+            log.error("revocation.undecodable", offset=message.offset(), error=str(exc))
+        except RegistryUnavailableError:  # stopping meanwhile
+            pass
+        return None
 
     def stop(self) -> None:
         self._stop.set()
@@ -127,7 +117,8 @@ def read_revocations(client_config: dict[str, str], codec: Codec) -> Iterator[di
     For re-destroying keys after a restore (``lifecycle keys reshred``): nothing may write
     to the topic meanwhile. A record that does not decode is an error, not skipped: a
     revocation passed over would leave an erased customer's key alive."""
-    for message in read_whole(client_config, KEY_REVOCATIONS, "reshred"):
+    reader = TopicReader(client_config, KEY_REVOCATIONS, partitions=[0], label="reshred")
+    for message in reader.messages():
         try:
             yield codec.decode("lifecycle.KeyRevocation", message.value() or b"", KEY_REVOCATIONS)
         except DecodeError as exc:

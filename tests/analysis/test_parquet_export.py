@@ -12,8 +12,8 @@ import duckdb
 import pytest
 from click.testing import CliRunner, Result
 
-from lifecycle.cli_audit import audit
-from sinks.chain import utc_text
+from lifecycle.cli.audit import audit
+from sinks.stored import utc_text
 
 from analysis.pipeline_run import Run
 

@@ -16,8 +16,9 @@ import promql_parser
 import yaml
 from prometheus_client import CollectorRegistry
 
-from lifecycle.observability import Health, Metrics
+from lifecycle.observability import Health
 from lifecycle.verify_metrics import VerifyOutcome, verify_registry
+from processors.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = ROOT / "deploy" / "compose"

@@ -17,7 +17,7 @@ from typing import Any
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from lifecycle.config import load_settings
+from core.settings import load_settings
 from lifecycle.runtime import Runtime
 from processors.deadletters import REDRIVE_OF
 from streams.publisher import Publisher

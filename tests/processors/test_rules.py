@@ -14,23 +14,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from processors.erasure import apply_erasure, expired, mark_erased, plan_erasure, rekeyed
 from processors.exceptions import EventError, StateError
 from processors.policy import load_policies
-from processors.rules import (
-    REASON_CODES,
-    RETENTION_EXPIRED,
-    SUBJECT_ERASED,
-    Collection,
-    SubjectState,
-    Verdict,
-    apply,
-    apply_erasure,
-    decide,
-    expired,
-    mark_erased,
-    plan_erasure,
-    rekeyed,
-)
+from processors.reasons import REASON_CODES, RETENTION_EXPIRED, SUBJECT_ERASED
+from processors.rules import Verdict, apply, decide
+from processors.state import Collection, SubjectState
 
 REPO_POLICY = Path(__file__).resolve().parents[2] / "policy"
 BOOK = load_policies(REPO_POLICY)

@@ -20,10 +20,10 @@ import pytest
 from audit_helpers import START, make_decision
 from click.testing import CliRunner, Result
 
-from lifecycle.cli_audit import EXIT_ERROR, EXIT_TAMPERED, audit
-from lifecycle.config import load_settings
-from lifecycle.db import make_engine
-from sinks.chain import export_hash
+from core.db import make_engine
+from core.settings import load_settings
+from lifecycle.cli.audit import EXIT_ERROR, EXIT_TAMPERED, audit
+from sinks.canonical import export_hash
 from sinks.checkpoints import CheckpointSigner, load_signing_key, public_key_path
 from sinks.ledger import SqlAuditSink
 

@@ -10,9 +10,9 @@ import pytest
 from audit_helpers import make_decision
 from click.testing import CliRunner, Result
 
-from lifecycle.cli_audit import EXIT_ERROR, audit
-from lifecycle.config import load_settings
-from lifecycle.db import make_engine
+from core.db import make_engine
+from core.settings import load_settings
+from lifecycle.cli.audit import EXIT_ERROR, audit
 from sinks.checkpoints import load_signing_key
 from sinks.ledger import SqlAuditSink
 

@@ -1,5 +1,5 @@
-"""Append and verify rates on SQLite: a floor far below the measured rates (catches a lost
-batch path, e.g. a commit per record), and the numbers themselves with ``-s``.
+"""Tens of thousands of records appended in batches and verified on SQLite; the rates are
+printed with ``-s`` (the ledger and verify benchmarks judge them, not this test).
 
 Measure at scale with: LEDGER_RATE_RECORDS=200000 LEDGER_RATE_BATCH=5000 \
     .venv/bin/pytest tests/sinks/test_ledger_rates.py -q -s -p no:cacheprovider
@@ -13,12 +13,12 @@ from pathlib import Path
 
 from audit_helpers import make_decision
 
-from lifecycle.db import make_engine
+from core.db import make_engine
 from sinks.checkpoints import CheckpointSigner
 from sinks.ledger import SqlAuditSink, verify
 
 
-def test_sqlite_appends_and_verifies_tens_of_thousands_of_records_a_second(
+def test_sqlite_appends_and_verifies_tens_of_thousands_of_records_in_batches(
     tmp_path: Path,
 ) -> None:
     total = int(os.environ.get("LEDGER_RATE_RECORDS", "20000"))
@@ -41,5 +41,3 @@ def test_sqlite_appends_and_verifies_tens_of_thousands_of_records_a_second(
         f"append {append_rate:,.0f}/s, verify {verify_rate:,.0f}/s"
     )
     assert report.ok and report.records == total
-    assert append_rate > 10_000
-    assert verify_rate > 40_000

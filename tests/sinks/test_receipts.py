@@ -14,9 +14,9 @@ import pytest
 from audit_helpers import erasure_decision, make_decision
 from click.testing import CliRunner, Result
 
-from lifecycle.cli_audit import EXIT_ERROR, EXIT_TAMPERED, audit
-from lifecycle.config import load_settings
-from lifecycle.db import make_engine
+from core.db import make_engine
+from core.settings import load_settings
+from lifecycle.cli.audit import EXIT_ERROR, EXIT_TAMPERED, audit
 from sinks.checkpoints import load_signing_key, public_key_path
 from sinks.ledger import SqlAuditSink
 
@@ -119,7 +119,7 @@ def change_the_record(receipt: dict[str, Any]) -> None:
 
 def change_the_record_and_its_hash(receipt: dict[str, Any]) -> None:
     change_the_record(receipt)
-    from sinks.chain import export_hash
+    from sinks.canonical import export_hash
 
     receipt["record"]["hash"] = export_hash(receipt["record"])
 

@@ -14,9 +14,9 @@ from audit_helpers import drop_triggers, execute, make_decision
 from click.testing import CliRunner, Result
 from prometheus_client.parser import text_string_to_metric_families
 
-from lifecycle.cli_audit import EXIT_ERROR, EXIT_TAMPERED, audit
-from lifecycle.config import load_settings
-from lifecycle.db import make_engine
+from core.db import make_engine
+from core.settings import load_settings
+from lifecycle.cli.audit import EXIT_ERROR, EXIT_TAMPERED, audit
 from sinks.checkpoints import load_signing_key
 from sinks.ledger import SqlAuditSink
 
