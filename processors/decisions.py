@@ -36,6 +36,7 @@ from processors.metrics import Metrics
 from processors.resources import Resources
 from processors.rules import Verdict, apply, decide
 from processors.state import SubjectState
+from processors.system_records import system_decision
 from schemas.kinds import RETENTION_SWEEP, judged_as
 from sinks.ledger import AuditLedger
 from sinks.vault import HeldValue, Vault
@@ -555,32 +556,24 @@ class DecisionStage:
                 self._metrics.retention_shredded(len(due))
                 self._store(key, entry.dump(), home_partition(key, count))
                 policy = self._book.in_force(as_of)
-                record = {
-                    "event_id": f"{sweep_id}/{ref}",
-                    "kind": RETENTION_SWEEP,
-                    "subject_ref": ref,
-                    "source": "retention",
-                    "categories": sorted(due),
-                    "purpose": None,
-                    "purposes": [],
-                    "consent_granted": None,
-                    "recipient": None,
-                    "actor_role": "system",
-                    "decision": "allow",
-                    "reason_code": "retention_expired",
-                    "rule": "retention period ran out (RETENTION OF DATA)",
-                    "policy_version": policy.version,
-                    "occurred_at": as_of,
-                    "decided_at": datetime.now(UTC),
-                    "source_partition": -1,
-                    "source_offset": -1,
-                    "erasure": {
+                record = system_decision(
+                    event_id=f"{sweep_id}/{ref}",
+                    kind=RETENTION_SWEEP,
+                    subject_ref=ref,
+                    source="retention",
+                    categories=sorted(due),
+                    reason_code="retention_expired",
+                    rule="retention period ran out (RETENTION OF DATA)",
+                    policy_version=policy.version,
+                    occurred_at=as_of,
+                    decided_at=datetime.now(UTC),
+                    erasure={
                         "request_id": sweep_id,
                         "status": "completed",
                         "shredded": sorted(due),
                         "retained": [],
                     },
-                }
+                )
                 self._emit(record)
                 swept += 1
             await self._outbox.flush()

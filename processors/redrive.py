@@ -31,6 +31,7 @@ from core.clock import Clock, SystemClock
 from core.errors import LifecycleError
 from core.retry import retry_call
 from processors.deadletters import REDRIVE_OF, open_dead_letter
+from processors.system_records import system_decision
 from schemas.kinds import DEAD_LETTER_REDRIVEN
 from sinks.ledger import AuditLedger
 from streams import clients
@@ -286,30 +287,22 @@ def redrive_record(
     """The ledger record (a ``lifecycle.Decision``) of one redrive: who, which dead letter and
     where it came from; nothing of its content."""
     letter = plan.letter
-    return {
-        "event_id": letter.redrive_id,
-        "kind": REDRIVE_KIND,
-        "subject_ref": plan.subject_ref,
-        "source": REDRIVE_SOURCE,
-        "categories": [],
-        "purpose": None,
-        "purposes": [],
-        "consent_granted": None,
-        "recipient": None,
-        "actor_role": "system",
-        "decision": "allow",
-        "reason_code": "allowed",
-        "rule": (
+    return system_decision(
+        event_id=letter.redrive_id,
+        kind=REDRIVE_KIND,
+        subject_ref=plan.subject_ref,
+        source=REDRIVE_SOURCE,
+        reason_code="allowed",
+        rule=(
             f"dead letter {letter.position} (from {letter.source_position}) sent back to "
             f"{CUSTOMER_EVENTS} by operator {operator}"
         ),
-        "policy_version": policy_version,
-        "occurred_at": now,
-        "decided_at": now,
-        "source_partition": -1 if letter.source_partition is None else letter.source_partition,
-        "source_offset": -1 if letter.source_offset is None else letter.source_offset,
-        "erasure": None,
-    }
+        policy_version=policy_version,
+        occurred_at=now,
+        decided_at=now,
+        source_partition=-1 if letter.source_partition is None else letter.source_partition,
+        source_offset=-1 if letter.source_offset is None else letter.source_offset,
+    )
 
 
 def check_operator(name: str) -> str:

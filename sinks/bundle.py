@@ -55,7 +55,7 @@ from sinks.ledger import (
     reading,
     require_ledger,
 )
-from sinks.ledger.tables import ledger_error
+from sinks.ledger.tables import checkpoint_of, ledger_error
 from sinks.merkle import Frontier, record_leaf
 from sinks.stored import utc_text
 
@@ -500,14 +500,7 @@ def _read_checkpoints(directory: Path) -> list[tuple[Checkpoint, list[str] | Non
             continue
         try:
             line = orjson.loads(raw)
-            checkpoint = Checkpoint(
-                seq=int(line["seq"]),
-                head_hash=str(line["head_hash"]),
-                signed_at=str(line["signed_at"]),
-                key_id=str(line["key_id"]),
-                signature=str(line["signature"]),
-                tree_root=None if line.get("tree_root") is None else str(line["tree_root"]),
-            )
+            checkpoint = checkpoint_of(line)
             frontier = line.get("tree_frontier")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{path} line {number} is not a checkpoint ({exc})") from None

@@ -45,7 +45,7 @@ from sinks.ledger import (
     reading,
     require_ledger,
 )
-from sinks.ledger.tables import ledger_error
+from sinks.ledger.tables import checkpoint_of, ledger_error
 from sinks.merkle import (
     Frontier,
     consistency_ranges,
@@ -200,11 +200,7 @@ def _newest_tree_head(conn: Connection) -> Checkpoint | None:
         .order_by(c.seq.desc())
         .limit(1)
     ).first()
-    if row is None:
-        return None
-    return Checkpoint(
-        int(row.seq), row.head_hash, row.signed_at, row.key_id, row.signature, row.tree_root
-    )
+    return None if row is None else checkpoint_of(dict(row._mapping))
 
 
 def _leaves(conn: Connection, size: int) -> Iterator[tuple[int, bytes]]:
@@ -330,14 +326,7 @@ def _check(receipt: Mapping[str, Any], keys: Mapping[str, Ed25519PublicKey]) -> 
         head = receipt["tree_head"]
         size, root = int(head["tree_size"]), str(head["root"])
         signed = head["checkpoint"]
-        checkpoint = Checkpoint(
-            seq=int(signed["seq"]),
-            head_hash=str(signed["head_hash"]),
-            signed_at=str(signed["signed_at"]),
-            key_id=str(signed["key_id"]),
-            signature=str(signed["signature"]),
-            tree_root=root,
-        )
+        checkpoint = checkpoint_of({**signed, "tree_root": root})
         index = int(receipt["inclusion"]["leaf_index"])
         path = [bytes.fromhex(node) for node in receipt["inclusion"]["path"]]
         leaf = record_leaf(claimed_hash)

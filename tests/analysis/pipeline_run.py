@@ -5,7 +5,6 @@ several reasons, shares with several recipients, erasures and a retention sweep.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 import time
@@ -17,7 +16,7 @@ from typing import Any
 from streams.broker import EmbeddedBroker
 from streams.topics import apply_topics
 
-from fixtures.broker import LIFECYCLE, REPO, WorkerProcess, run_cli
+from fixtures.broker import LIFECYCLE, REPO, WorkerProcess, pipeline_env, run_cli
 
 WEEK_ONE = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)  # a Monday
 SUBJECTS = [f"C-9{n:04d}" for n in range(1, 13)]
@@ -185,13 +184,7 @@ def run_pipeline(tmp: Path) -> Run:
     events, requests = traffic()
     with EmbeddedBroker() as broker:
         apply_topics({"bootstrap.servers": broker.bootstrap}, 4)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LIFECYCLE_", "KAFKA_"))}
-        env.update(
-            KAFKA_BOOTSTRAP=broker.bootstrap,
-            LIFECYCLE_DATA_DIR=str(tmp / "data"),
-            LIFECYCLE_METRICS_PORT="0",
-            PYTHONUNBUFFERED="1",
-        )
+        env = pipeline_env(broker.bootstrap, tmp / "data")
         log_path = tmp / "worker.log"
         with log_path.open("wb") as out:
             worker = WorkerProcess(
