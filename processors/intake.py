@@ -15,7 +15,7 @@ import collections
 import os
 import re
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ import faust
 
 from core.logging import get_logger
 from core.retry import retry_call_async
-from processors.deadletters import DeadLetterQueue, Source
+from processors.deadletters import REDRIVE_OF, DeadLetterQueue, Source
 from processors.metrics import Metrics
 from processors.progress import Progress
 from schemas.kinds import KINDS
@@ -115,6 +115,16 @@ async def decode_event(
     )
 
 
+def redrive_header(headers: Any) -> bytes | None:
+    """The :data:`~processors.deadletters.REDRIVE_OF` header of a record (Faust gives headers
+    as a list of pairs or a mapping), or None."""
+    pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
+    for name, value in pairs:
+        if name == REDRIVE_OF and isinstance(value, bytes | str):
+            return value.encode() if isinstance(value, str) else value
+    return None
+
+
 def fail_loudly(what: str, exc: BaseException) -> None:
     """Log and end the process now, without acknowledging anything in flight."""
     # the first line only: a database error's text goes on to quote the statement and its
@@ -148,7 +158,12 @@ def register_intake(
 
     def reject(message: Any, error: str) -> None:
         source = Source(
-            message.topic, message.partition, message.offset, message.key, message.value
+            message.topic,
+            message.partition,
+            message.offset,
+            message.key,
+            message.value,
+            redrive_header(message.headers),
         )
         dlq.send(source, error)
 

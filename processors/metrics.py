@@ -37,7 +37,8 @@ from prometheus_client.exposition import choose_encoder
 from core.clock import Clock, SystemClock
 from processors.reasons import REASON_CODES
 from schemas.kinds import KINDS, RETENTION_SWEEP
-from streams.topics import TOPICS
+from streams.topics import CUSTOMER_EVENTS, TOPICS
+from streams.topics import DECISIONS as DECISIONS_TOPIC
 
 __all__ = [
     "DECISIONS",
@@ -62,6 +63,8 @@ itself was denied (e.g. it named a category the policy does not know), nothing w
 CONTRACT_TOPICS: Final = frozenset(spec.name for spec in TOPICS)
 UNAUTHENTICATED_KINDS: Final = EVENT_KINDS | {RETENTION_SWEEP}
 """What may arrive without a source MAC: an event of any kind, or a retention sweep request."""
+DEAD_LETTER_SOURCES: Final = (CUSTOMER_EVENTS, DECISIONS_TOPIC)
+"""The topics whose records a stage dead-letters (the intake's and the ledger stage's)."""
 
 _KAFKA_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
@@ -240,6 +243,8 @@ class Metrics:
             self._erasures.labels(status=status)
         for kind in sorted(UNAUTHENTICATED_KINDS):
             self._unauthenticated_permitted.labels(kind=kind)
+        for topic in DEAD_LETTER_SOURCES:  # else the first dead letter is no increase
+            self._dead_letters.labels(source_topic=topic)
 
     # -- intake and decisions -----------------------------------------------------------
 

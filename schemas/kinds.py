@@ -121,6 +121,10 @@ KIND_NAMES: Final = tuple(KINDS)
 RETENTION_SWEEP: Final = "retention_sweep"
 """The kind of a ledger record that no event caused: a retention sweep's shredding."""
 
+DEAD_LETTER_REDRIVEN: Final = "dead_letter_redriven"
+"""The kind of a ledger record of a dead letter sent back to ``customer.events``: who sent it
+and which, never its content."""
+
 
 def judged_as(kind: str) -> Judgement | None:
     """How events of ``kind`` are judged (None: not an event kind, e.g. a ledger record's
@@ -132,6 +136,7 @@ def judged_as(kind: str) -> Judgement | None:
 __all__ = [
     "COLLECTED",
     "CONSENT_CHANGED",
+    "DEAD_LETTER_REDRIVEN",
     "DELETION_REQUESTED",
     "KINDS",
     "KIND_NAMES",

@@ -180,6 +180,13 @@ def canonical_hash(encoded: bytes) -> str:
     return _sha256(encoded).hexdigest()
 
 
+def export_hash(record: Mapping[str, Any]) -> str:
+    """What the ``hash`` of an exported record (an ``audit export`` JSON line, or the record
+    in a bundle or receipt) must be: the hash of the record without ``hash``, encoded
+    canonically. Raises TypeError when a value cannot be JSON."""
+    return canonical_hash(flat_canonical_bytes({k: v for k, v in record.items() if k != "hash"}))
+
+
 def row_hash(row: Mapping[str, Any]) -> str:
     """SHA-256 (lowercase hex) of the record's canonical encoding."""
     return _sha256(canonical_bytes(row)).hexdigest()

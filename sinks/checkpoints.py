@@ -7,7 +7,14 @@ SHA-256 of the chain, but cannot sign: a rewritten chain no longer matches its c
 The signed statement is the canonical JSON (sorted keys, no whitespace, UTF-8) of::
 
     {"head_hash": ..., "key_id": ..., "seq": ..., "signed_at": ...,
-     "statement": "lifecycle.audit.checkpoint.v1"}
+     "statement": "lifecycle.audit.checkpoint.v2", "tree_root": ..., "tree_size": ...}
+
+``tree_size`` is ``seq`` and ``tree_root`` the hex root of the Merkle tree over the hashes of
+records 1 to ``seq`` (:mod:`sinks.merkle`): an RFC 9162 style signed tree head, so that one
+record's inclusion (a receipt) and one head's being a prefix of a later one can be proved
+with a few hashes. Checkpoints signed before tree heads existed carry no root and sign
+version 1 of the statement, the same object without ``tree_root`` and ``tree_size`` and with
+``"statement": "lifecycle.audit.checkpoint.v1"``; both verify.
 
 ``signed_at`` is canonical UTC text (see :mod:`sinks.stored`); ``key_id`` is the first 16 hex
 digits of the SHA-256 of the raw 32-byte public key, so a verifier holding several public keys
@@ -44,28 +51,50 @@ from sinks.stored import utc_text
 log = get_logger(__name__)
 
 STATEMENT = "lifecycle.audit.checkpoint.v1"
+STATEMENT_V2 = "lifecycle.audit.checkpoint.v2"
 
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """A signed statement over the chain head. ``signed_at`` is canonical UTC text."""
+    """A signed statement over the chain head (and, from version 2, the tree head of the
+    first ``seq`` records). ``signed_at`` is canonical UTC text."""
 
     seq: int
     head_hash: str
     signed_at: str
     key_id: str
     signature: str  # hex of the 64-byte Ed25519 signature
+    tree_root: str | None = None  # hex Merkle root over records 1..seq; None: a version 1
+
+    def statement(self) -> bytes:
+        return statement_bytes(
+            self.seq, self.head_hash, self.signed_at, self.key_id, self.tree_root
+        )
 
 
-def statement_bytes(seq: int, head_hash: str, signed_at: str, key_id: str) -> bytes:
-    """The exact bytes a checkpoint signature covers."""
+def statement_bytes(
+    seq: int, head_hash: str, signed_at: str, key_id: str, tree_root: str | None = None
+) -> bytes:
+    """The exact bytes a checkpoint signature covers (version 2 when it has a tree root)."""
+    if tree_root is None:
+        return orjson.dumps(
+            {
+                "head_hash": head_hash,
+                "key_id": key_id,
+                "seq": seq,
+                "signed_at": signed_at,
+                "statement": STATEMENT,
+            }
+        )
     return orjson.dumps(
         {
             "head_hash": head_hash,
             "key_id": key_id,
             "seq": seq,
             "signed_at": signed_at,
-            "statement": STATEMENT,
+            "statement": STATEMENT_V2,
+            "tree_root": tree_root,
+            "tree_size": seq,
         }
     )
 
@@ -90,10 +119,13 @@ class CheckpointSigner:
         """A signer with a fresh key held only in memory (tests, demos)."""
         return cls(Ed25519PrivateKey.generate())
 
-    def sign(self, seq: int, head_hash: str, signed_at: datetime) -> Checkpoint:
+    def sign(
+        self, seq: int, head_hash: str, signed_at: datetime, tree_root: str | None = None
+    ) -> Checkpoint:
+        """Sign the head at ``seq``; with ``tree_root`` (hex), a version 2 statement."""
         at = utc_text(signed_at)
-        signature = self._private.sign(statement_bytes(seq, head_hash, at, self.key_id))
-        return Checkpoint(seq, head_hash, at, self.key_id, signature.hex())
+        signature = self._private.sign(statement_bytes(seq, head_hash, at, self.key_id, tree_root))
+        return Checkpoint(seq, head_hash, at, self.key_id, signature.hex(), tree_root)
 
     def __repr__(self) -> str:
         return f"CheckpointSigner(key_id={self.key_id})"
@@ -111,11 +143,7 @@ def checkpoint_problem(
             "or signed with another key"
         )
     try:
-        signature = bytes.fromhex(checkpoint.signature)
-        statement = statement_bytes(
-            checkpoint.seq, checkpoint.head_hash, checkpoint.signed_at, checkpoint.key_id
-        )
-        key.verify(signature, statement)
+        key.verify(bytes.fromhex(checkpoint.signature), checkpoint.statement())
     except (InvalidSignature, ValueError, TypeError):
         return f"checkpoint at seq {checkpoint.seq} has an invalid signature (forged)"
     return None

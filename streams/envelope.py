@@ -42,9 +42,18 @@ def decrypt_value(
     keystore: KeyStore, event_id: str, subject_ref: str, value: dict[str, Any]
 ) -> str:
     """The plaintext of an ``EncryptedValue``; :class:`KeyShreddedError` once shredded."""
+    return decrypt_bytes(keystore, event_id, subject_ref, value).decode()
+
+
+def decrypt_bytes(
+    keystore: KeyStore, event_id: str, subject_ref: str, value: dict[str, Any]
+) -> bytes:
+    """The raw bytes sealed in an ``EncryptedValue`` (a dead letter seals bytes, not text);
+    :class:`KeyShreddedError` once shredded, :class:`DecodeError` when they fail
+    authentication."""
     key = keystore.decryption_key(subject_ref, value["category"], value["key_version"])
     try:
-        plaintext = key.aead.decrypt(
+        return key.aead.decrypt(
             value["nonce"],
             value["ciphertext"],
             associated_data(event_id, subject_ref, value["category"]),
@@ -53,7 +62,6 @@ def decrypt_value(
         raise DecodeError(
             f"value of category {value['category']} fails authentication (tampered or misplaced)"
         ) from exc
-    return plaintext.decode()
 
 
 def reveal(keystore: KeyStore, event_id: str, subject_ref: str, value: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ from core.logging import configure_logging
 from lifecycle.cli.audit import audit
 from lifecycle.cli.base import EXIT_ERROR
 from lifecycle.cli.console import console
+from lifecycle.cli.deadletters import deadletters
 from lifecycle.cli.erase import confirmations, erase
 from lifecycle.cli.events import events
 from lifecycle.cli.keys import keys
@@ -48,6 +49,7 @@ for _command in (
     keys,
     console,
     sources,
+    deadletters,
 ):
     cli.add_command(_command)
 

@@ -8,21 +8,31 @@ import getpass
 import os
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 import orjson
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 
+from core.db import make_engine
 from core.logging import get_logger
 from core.settings import Settings
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     from lifecycle.runtime import Runtime
     from streams.sourceauth import SourceCredential
 
 EXIT_ERROR = 2
 """Something is wrong with the input or the environment (the message names it)."""
 _OFFICER_LIMIT = 128
+
+EXIT_TAMPERED = 1
+"""What was checked (a ledger, a bundle, a receipt, privacy.audit) was changed: the message
+names the first place."""
 
 
 @contextlib.contextmanager
@@ -56,6 +66,28 @@ def fail(message: str) -> NoReturn:
     """Print ``error: message`` on stderr and exit with :data:`EXIT_ERROR`."""
     click.echo(f"error: {message}", err=True)
     sys.exit(EXIT_ERROR)
+
+
+@contextlib.contextmanager
+def ledger_engine(settings: Settings) -> Iterator[Engine]:
+    """The ledger's engine; refuses to conjure an empty SQLite file where none is."""
+    url = make_url(settings.db_url)
+    database = url.database if url.get_backend_name() == "sqlite" else None
+    if database not in (None, "", ":memory:") and not Path(str(database)).exists():
+        fail(f"no audit ledger at {url.database} (set LIFECYCLE_DB_URL or LIFECYCLE_DATA_DIR)")
+    engine = make_engine(settings.db_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def load_public_keys(paths: tuple[Path, ...]) -> dict[str, Ed25519PublicKey]:
+    """The ledger's Ed25519 public keys (PEM files) by key id."""
+    from sinks.checkpoints import key_id_of, load_public_key
+
+    keys = [load_public_key(path) for path in paths]
+    return {key_id_of(key): key for key in keys}
 
 
 def json_line(record: dict[str, object]) -> str:

@@ -27,7 +27,7 @@ from core.settings import load_settings
 from lifecycle.cli.base import bus, reading_options
 from lifecycle.runtime import Runtime
 from streams.codec import Codec
-from streams.envelope import SHREDDED, associated_data, decrypt_value
+from streams.envelope import SHREDDED, decrypt_value
 from streams.exceptions import DecodeError, KeyShreddedError, WrongMasterKeyError
 from streams.keys import IDENTITY_CATEGORY, KeyStore
 from streams.reader import TopicReader
@@ -39,7 +39,6 @@ NO_SUCH_KEY = "[no such key in this key store]"
 """A value whose key this key store never held (another store, or a foreign producer)."""
 
 _POLL = 0.2
-_NONCE_LEN = 12
 
 
 class TailError(LifecycleError):
@@ -145,7 +144,7 @@ def show_event(message: Message, record: dict[str, Any], opener: Opener | None) 
 def show_dead_letter(message: Message, opener: Opener | None) -> Shown:
     """One ``customer.events.dlq`` record: where it came from and why; with ``opener`` also
     the original key and value, opened with the quarantine key (see processors/deadletters)."""
-    from processors.deadletters import QUARANTINE_CATEGORY, QUARANTINE_SUBJECT
+    from processors.deadletters import open_dead_letter
 
     headers: dict[str, str] = {}
     for header in message.headers() or []:
@@ -164,45 +163,24 @@ def show_dead_letter(message: Message, opener: Opener | None) -> Shown:
     except ValueError:
         shown["original"] = "[undecryptable: no quarantine key version header]"
         return shown
-    envelope = {
-        "category": QUARANTINE_CATEGORY,
-        "key_version": version,
-        "nonce": sealed[:_NONCE_LEN],
-        "ciphertext": sealed[_NONCE_LEN:],
-    }
-    opened = _open_bytes(opener, source, QUARANTINE_SUBJECT, envelope)
-    if isinstance(opened, str):
-        shown["original"] = opened
-        return shown
-    key_length = int.from_bytes(opened[:4], "big")
-    shown["original"] = {
-        "key": opened[4 : 4 + key_length].decode(errors="backslashreplace"),
-        "value": opened[4 + key_length :].decode(errors="backslashreplace"),
-    }
-    return shown
-
-
-def _open_bytes(
-    opener: Opener, associated: str, subject_ref: str, value: dict[str, Any]
-) -> bytes | str:
-    """Raw bytes under a data key (a dead letter holds bytes, not text); a placeholder string
-    when they cannot be had."""
     try:
-        key = opener.keystore.decryption_key(subject_ref, value["category"], value["key_version"])
-        raw = key.aead.decrypt(
-            value["nonce"],
-            value["ciphertext"],
-            associated_data(associated, subject_ref, value["category"]),
-        )
+        key, value = open_dead_letter(opener.keystore, sealed, source, version)
     except KeyShreddedError:
         opener.counts.shredded += 1
-        return SHREDDED
+        shown["original"] = SHREDDED
+        return shown
     except WrongMasterKeyError as exc:
-        return f"[undecryptable: {exc}]"
-    except Exception as exc:  # InvalidTag, a malformed nonce
-        return f"[undecryptable: {type(exc).__name__}]"
+        shown["original"] = f"[undecryptable: {exc}]"
+        return shown
+    except Exception as exc:  # fails authentication, malformed
+        shown["original"] = f"[undecryptable: {type(exc).__name__}]"
+        return shown
     opener.counts.decrypted += 1
-    return bytes(raw)
+    shown["original"] = {
+        "key": key.decode(errors="backslashreplace"),
+        "value": value.decode(errors="backslashreplace"),
+    }
+    return shown
 
 
 def _text_value(sealed: Shown) -> str:

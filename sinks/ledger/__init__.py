@@ -2,15 +2,23 @@
 
 * :mod:`sinks.ledger.tables`: the tables and the triggers that keep them append-only;
 * :mod:`sinks.ledger.store`: :class:`SqlAuditSink`, which appends, and the lookups before it;
-* :mod:`sinks.ledger.queries`: records read back, filtered, in seq order;
+* :mod:`sinks.ledger.queries`: records and signed checkpoints read back, filtered, in seq order;
 * :mod:`sinks.ledger.verify`: every hash, link and signed checkpoint checked.
 """
 
 from __future__ import annotations
 
 from sinks.base import AuditSink
-from sinks.ledger.queries import count_records, iter_records
-from sinks.ledger.store import AuditLedger, SqlAuditSink, open_audit_sink
+from sinks.ledger.queries import (
+    RECORD_FILTERS,
+    RecordFilters,
+    count_records,
+    iter_records,
+    read_checkpoints,
+    reading,
+    require_ledger,
+)
+from sinks.ledger.store import AuditLedger, SqlAuditSink, open_audit_sink, tree_frontier
 from sinks.ledger.tables import (
     APPEND_ONLY_TABLES,
     audit_chain_head,
@@ -22,8 +30,10 @@ from sinks.ledger.verify import verify
 
 __all__ = [
     "APPEND_ONLY_TABLES",
+    "RECORD_FILTERS",
     "AuditLedger",
     "AuditSink",
+    "RecordFilters",
     "SqlAuditSink",
     "audit_chain_head",
     "audit_checkpoints",
@@ -32,5 +42,9 @@ __all__ = [
     "create_ledger",
     "iter_records",
     "open_audit_sink",
+    "read_checkpoints",
+    "reading",
+    "require_ledger",
+    "tree_frontier",
     "verify",
 ]

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import TypedDict, Unpack
 
+import orjson
 from sqlalchemy import (
     Connection,
     Engine,
@@ -17,11 +18,14 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
+from sinks.checkpoints import Checkpoint
 from sinks.entry import AuditEntry
 from sinks.exceptions import LedgerError
 from sinks.ledger.tables import (
     SUBJECT_PREFIX_LEN,
+    audit_checkpoints,
     audit_ledger,
+    checkpoint_of,
     ledger_error,
     metadata,
     subject_prefix,
@@ -54,13 +58,31 @@ def require_ledger(conn: Connection) -> None:
 class RecordFilters(TypedDict, total=False):
     """Which records to read (all given ones combine with AND). ``since``/``until`` bound
     ``occurred_at`` (when the event happened), half-open: ``since <= occurred_at < until``;
-    they must be aware datetimes."""
+    they must be aware datetimes. ``role`` is the actor's role; ``purpose`` matches a use's or
+    share's purpose and a collection's declared purposes."""
 
     subject_ref: str | None
     since: datetime | None
     until: datetime | None
     kind: str | None
     decision: str | None
+    reason_code: str | None
+    role: str | None
+    source: str | None
+    purpose: str | None
+    recipient: str | None
+
+
+RECORD_FILTERS = ("reason_code", "role", "source", "purpose", "recipient")
+"""The filters of :class:`RecordFilters` that match one column's text exactly (the export's
+``--reason-code``, ``--role``, ``--source``, ``--purpose`` and ``--recipient``)."""
+
+_EXACT = {
+    "reason_code": audit_ledger.c.reason_code,
+    "role": audit_ledger.c.actor_role,
+    "source": audit_ledger.c.source,
+    "recipient": audit_ledger.c.recipient,
+}
 
 
 def _filters(filters: RecordFilters) -> list[ColumnElement[bool]]:
@@ -82,6 +104,17 @@ def _filters(filters: RecordFilters) -> list[ColumnElement[bool]]:
         where.append(audit_ledger.c.kind == kind)
     if decision is not None:
         where.append(audit_ledger.c.decision == decision)
+    for name, column in _EXACT.items():
+        value = filters.get(name)
+        if value is not None:
+            where.append(column == value)
+    purpose = filters.get("purpose")
+    if purpose is not None:
+        declared = orjson.dumps(purpose).decode()  # an element of the canonical JSON array
+        where.append(
+            (audit_ledger.c.purpose == purpose)
+            | audit_ledger.c.purposes.contains(declared, autoescape=True)
+        )
     return where
 
 
@@ -113,3 +146,20 @@ def count_records(engine: Engine, **filters: Unpack[RecordFilters]) -> int:
             return int(conn.execute(statement).scalar_one())
     except SQLAlchemyError as exc:
         raise ledger_error(exc, "count") from exc
+
+
+def read_checkpoints(
+    conn: Connection, first_seq: int | None = None, last_seq: int | None = None
+) -> dict[int, Checkpoint]:
+    """The signed checkpoints (seq -> checkpoint), of ``first_seq..last_seq`` when given.
+
+    Reads a ledger whose table predates tree heads as it is (no DDL: a reader may not alter).
+    """
+    present = {column["name"] for column in inspect(conn).get_columns("audit_checkpoints")}
+    columns = [c for c in audit_checkpoints.c if c.name in present and c.name != "tree_frontier"]
+    statement = select(*columns).order_by(audit_checkpoints.c.seq)
+    if first_seq is not None:
+        statement = statement.where(audit_checkpoints.c.seq >= first_seq)
+    if last_seq is not None:
+        statement = statement.where(audit_checkpoints.c.seq <= last_seq)
+    return {int(row.seq): checkpoint_of(dict(row._mapping)) for row in conn.execute(statement)}

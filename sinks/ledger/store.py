@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, Engine, select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -40,6 +41,7 @@ from sinks.ledger.tables import (
     create_ledger,
     ledger_error,
 )
+from sinks.merkle import Frontier
 from sinks.stored import decision_row, truncate_millis, utc_text
 
 
@@ -243,7 +245,8 @@ class SqlAuditSink(AuditLedger):
             raise LedgerError("the audit sink is closed")
 
     def _sign(self, conn: Connection, seq: int, head_hash: str, now: datetime) -> Checkpoint:
-        checkpoint = self._signer.sign(seq, head_hash, now)
+        tree = tree_frontier(conn, seq)
+        checkpoint = self._signer.sign(seq, head_hash, now, tree.root().hex())
         conn.execute(
             audit_checkpoints.insert().values(
                 seq=checkpoint.seq,
@@ -251,6 +254,8 @@ class SqlAuditSink(AuditLedger):
                 signed_at=checkpoint.signed_at,
                 key_id=checkpoint.key_id,
                 signature=checkpoint.signature,
+                tree_root=checkpoint.tree_root,
+                tree_frontier=orjson.dumps(tree.to_hex()).decode(),
             )
         )
         self.last_checkpoint = checkpoint
@@ -370,6 +375,42 @@ def _move_head(conn: Connection, seq: int, hash_: str) -> None:
     conn.execute(
         update(audit_chain_head).where(audit_chain_head.c.id == 1).values(seq=seq, hash=hash_)
     )
+
+
+_SQLITE_HASHES = "SELECT hash FROM audit_ledger WHERE seq > ? AND seq <= ? ORDER BY seq"
+
+
+def tree_frontier(conn: Connection, seq: int) -> Frontier:
+    """The Merkle tree of records 1..``seq``: the frontier stored with the latest checkpoint
+    at or below ``seq``, grown by the records after it (from the first record when no
+    checkpoint has one: a ledger older than tree heads, once)."""
+    row = conn.execute(
+        select(audit_checkpoints.c.seq, audit_checkpoints.c.tree_frontier)
+        .where(audit_checkpoints.c.seq <= seq, audit_checkpoints.c.tree_frontier.is_not(None))
+        .order_by(audit_checkpoints.c.seq.desc())
+        .limit(1)
+    ).first()
+    frontier = Frontier()
+    if row is not None:
+        try:
+            frontier = Frontier.from_hex(int(row[0]), orjson.loads(row[1]))
+        except (ValueError, TypeError):
+            frontier = Frontier()  # unreadable: grow the tree again from the start
+    if conn.dialect.name == "sqlite":
+        with _driver_cursor(conn) as cursor:  # in-process: rows through SQLAlchemy dominate
+            rows = cursor.execute(_SQLITE_HASHES, (frontier.size, seq))
+            frontier.extend_records(record_hash for (record_hash,) in rows)
+    else:
+        frontier.extend_records(
+            conn.execute(
+                select(audit_ledger.c.hash)
+                .where(audit_ledger.c.seq > frontier.size, audit_ledger.c.seq <= seq)
+                .order_by(audit_ledger.c.seq)
+            ).scalars()
+        )
+    if frontier.size != seq:
+        raise LedgerError(f"records up to seq {seq} are missing: cannot grow the Merkle tree")
+    return frontier
 
 
 def _last_checkpoint(conn: Connection) -> Checkpoint | None:

@@ -2,7 +2,9 @@
 
 * ``audit_ledger``: one row per decision, in the stored form of :mod:`sinks.stored`. ``seq`` is
   global and gapless from 1; ``event_id`` is unique, which makes a redelivered decision a no-op.
-* ``audit_checkpoints``: signed statements over the chain head (:mod:`sinks.checkpoints`).
+* ``audit_checkpoints``: signed statements over the chain head and the Merkle tree head of
+  the records up to it (:mod:`sinks.checkpoints`, :mod:`sinks.merkle`), each with the tree's
+  frontier at that size, from which the next checkpoint's tree grows.
 * ``audit_chain_head``: one row (seq, hash of the last record); the lock every append takes.
 
 Triggers refuse UPDATE and DELETE on ``audit_ledger`` and ``audit_checkpoints`` (and TRUNCATE on
@@ -19,6 +21,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Connection,
     Engine,
     Index,
     Integer,
@@ -27,6 +30,7 @@ from sqlalchemy import (
     Table,
     Text,
     func,
+    inspect,
     literal_column,
     select,
     text,
@@ -98,7 +102,13 @@ audit_checkpoints = Table(
     Column("signed_at", String(24), nullable=False),
     Column("key_id", String(64), nullable=False),
     Column("signature", Text, nullable=False),
+    # Added after the first release (create_ledger adds them to an older table); NULL in
+    # checkpoints signed before tree heads existed.
+    Column("tree_root", String(64), nullable=True),
+    Column("tree_frontier", Text, nullable=True),  # JSON list of hex node hashes
 )
+
+_TREE_COLUMNS = {"tree_root": "VARCHAR(64)", "tree_frontier": "TEXT"}
 
 
 audit_chain_head = Table(
@@ -198,6 +208,7 @@ def create_ledger(engine: Engine) -> None:
                     conn.exec_driver_sql(_PG_FUNCTION_SQL)
                     for statement in missing:
                         conn.exec_driver_sql(statement)
+            _add_tree_columns(conn)
             if conn.execute(select(audit_chain_head.c.id)).first() is None:
                 last = conn.execute(
                     select(audit_ledger.c.seq, audit_ledger.c.hash)
@@ -210,6 +221,15 @@ def create_ledger(engine: Engine) -> None:
         raise ledger_error(exc, "create") from exc
 
 
+def _add_tree_columns(conn: Connection) -> None:
+    """Give a ledger created before tree heads existed their columns (only when missing: a
+    role that may only append never needs DDL rights)."""
+    present = {column["name"] for column in inspect(conn).get_columns("audit_checkpoints")}
+    for name, sql_type in _TREE_COLUMNS.items():
+        if name not in present:
+            conn.exec_driver_sql(f"ALTER TABLE audit_checkpoints ADD COLUMN {name} {sql_type}")
+
+
 def checkpoint_of(row: Mapping[str, Any]) -> Checkpoint:
     return Checkpoint(
         seq=int(row["seq"]),
@@ -217,6 +237,7 @@ def checkpoint_of(row: Mapping[str, Any]) -> Checkpoint:
         signed_at=str(row["signed_at"]),
         key_id=str(row["key_id"]),
         signature=str(row["signature"]),
+        tree_root=None if row.get("tree_root") is None else str(row["tree_root"]),
     )
 
 

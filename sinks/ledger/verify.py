@@ -22,15 +22,14 @@ from sinks.checkpoints import (
     checkpoint_problem,
     key_id_of,
 )
-from sinks.ledger.queries import reading, require_ledger
+from sinks.ledger.queries import read_checkpoints, reading, require_ledger
 from sinks.ledger.tables import (
     IN_CHUNK,
     audit_chain_head,
-    audit_checkpoints,
     audit_ledger,
-    checkpoint_of,
     ledger_error,
 )
+from sinks.merkle import Frontier
 
 _VERIFY_COLUMNS = [audit_ledger.c[name] for name in CANONICAL_KEYS] + [audit_ledger.c.hash]
 
@@ -71,10 +70,7 @@ def verify(
     try:
         with reading(engine) as conn:
             require_ledger(conn)
-            checkpoints = {
-                int(row.seq): checkpoint_of(dict(row._mapping))
-                for row in conn.execute(select(audit_checkpoints).order_by(audit_checkpoints.c.seq))
-            }
+            checkpoints = read_checkpoints(conn)
             head_row = conn.execute(select(audit_chain_head.c.seq, audit_chain_head.c.hash)).first()
             result = _stream_for_verify(conn, batch_size)
             repeat = _first_repeated_event(conn)
@@ -159,6 +155,8 @@ def _walk(
 
     check, hash_of, checkpoint_at = checker.check, stored_values_hash, checkpoints.get
     repeat_seq = None if repeat is None else repeat[0]
+    tree = Frontier()  # the Merkle tree of the records checked so far
+    grow = tree.append_record
     for values in result:
         seq, stored = values[_SEQ_AT], values[_HASH_AT]
         try:
@@ -171,6 +169,7 @@ def _walk(
         if seq == repeat_seq and repeat is not None:
             return report(seq, repeat[1])
         checked += 1
+        grow(stored)
         checkpoint = checkpoint_at(seq)
         if checkpoint is not None:
             bad_signature = checkpoint_problem(checkpoint, key_ids)
@@ -183,6 +182,12 @@ def _walk(
                     f"head {checkpoint.head_hash}, chain has {stored}): it was rewritten, "
                     f"possibly with records back to seq {signed_seq + 1} (the chain was "
                     "re-hashed), or the checkpoint was signed over a wrong head",
+                )
+            if checkpoint.tree_root is not None and checkpoint.tree_root != tree.root().hex():
+                return report(
+                    seq,
+                    f"the tree head signed at seq {seq} (root {checkpoint.tree_root}) is not "
+                    f"the Merkle root of records 1..{seq}: it was signed over a wrong tree",
                 )
             signed_seq = seq
             signed += 1

@@ -152,7 +152,7 @@ def test_an_unknown_command_or_option_fails_the_check() -> None:
         with pytest.raises(click.UsageError):
             parse_command(wrong)
     with pytest.raises(click.UsageError):
-        check_quoted(["audit", "verify", "--bundle"])
+        check_quoted(["audit", "verify", "--archive"])
     with pytest.raises(click.UsageError):
         check_quoted(["vault", "list"])
 
