@@ -2,10 +2,18 @@
 
 * The **master key** (key-encryption key, 32 random bytes) lives in ``LIFECYCLE_MASTER_KEY_FILE``,
   created with mode 0600 on first use; a file that others can read is refused.
-* Each (``subject_ref``, ``category``) has a current AES-256-GCM **data key**, stored wrapped
-  (AES-GCM under the master key). Shredding a category sets its wrapped key to NULL: every copy
-  of every value encrypted under it, on any topic or table, is unreadable from then on. A later
-  collection gets a new key *version*, so erased values never come back.
+* Each (``subject_ref``, ``category``) has numbered AES-256-GCM **data key** versions, stored
+  wrapped (AES-GCM under the master key); several may be live at once. The newest version, when
+  it is live, is the *current* one: new values are encrypted under it. Shredding sets a
+  version's wrapped key to NULL: every copy of every value encrypted under it, on any topic or
+  table, is unreadable from then on. A later collection gets a newer version, so erased values
+  never come back.
+* :meth:`EnvelopeKeyStore.rotate` ends a pair's current version without destroying it (an
+  erasure request does, when it is published: values after it get a newer version), and
+  :meth:`EnvelopeKeyStore.isolated_keys` makes a version no other value shares (for a
+  collection the policy will refuse). Both reserve a version number above the last one without
+  a key (:data:`SKIPPED`), so the version they end or set apart never becomes current.
+* :meth:`EnvelopeKeyStore.shred_versions` destroys exactly the versions it is given.
 * ``subject_ref`` is HMAC-SHA256 of ``subject_id`` under a pseudonym key kept (wrapped) in the
   store, so it is stable across master-key rotations.
 * A wrong master key is detected at open through a key-check value, never by garbage output.
@@ -24,8 +32,9 @@ import os
 import stat
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +52,7 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    or_,
     select,
     tuple_,
     update,
@@ -67,6 +77,11 @@ DEFAULT_CACHE_SIZE = 1_000_000
 """Customers whose unwrapped keys a process keeps (about 300 bytes each with three
 categories: see :mod:`streams.keycache`)."""
 WARM_CHUNK = 20_000
+SKIPPED = "version_skipped"
+"""The shred reason of a version number reserved without a key: the newest version then has no
+key, so the next value of the pair gets a newer one (see :meth:`EnvelopeKeyStore.rotate`)."""
+_RACES = 20
+"""Attempts at reserving version numbers that other processes keep taking first."""
 
 
 # --------------------------------------------------------------------------- master key
@@ -130,6 +145,25 @@ class KeyRecord:
     shred_reason: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Versions:
+    """Some versions of one category's data key: every one up to ``through`` (0: none by
+    range), and ``exactly`` these."""
+
+    through: int = 0
+    exactly: frozenset[int] = frozenset()
+
+    def __contains__(self, version: object) -> bool:
+        return isinstance(version, int) and (version <= self.through or version in self.exactly)
+
+    def __bool__(self) -> bool:
+        return self.through > 0 or bool(self.exactly)
+
+
+VersionRef = tuple[str, str, int]
+"""(subject_ref, category, version): one data key version."""
+
+
 class KeyStore(Protocol):
     """Where data keys live. Every process that encrypts or decrypts holds one."""
 
@@ -139,10 +173,26 @@ class KeyStore(Protocol):
         """The current key of each (subject_ref, category), created when there is none."""
         ...
 
+    def isolated_keys(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], DataKey]:
+        """A new version of each pair that never becomes current: only the caller's values
+        are encrypted under it."""
+        ...
+
+    def rotate(self, subject_ref: str, categories: Iterable[str] | None) -> dict[str, int]:
+        """End the current version of ``categories`` (every category of the subject when
+        None) without destroying it: later values get a newer version. Category -> the
+        newest version ended (0: the category had none)."""
+        ...
+
     def decryption_key(
         self, subject_ref: str, category: str, version: int, *, check_live: bool = True
     ) -> DataKey:
         """The key a value was encrypted with; :class:`KeyShreddedError` once destroyed."""
+        ...
+
+    def decryption_keys(self, versions: Iterable[VersionRef]) -> dict[VersionRef, DataKey]:
+        """The keys of ``versions`` that the store holds live now (the others are missing:
+        destroyed, or never made by this store)."""
         ...
 
     def shred(
@@ -155,6 +205,13 @@ class KeyStore(Protocol):
     ) -> list[str]:
         """Destroy the live keys of ``categories`` (all when None), only those created before
         ``created_before`` when given; the categories shredded."""
+        ...
+
+    def shred_versions(
+        self, subject_ref: str, selection: Mapping[str, Versions], reason: str
+    ) -> dict[str, list[int]]:
+        """Destroy exactly the live versions ``selection`` names (category -> versions);
+        category -> the versions this call destroyed."""
         ...
 
     def keys_of(self, subject_ref: str) -> list[KeyRecord]: ...
@@ -182,9 +239,10 @@ class EnvelopeKeyStore(ABC):
         self._keks = (self._kek, *(AESGCM(key) for key in previous_master_keys))
         self._lock = threading.RLock()
         self._cache = KeyCache(cache_size)
-        self._warming: set[str] | None = None
-        """While :meth:`warm` runs: the customers forgotten meanwhile (it must not cache them
-        from what it read before)."""
+        self._watchers: list[set[str]] = []
+        """One set per read of the store in progress (a lookup, :meth:`warm`): the customers
+        forgotten meanwhile, which it must not cache from what it read before (a rotation or
+        a shred heard between the read and the caching would be undone)."""
         self.cache_hits = 0
         self.cache_misses = 0
         self._pseudonym_key = self._open()
@@ -209,7 +267,21 @@ class EnvelopeKeyStore(ABC):
         """Insert new key versions; silently skip ones another process created first."""
 
     @abstractmethod
+    def _insert_versions(self, rows: Sequence[tuple[str, str, int, bytes | None]]) -> bool:
+        """Insert all of ``rows`` or none (False: another process took one of the versions
+        first). A row without a wrapped key reserves its version number (:data:`SKIPPED`)."""
+
+    @abstractmethod
     def _load_wrapped(self, subject_ref: str, category: str, version: int) -> bytes | None: ...
+
+    @abstractmethod
+    def _load_versions(self, versions: Sequence[VersionRef]) -> dict[VersionRef, bytes | None]:
+        """The wrapped key (None: shredded) of each of ``versions`` the store has a row for."""
+
+    @abstractmethod
+    def _destroy_versions(
+        self, subject_ref: str, selection: Mapping[str, Versions], reason: str
+    ) -> dict[str, list[int]]: ...
 
     @abstractmethod
     def _iter_live(self, chunk: int) -> Iterable[list[tuple[str, str, int, bytes]]]:
@@ -289,6 +361,18 @@ class EnvelopeKeyStore(ABC):
         if not missing:
             return result
         self.cache_misses += len(missing)
+        with self._watching() as forgotten:
+            self._fill_current(missing, result, forgotten)
+        return result
+
+    def _fill_current(
+        self,
+        missing: list[tuple[str, str]],
+        result: dict[tuple[str, str], DataKey],
+        forgotten: set[str],
+    ) -> None:
+        """The current keys of ``missing`` into ``result`` (created where there is none), and
+        into the cache unless their customer was forgotten while the store was read."""
         try:
             found = self._load_current(missing)
             new_rows: list[tuple[str, str, int, bytes]] = []
@@ -321,9 +405,80 @@ class EnvelopeKeyStore(ABC):
                     version,
                     self._unwrap(wrapped, self._label(*pair, version)),
                 )
-                self._cache.put_current(*pair, version, key.secret)
+                if pair[0] not in forgotten:
+                    self._cache.put_current(*pair, version, key.secret)
                 result[pair] = key
-        return result
+
+    @contextmanager
+    def _watching(self) -> Iterator[set[str]]:
+        """A set that collects the customers forgotten while the block runs."""
+        forgotten: set[str] = set()
+        with self._lock:
+            self._watchers.append(forgotten)
+        try:
+            yield forgotten
+        finally:
+            with self._lock:
+                self._watchers.remove(forgotten)
+
+    def isolated_keys(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], DataKey]:
+        """A new version of each pair that never becomes current, so that only the caller's
+        values are encrypted under it (a collection the policy will refuse: destroying its
+        key then destroys nothing else). It is created together with the next version number
+        reserved without a key, in one transaction: whoever reads the pair's current key
+        afterwards finds that one newest, without a key, and creates a newer one."""
+        wanted = list(dict.fromkeys(pairs))
+        if not wanted:
+            return {}
+        try:
+            for _attempt in range(_RACES):
+                found = self._load_current(wanted)
+                rows: list[tuple[str, str, int, bytes | None]] = []
+                keys: dict[tuple[str, str], DataKey] = {}
+                for pair in wanted:
+                    version = found.get(pair, (0, None))[0] + 1
+                    secret = AESGCM.generate_key(256)
+                    rows.append((*pair, version, self._wrap(secret, self._label(*pair, version))))
+                    rows.append((*pair, version + 1, None))
+                    keys[pair] = DataKey(pair[0], pair[1], version, secret)
+                if self._insert_versions(rows):
+                    return keys
+        except SQLAlchemyError as exc:
+            raise KeyStoreError(f"key store unavailable: {type(exc).__name__}") from exc
+        raise KeyStoreError("isolated key versions were taken by other processes every time")
+
+    def rotate(self, subject_ref: str, categories: Iterable[str] | None) -> dict[str, int]:
+        """End the current version of ``categories`` (every category the subject has a key
+        of, its ``subject_id`` key included, when None) without destroying anything: the
+        next version number is reserved without a key, so whoever encrypts a value of the
+        pair next creates a newer version. Category -> the newest version ended (0: none
+        existed; also named, so that a version created later is never mistaken for one
+        before). The cached keys of those categories are dropped here; other processes drop
+        theirs when they hear of it (see :mod:`streams.revocations`)."""
+        wanted = None if categories is None else sorted(set(categories))
+        try:
+            for _attempt in range(_RACES):
+                latest: dict[str, KeyRecord] = {}
+                for record in self.keys_of(subject_ref):
+                    if (
+                        record.category not in latest
+                        or record.version > latest[record.category].version
+                    ):
+                        latest[record.category] = record
+                targets = sorted(latest) if wanted is None else wanted
+                ended: dict[str, int] = {}
+                reserved: list[tuple[str, str, int, bytes | None]] = []
+                for category in targets:
+                    newest = latest.get(category)
+                    ended[category] = 0 if newest is None else newest.version
+                    if newest is not None and newest.shredded_at is None:
+                        reserved.append((subject_ref, category, newest.version + 1, None))
+                if not reserved or self._insert_versions(reserved):
+                    self.forget(subject_ref, targets)
+                    return ended
+        except SQLAlchemyError as exc:
+            raise KeyStoreError(f"key store unavailable: {type(exc).__name__}") from exc
+        raise KeyStoreError("key versions were taken by other processes at every rotation attempt")
 
     def decryption_key(
         self, subject_ref: str, category: str, version: int, *, check_live: bool = True
@@ -359,6 +514,46 @@ class EnvelopeKeyStore(ABC):
             self._cache.put(subject_ref, category, version, key.secret)
         return key
 
+    def decryption_keys(self, versions: Iterable[VersionRef]) -> dict[VersionRef, DataKey]:
+        """The keys of ``versions`` the store holds live now; the others are left out
+        (destroyed, or never made by this store). The store is always asked (one query per
+        500), as :meth:`decryption_key` does; the cache only saves unwrapping."""
+        wanted = list(dict.fromkeys(versions))
+        if not wanted:
+            return {}
+        try:
+            found = self._load_versions(wanted)
+        except SQLAlchemyError as exc:
+            raise KeyStoreError(f"key store unavailable: {type(exc).__name__}") from exc
+        out: dict[VersionRef, DataKey] = {}
+        for ref, wrapped in found.items():
+            if wrapped is None:
+                continue
+            with self._lock:
+                secret = self._cache.get(*ref)
+            if secret is None:
+                secret = self._unwrap(wrapped, self._label(*ref))
+            out[ref] = DataKey(ref[0], ref[1], ref[2], secret)
+        return out
+
+    def shred_versions(
+        self, subject_ref: str, selection: Mapping[str, Versions], reason: str
+    ) -> dict[str, list[int]]:
+        """Destroy exactly the live versions ``selection`` names; category -> the versions
+        this call destroyed (a version destroyed before is not named again)."""
+        wanted = {category: versions for category, versions in selection.items() if versions}
+        if not wanted:
+            return {}
+        self.forget(subject_ref, wanted)
+        try:
+            destroyed = self._destroy_versions(subject_ref, wanted, reason)
+        except SQLAlchemyError as exc:
+            raise KeyStoreError(
+                f"key store unavailable, nothing shredded: {type(exc).__name__}"
+            ) from exc
+        self.forget(subject_ref, wanted)
+        return destroyed
+
     def shred(
         self,
         subject_ref: str,
@@ -381,8 +576,8 @@ class EnvelopeKeyStore(ABC):
     def forget(self, subject_ref: str, categories: Iterable[str] | None = None) -> None:
         with self._lock:
             self._cache.forget(subject_ref, categories)
-            if self._warming is not None:
-                self._warming.add(subject_ref)
+            for forgotten in self._watchers:
+                forgotten.add(subject_ref)
 
     def warm(self, *, stop: threading.Event | None = None) -> int:
         """Fill the cache with the store's current keys (until it is full), so that traffic
@@ -393,9 +588,11 @@ class EnvelopeKeyStore(ABC):
         here, a revocation heard from another process) is not cached from what was read
         before.
         """
+        with self._watching() as forgotten:
+            return self._warm(forgotten, stop)
+
+    def _warm(self, forgotten: set[str], stop: threading.Event | None) -> int:
         cached = 0
-        with self._lock:
-            self._warming = set()
         try:
             for rows in self._iter_live(WARM_CHUNK):
                 unwrapped = [
@@ -403,7 +600,7 @@ class EnvelopeKeyStore(ABC):
                     for ref, cat, version, wrapped in rows
                 ]
                 with self._lock:
-                    forgotten, cache = self._warming, self._cache
+                    cache = self._cache
                     for ref, cat, version, secret in unwrapped:
                         if ref in forgotten or cache.current(ref, cat) is not None:
                             continue  # forgotten meanwhile, or cached by a lookup: newer
@@ -415,9 +612,6 @@ class EnvelopeKeyStore(ABC):
                     break
         except SQLAlchemyError as exc:
             raise KeyStoreError(f"key store unavailable: {type(exc).__name__}") from exc
-        finally:
-            with self._lock:
-                self._warming = None
         return cached
 
 
@@ -473,9 +667,41 @@ class MemoryKeyStore(EnvelopeKeyStore):
         for ref, cat, version, wrapped in rows:
             self._rows.setdefault((ref, cat, version), [wrapped, datetime.now(UTC), None, None])
 
+    def _insert_versions(self, rows: Sequence[tuple[str, str, int, bytes | None]]) -> bool:
+        if any(row[:3] in self._rows for row in rows):
+            return False
+        now = datetime.now(UTC)
+        for ref, cat, version, wrapped in rows:
+            skipped = wrapped is None
+            self._rows[(ref, cat, version)] = [
+                wrapped,
+                now,
+                now if skipped else None,
+                SKIPPED if skipped else None,
+            ]
+        return True
+
     def _load_wrapped(self, subject_ref: str, category: str, version: int) -> bytes | None:
         row = self._rows.get((subject_ref, category, version))
         return None if row is None else row[0]  # type: ignore[return-value]
+
+    def _load_versions(self, versions: Sequence[VersionRef]) -> dict[VersionRef, bytes | None]:
+        return {
+            ref: self._rows[ref][0]  # type: ignore[misc]
+            for ref in versions
+            if ref in self._rows
+        }
+
+    def _destroy_versions(
+        self, subject_ref: str, selection: Mapping[str, Versions], reason: str
+    ) -> dict[str, list[int]]:
+        destroyed: dict[str, list[int]] = {}
+        for (ref, cat, version), row in sorted(self._rows.items()):
+            chosen = ref == subject_ref and cat in selection and version in selection[cat]
+            if chosen and row[0] is not None:
+                row[0], row[2], row[3] = None, datetime.now(UTC), reason
+                destroyed.setdefault(cat, []).append(version)
+        return destroyed
 
     def _destroy(
         self,
@@ -614,6 +840,87 @@ class SqlKeyStore(EnvelopeKeyStore):
                     conn.execute(data_keys.insert(), row)
             except IntegrityError:
                 continue
+
+    def _insert_versions(self, rows: Sequence[tuple[str, str, int, bytes | None]]) -> bool:
+        now = datetime.now(UTC)
+        values = [
+            {
+                "subject_ref": ref,
+                "category": cat,
+                "version": version,
+                "wrapped_key": wrapped,
+                "created_at": now,
+                "shredded_at": now if wrapped is None else None,
+                "shred_reason": SKIPPED if wrapped is None else None,
+            }
+            for ref, cat, version, wrapped in rows
+        ]
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(data_keys.insert(), values)
+        except IntegrityError:
+            return False
+        return True
+
+    def _load_versions(self, versions: Sequence[VersionRef]) -> dict[VersionRef, bytes | None]:
+        out: dict[VersionRef, bytes | None] = {}
+        with self._engine.connect() as conn:
+            for start in range(0, len(versions), 500):
+                chunk = versions[start : start + 500]
+                wanted = set(chunk)
+                rows = conn.execute(
+                    select(
+                        data_keys.c.subject_ref,
+                        data_keys.c.category,
+                        data_keys.c.version,
+                        data_keys.c.wrapped_key,
+                    )
+                    # plain INs, as in _load_current (the primary key's index)
+                    .where(data_keys.c.subject_ref.in_({ref for ref, _, _ in chunk}))
+                    .where(data_keys.c.category.in_({cat for _, cat, _ in chunk}))
+                    .where(data_keys.c.version.in_({version for _, _, version in chunk}))
+                )
+                for ref, cat, version, wrapped in rows:
+                    if (ref, cat, version) in wanted:
+                        out[(ref, cat, version)] = wrapped
+        return out
+
+    def _destroy_versions(
+        self, subject_ref: str, selection: Mapping[str, Versions], reason: str
+    ) -> dict[str, list[int]]:
+        chosen = [
+            and_(
+                data_keys.c.category == category,
+                or_(
+                    data_keys.c.version <= versions.through,
+                    data_keys.c.version.in_(sorted(versions.exactly)),
+                ),
+            )
+            for category, versions in selection.items()
+        ]
+        live = and_(
+            data_keys.c.subject_ref == subject_ref,
+            data_keys.c.wrapped_key.is_not(None),
+            or_(*chosen),
+        )
+        destroyed: dict[str, list[int]] = {}
+        with self._engine.begin() as conn:
+            found = conn.execute(
+                select(data_keys.c.category, data_keys.c.version)
+                .where(live)
+                .order_by(data_keys.c.category, data_keys.c.version)
+            ).all()
+            for category, version in found:
+                destroyed.setdefault(category, []).append(version)
+            if found:
+                conn.execute(
+                    update(data_keys)
+                    .where(live)
+                    .values(wrapped_key=None, shredded_at=datetime.now(UTC), shred_reason=reason)
+                )
+        if destroyed and self._engine.dialect.name == "sqlite":
+            self._wipe_soon()
+        return destroyed
 
     def _load_wrapped(self, subject_ref: str, category: str, version: int) -> bytes | None:
         with self._engine.connect() as conn:
