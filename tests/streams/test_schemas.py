@@ -155,9 +155,7 @@ def test_a_new_required_field_without_default_is_detected_as_incompatible(
             breaking.decode("lifecycle.Decision", data)
 
 
-def test_an_erasure_request_and_a_revocation_written_before_key_versions_existed_decode_as_before() -> (
-    None
-):
+def test_requests_and_revocations_written_before_key_versions_existed_decode_as_before() -> None:
     """Records from producers that name no key versions: the worker then destroys every live
     version of the categories (as it always did) and ``keys reshred`` replays by time."""
     codec = SingleObjectCodec()
