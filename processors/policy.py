@@ -17,7 +17,7 @@ import bisect
 import calendar
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
@@ -251,6 +251,9 @@ class Policy:
     recipients: Mapping[str, Recipient]
     prohibited_collections: Mapping[tuple[str, str], ProhibitedCollection]
     retentions: Mapping[str, Retention]
+    reason_codes: Mapping[str, Citation] = field(default_factory=lambda: MappingProxyType({}))
+    """Reason codes the pipeline added to the contract's, each with the sentence of the
+    policy it rests on (``reason_codes:`` in the file, optional)."""
 
     def retention(self, category: str) -> Retention:
         """The retention rule of ``category`` (KeyError naming it when the policy has none)."""
@@ -489,7 +492,7 @@ _TOP_REQUIRED = (
     "prohibited_collections",
     "retention",
 )
-_TOP_OPTIONAL = ("notes",)
+_TOP_OPTIONAL = ("notes", "reason_codes")
 
 
 class _Invalid(Exception):
@@ -663,6 +666,15 @@ class _PolicyReader:
             top["prohibited_collections"], categories, channels
         )
         retentions = self._retentions(top["retention"], categories)
+        reason_codes: dict[str, Citation] = {}
+        if "reason_codes" in top:
+            reason_codes = self.each(
+                self.named_entries(top["reason_codes"], "reason_codes"),
+                "reason_codes",
+                lambda _name, node, path: self.cites(
+                    self.mapping(node, path, ("cites",))["cites"], path
+                ),
+            )
         if self.problems:
             raise _Invalid()
         self._contract(categories, purposes, prohibited, roles, channels, recipients, collections)
@@ -683,6 +695,7 @@ class _PolicyReader:
             recipients=MappingProxyType(recipients),
             prohibited_collections=MappingProxyType(collections),
             retentions=MappingProxyType(retentions),
+            reason_codes=MappingProxyType(reason_codes),
         )
 
     def _version(self, node: Any) -> str:

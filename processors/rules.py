@@ -5,7 +5,11 @@ Pure functions over plain values (no Kafka, no clock, no keys): :func:`decide` j
 ``occurred_at`` and the subject's :class:`SubjectState`; :func:`apply` folds an allowed event
 into the state; :func:`plan_erasure`, :func:`apply_erasure`, :func:`mark_erased` and
 :func:`expired` are what erasure requests and retention sweeps need; :func:`rekeyed` records a
-held value re-encrypted under a new key version (after a refused collection of its category).
+held value re-encrypted under a new key version (after a refused collection of its category);
+:func:`end_versions` and :func:`erasure_versions` keep track of which data key versions are
+ended, and :func:`refuse_unreadable` refuses a collection whose value cannot be read.
+:class:`RefusalScreen` lets the publisher tell a collection the policy refuses before it is
+sent (a collection's verdict depends on no state).
 
 Check order (the first failing check decides; within a check, categories in event order):
 
@@ -29,7 +33,9 @@ Check order (the first failing check decides; within a check, categories in even
   2. no purpose, or a purpose prohibited or unknown, or a category that none of the declared
      purposes may use -> ``purpose_not_permitted``
   3. actor role unknown, or may not touch a category -> ``role_not_authorized``
-  4. otherwise ``allowed``
+  4. otherwise ``allowed``; then, in the decision stage, a value that cannot be read (its key
+     version was ended or destroyed, the store never had it, or it fails authentication)
+     -> ``value_unreadable`` (:func:`refuse_unreadable`)
 
 ``consent_changed``: an actor role the policy does not know -> ``role_not_authorized``;
 ``allowed`` for a consent-based purpose; a prohibited, unknown or necessity-based purpose ->
@@ -45,12 +51,13 @@ file a customer's request or consent change (they act for the customer).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any, Final, Literal
 
 from processors.exceptions import EventError, StateError
 from processors.policy import Citation, LegalHold, Policy, PolicyBook
+from streams.events import InputEvent
 
 # --------------------------------------------------------------------------- reason codes
 
@@ -64,6 +71,7 @@ PROHIBITED_COLLECTION: Final = "prohibited_collection"
 NOT_COLLECTED: Final = "not_collected"
 SUBJECT_ERASED: Final = "subject_erased"
 RETENTION_EXPIRED: Final = "retention_expired"
+VALUE_UNREADABLE: Final = "value_unreadable"
 
 REASON_CODES: Final = frozenset(
     {
@@ -77,6 +85,7 @@ REASON_CODES: Final = frozenset(
         NOT_COLLECTED,
         SUBJECT_ERASED,
         RETENTION_EXPIRED,
+        VALUE_UNREADABLE,
     }
 )
 ERASURE_REASONS: Final = frozenset({SUBJECT_ERASED, RETENTION_EXPIRED})
@@ -89,6 +98,8 @@ STATE_FORMAT = 1
 
 _NAME_LIMIT = 64
 _RETENTION_SECTION = "RETENTION OF DATA"
+_UNREADABLE_SECTION = "PROTECTION OF CUSTOMER'S PERSONAL INFORMATION"
+"""Cited for ``value_unreadable`` by a policy file whose ``reason_codes`` does not cite it."""
 
 
 # --------------------------------------------------------------------------- verdicts
@@ -147,6 +158,45 @@ class Held:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyVersions:
+    """What the decisions know of one category's data key versions (numbers only).
+
+    ``ended_through`` and ``ended``: versions whose values can no longer be read, every one up
+    to ``ended_through`` (an erasure, a retention sweep) and ``ended`` above it (a refused
+    collection's own versions). ``allowed``: versions, not ended, under which values of
+    allowed collections were encrypted (or a held value re-encrypted); an erasure request
+    destroys them too, whatever versions it names, since those values came before it."""
+
+    ended_through: int = 0
+    ended: tuple[int, ...] = ()
+    allowed: tuple[int, ...] = ()
+
+    def is_ended(self, version: int) -> bool:
+        return version <= self.ended_through or version in self.ended
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.ended_through:
+            out["through"] = self.ended_through
+        if self.ended:
+            out["ended"] = list(self.ended)
+        if self.allowed:
+            out["allowed"] = list(self.allowed)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> KeyVersions:
+        return cls(
+            int(data.get("through", 0)),
+            tuple(sorted(int(v) for v in data.get("ended", ()))),
+            tuple(sorted(int(v) for v in data.get("allowed", ()))),
+        )
+
+
+_NO_VERSIONS = KeyVersions()
+
+
+@dataclass(frozen=True, slots=True)
 class SubjectState:
     """What the pipeline knows about one subject, keyed by ``subject_ref``. No personal data:
     category and purpose names, key generations, instants and policy versions only.
@@ -160,6 +210,8 @@ class SubjectState:
     consent: Mapping[str, bool] = field(default_factory=dict)
     erased: Mapping[str, Erased] = field(default_factory=dict)
     held: Mapping[str, Held] = field(default_factory=dict)
+    keys: Mapping[str, KeyVersions] = field(default_factory=dict)
+    """Per category, the data key versions ended and those of allowed values."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form (for a Faust table); :meth:`from_dict` reads it back."""
@@ -183,6 +235,7 @@ class SubjectState:
                 category: {"basis": item.basis, "until": item.until}
                 for category, item in self.held.items()
             },
+            "keys": {category: item.to_dict() for category, item in self.keys.items()},
         }
 
     @classmethod
@@ -211,6 +264,10 @@ class SubjectState:
                 str(category): Held(str(item["basis"]), str(item["until"]))
                 for category, item in data.get("held", {}).items()
             }
+            keys = {  # absent from states written before versions were tracked
+                str(category): KeyVersions.from_dict(item)
+                for category, item in data.get("keys", {}).items()
+            }
         except StateError:
             raise
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
@@ -218,7 +275,10 @@ class SubjectState:
         for category, erasure in erased.items():
             if erasure.reason_code not in ERASURE_REASONS:
                 raise StateError(f"erased.{category}: unknown reason {erasure.reason_code!r}")
-        return cls(collected, consent, erased, held)
+        return cls(collected, consent, erased, held, keys)
+
+    def versions(self, category: str) -> KeyVersions:
+        return self.keys.get(category) or _NO_VERSIONS
 
     def consent_given(self, purpose: str, default: bool = True) -> bool:
         return self.consent.get(purpose, default)
@@ -557,6 +617,50 @@ def _role_check(policy: Policy, role_name: str, categories: Sequence[str]) -> st
     return None
 
 
+# --------------------------------------------------------------------------- unreadable values
+
+
+def refuse_unreadable(verdict: Verdict, unreadable: Mapping[str, str], book: PolicyBook) -> Verdict:
+    """The verdict on an allowed collection some of whose values cannot be read now
+    (``unreadable``: category -> why, e.g. "key version 3 was destroyed"): refused
+    ``value_unreadable``, the whole event, as any refused collection is. Nothing of it is
+    held, so the ledger never records an allowed collection, nor a later allowed use, of a
+    value nobody can read; the rule cites the policy file's ``reason_codes.value_unreadable``."""
+    policy = book.get(verdict.policy_version)
+    cites = policy.reason_codes.get(VALUE_UNREADABLE)
+    why = "; ".join(f"{category}: {reason}" for category, reason in unreadable.items())
+    rule = _rule(
+        f"reason_codes.{VALUE_UNREADABLE}",
+        cites if cites is not None else _UNREADABLE_SECTION,
+        f"{_clip(why)}; the value cannot be read, so nothing of this collection is held",
+    )
+    return Verdict("deny", VALUE_UNREADABLE, rule, verdict.policy_version, verdict.categories)
+
+
+class RefusalScreen:
+    """The publisher's check of a collection before it is sent: will the worker refuse it?
+
+    A collection's verdict depends only on the policy in force at its ``occurred_at``, the
+    channel, purposes, categories and the actor's role (checks 1 to 3 above), never on the
+    customer's state, so this is the verdict itself. The publisher then encrypts the
+    collection's values under key versions of their own, which the refusal destroys without
+    touching any other value (see streams.publisher)."""
+
+    __slots__ = ("_book",)
+
+    def __init__(self, book: PolicyBook) -> None:
+        self._book = book
+
+    def refuses(self, event: InputEvent) -> bool:
+        body = {
+            "channel": event.body["channel"],
+            "purposes": event.body["purposes"],
+            "data": [{"category": c} for c in (*event.data, *event.withheld)],
+        }
+        policy = self._book.in_force(event.occurred_at)
+        return not _decide_collection(policy, event.actor_role, body).allowed
+
+
 # --------------------------------------------------------------------------- apply
 
 
@@ -581,6 +685,7 @@ def apply(event: Mapping[str, Any], verdict: Verdict, state: SubjectState) -> Su
         collected = dict(state.collected)
         erased = dict(state.erased)
         held = dict(state.held)
+        keys = dict(state.keys)
         for item in body["data"]:
             if item["key_version"] < 1:
                 continue  # withheld by the publisher: no value of it exists anywhere
@@ -589,18 +694,26 @@ def apply(event: Mapping[str, Any], verdict: Verdict, state: SubjectState) -> Su
             purposes = declared
             if earlier is not None and category not in held:
                 purposes = _unique((*earlier.purposes, *declared))
+            version = int(item["key_version"])
             collected[category] = Collection(
-                purposes, int(item["key_version"]), collected_at, verdict.policy_version
+                purposes, version, collected_at, verdict.policy_version
             )
             erased.pop(category, None)
             held.pop(category, None)
-        return SubjectState(collected, state.consent, erased, held)
+            keys[category] = _allowing(state.versions(category), version)
+        return replace(state, collected=collected, erased=erased, held=held, keys=keys)
     if kind == "consent_changed":
         body = event["body"]
         consent = dict(state.consent)
         consent[body["purpose"]] = bool(body["granted"])
-        return SubjectState(state.collected, consent, state.erased, state.held)
+        return replace(state, consent=consent)
     return state
+
+
+def _allowing(versions: KeyVersions, version: int) -> KeyVersions:
+    if version in versions.allowed:
+        return versions
+    return replace(versions, allowed=tuple(sorted((*versions.allowed, version))))
 
 
 # --------------------------------------------------------------------------- erasure, retention
@@ -694,13 +807,13 @@ def apply_erasure(state: SubjectState, plan: ErasurePlan, at: datetime) -> Subje
     if unheld:
         marks = dict(erased.erased)
         marks.update(dict.fromkeys(unheld, Erased(SUBJECT_ERASED, _iso(at))))
-        erased = SubjectState(erased.collected, erased.consent, marks, erased.held)
+        erased = replace(erased, erased=marks)
     if not plan.retained:
         return erased
     held = dict(erased.held)
     for item in plan.retained:
         held[item.category] = Held(item.basis, item.until)
-    return SubjectState(erased.collected, erased.consent, erased.erased, held)
+    return replace(erased, held=held)
 
 
 def mark_erased(
@@ -723,20 +836,57 @@ def mark_erased(
         del collected[category]
         held.pop(category, None)
         erased[category] = Erased(reason_code, erased_at)
-    return SubjectState(collected, state.consent, erased, held)
+    return replace(state, collected=collected, erased=erased, held=held)
 
 
 def rekeyed(state: SubjectState, versions: Mapping[str, int]) -> SubjectState:
     """The state once the held values of some categories were re-encrypted under a new data
     key version (``versions``: category -> version). Categories not held are ignored."""
     collected = dict(state.collected)
+    keys = dict(state.keys)
     for category, version in versions.items():
         item = collected.get(category)
         if item is not None:
             collected[category] = Collection(
                 item.purposes, version, item.collected_at, item.policy_version
             )
-    return SubjectState(collected, state.consent, state.erased, state.held)
+            keys[category] = _allowing(state.versions(category), version)
+    return replace(state, collected=collected, keys=keys)
+
+
+def end_versions(
+    state: SubjectState, through: Mapping[str, int], exactly: Mapping[str, Iterable[int]]
+) -> SubjectState:
+    """The state once data key versions were destroyed: per category every one up to
+    ``through`` and ``exactly`` these. A collection whose value names one of them is refused
+    ``value_unreadable`` from then on; the category's held value, if any, is not touched
+    here (:func:`mark_erased` and :func:`rekeyed` say what became of it)."""
+    keys = dict(state.keys)
+    for category in {*through, *exactly}:
+        known = state.versions(category)
+        upto = max(known.ended_through, through.get(category, 0))
+        ended = {v for v in (*known.ended, *exactly.get(category, ())) if v > upto}
+        allowed = tuple(v for v in known.allowed if v > upto and v not in ended)
+        keys[category] = KeyVersions(upto, tuple(sorted(ended)), allowed)
+    return replace(state, keys=keys)
+
+
+def erasure_versions(
+    state: SubjectState, category: str, named: int | None, newest: int
+) -> tuple[int, tuple[int, ...]]:
+    """(through, exactly): the data key versions of ``category`` an erasure request destroys.
+
+    ``named``: the newest version the request ends (``key_versions_ended``: its publisher
+    started a newer one before sending it), None when it names none (then ``newest``, the
+    newest version the store has now: every one). Also every version an allowed value of
+    the category was decided under before the request, even a newer one (a value published
+    by another producer after the rotation but before the request in the customer's order)."""
+    through = newest if named is None else named
+    allowed = {v for v in state.versions(category).allowed if v > through}
+    collection = state.collected.get(category)
+    if collection is not None and collection.key_version > through:
+        allowed.add(collection.key_version)
+    return through, tuple(sorted(allowed))
 
 
 def expired(state: SubjectState, book: PolicyBook, as_of: datetime) -> list[str]:

@@ -220,8 +220,28 @@ class KeyStore(Protocol):
         """Drop cached keys (another process shredded them)."""
         ...
 
+    def forget_all(self) -> None:
+        """Drop every cached key (whatever was revoked, the store says what lives)."""
+        ...
+
 
 # --------------------------------------------------------------------------- shared logic
+
+
+class _Forgotten:
+    """The customers whose cached keys were dropped while a read of the store ran."""
+
+    __slots__ = ("everyone", "refs")
+
+    def __init__(self) -> None:
+        self.refs: set[str] = set()
+        self.everyone = False
+
+    def add(self, subject_ref: str) -> None:
+        self.refs.add(subject_ref)
+
+    def __contains__(self, subject_ref: object) -> bool:
+        return self.everyone or subject_ref in self.refs
 
 
 class EnvelopeKeyStore(ABC):
@@ -239,7 +259,7 @@ class EnvelopeKeyStore(ABC):
         self._keks = (self._kek, *(AESGCM(key) for key in previous_master_keys))
         self._lock = threading.RLock()
         self._cache = KeyCache(cache_size)
-        self._watchers: list[set[str]] = []
+        self._watchers: list[_Forgotten] = []
         """One set per read of the store in progress (a lookup, :meth:`warm`): the customers
         forgotten meanwhile, which it must not cache from what it read before (a rotation or
         a shred heard between the read and the caching would be undone)."""
@@ -369,7 +389,7 @@ class EnvelopeKeyStore(ABC):
         self,
         missing: list[tuple[str, str]],
         result: dict[tuple[str, str], DataKey],
-        forgotten: set[str],
+        forgotten: _Forgotten,
     ) -> None:
         """The current keys of ``missing`` into ``result`` (created where there is none), and
         into the cache unless their customer was forgotten while the store was read."""
@@ -410,9 +430,9 @@ class EnvelopeKeyStore(ABC):
                 result[pair] = key
 
     @contextmanager
-    def _watching(self) -> Iterator[set[str]]:
-        """A set that collects the customers forgotten while the block runs."""
-        forgotten: set[str] = set()
+    def _watching(self) -> Iterator[_Forgotten]:
+        """Collects the customers forgotten while the block runs."""
+        forgotten = _Forgotten()
         with self._lock:
             self._watchers.append(forgotten)
         try:
@@ -579,6 +599,12 @@ class EnvelopeKeyStore(ABC):
             for forgotten in self._watchers:
                 forgotten.add(subject_ref)
 
+    def forget_all(self) -> None:
+        with self._lock:
+            self._cache = KeyCache(self._cache.max_subjects)
+            for forgotten in self._watchers:
+                forgotten.everyone = True
+
     def warm(self, *, stop: threading.Event | None = None) -> int:
         """Fill the cache with the store's current keys (until it is full), so that traffic
         finds them cached from its first event; the number of keys cached.
@@ -591,7 +617,7 @@ class EnvelopeKeyStore(ABC):
         with self._watching() as forgotten:
             return self._warm(forgotten, stop)
 
-    def _warm(self, forgotten: set[str], stop: threading.Event | None) -> int:
+    def _warm(self, forgotten: _Forgotten, stop: threading.Event | None) -> int:
         cached = 0
         try:
             for rows in self._iter_live(WARM_CHUNK):

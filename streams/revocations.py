@@ -1,17 +1,23 @@
-"""Key revocations: when keys are shredded, every process that caches keys drops them.
+"""Key revocations: when keys are shredded or current versions ended, every process that caches
+keys drops them.
 
 The shredding process publishes a ``KeyRevocation`` record to ``privacy.key-revocations`` after
-the destruction committed. Every publisher and worker runs a :class:`RevocationListener`: a
-daemon thread reading that topic from its end, without a consumer group (each process must
-see every record), which calls :meth:`KeyStore.forget`. Decryption does not depend on it
-(the store is asked on every decryption); it stops publishers from encrypting new values under
-a key that no longer exists.
+the destruction committed, naming the versions it destroyed; a publisher that ended current
+versions (:meth:`KeyStore.rotate`, before it sends an erasure request) publishes one marked
+``rotated``. Every publisher and worker runs a :class:`RevocationListener`: a daemon thread
+reading that topic from its end, without a consumer group (each process must see every
+record), which calls :meth:`KeyStore.forget`. Decryption does not depend on it (the store is
+asked on every decryption); it stops publishers from encrypting new values under a key that no
+longer exists or is no longer current. Before a publisher encrypts a batch,
+:meth:`RevocationListener.caught_up` waits until every record published before that moment is
+applied, so a rotation that happened before the batch began is never missed.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,8 +26,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from lifecycle.config import FETCH_WAIT_MS
 from lifecycle.logging import get_logger, librdkafka_logger
 from streams.codec import Codec
-from streams.exceptions import DecodeError, RegistryUnavailableError
-from streams.keys import KeyStore
+from streams.exceptions import DecodeError, KeyStoreError, RegistryUnavailableError
+from streams.keys import KeyStore, Versions
 from streams.offsets import read_whole
 from streams.topics import KEY_REVOCATIONS
 
@@ -31,12 +37,48 @@ REPLAYED = "revocation_replayed"
 """The shred reason of a key destroyed again by ``lifecycle keys reshred`` after a restore."""
 
 
-def revocation_record(subject_ref: str, categories: Iterable[str]) -> dict[str, object]:
+def revocation_record(
+    subject_ref: str,
+    categories: Iterable[str],
+    *,
+    destroyed: Mapping[str, Versions] | None = None,
+    rotated: bool = False,
+) -> dict[str, object]:
+    """A ``KeyRevocation``: ``destroyed`` names the versions destroyed per category (what
+    ``lifecycle keys reshred`` destroys again after a restore); ``rotated``: nothing was
+    destroyed, the categories' current versions were ended."""
+    named = destroyed or {}
     return {
         "subject_ref": subject_ref,
         "categories": sorted(categories),
         "revoked_at": datetime.now(UTC),
+        "through": {c: v.through for c, v in sorted(named.items()) if v.through > 0},
+        "versions": {c: sorted(v.exactly) for c, v in sorted(named.items()) if v.exactly},
+        "rotated": rotated,
     }
+
+
+def replay(keystore: KeyStore, record: Mapping[str, Any], reason: str) -> int:
+    """Destroy again what one revocation says was destroyed (after a key-store restore); the
+    number of categories with a key destroyed now. A rotation destroyed nothing: skipped.
+    Versions are replayed exactly; a category the record names no version of (a record
+    written before versions were named) loses every key created before ``revoked_at``."""
+    if record.get("rotated"):
+        return 0
+    ref = record["subject_ref"]
+    through: Mapping[str, int] = record.get("through") or {}
+    exactly: Mapping[str, list[int]] = record.get("versions") or {}
+    named = {
+        category: Versions(through.get(category, 0), frozenset(exactly.get(category, ())))
+        for category in {*through, *exactly}
+    }
+    destroyed = set(keystore.shred_versions(ref, named, reason)) if named else set()
+    unnamed = [c for c in record["categories"] if c not in named]
+    if unnamed or not record["categories"]:
+        destroyed.update(
+            keystore.shred(ref, unnamed or None, reason, created_before=record["revoked_at"])
+        )
+    return len(destroyed)
 
 
 class RevocationListener:
@@ -57,6 +99,9 @@ class RevocationListener:
         self._keystore = keystore
         self._stop = threading.Event()
         self._ready = threading.Event()
+        self._applied = threading.Condition()
+        self._position = 0
+        """The offset after the last record applied (or skipped as not a revocation)."""
         self.heard = 0
         self._thread = threading.Thread(target=self._run, name="key-revocations", daemon=True)
 
@@ -78,6 +123,7 @@ class RevocationListener:
             log.warning("revocations.end_unknown", reading_from="beginning", error=str(exc))
             start = OFFSET_BEGINNING
         self._consumer.assign([TopicPartition(KEY_REVOCATIONS, 0, start)])
+        self._position = max(start, 0)
         self._ready.set()
         try:
             while not self._stop.is_set():
@@ -85,17 +131,51 @@ class RevocationListener:
                 if message is None or message.error():
                     continue
                 record = self._decode(message)
+                if record is not None:
+                    self._keystore.forget(record["subject_ref"], record["categories"] or None)
+                with self._applied:
+                    self._position = (message.offset() or 0) + 1
+                    self._applied.notify_all()
                 if record is None:
                     continue
-                self._keystore.forget(record["subject_ref"], record["categories"] or None)
                 self.heard += 1
                 log.info(
-                    "keys.revoked",
+                    "keys.rotated" if record["rotated"] else "keys.revoked",
                     subject_ref=record["subject_ref"],
                     categories=record["categories"],
                 )
         finally:
             self._consumer.close()
+
+    def caught_up(self, timeout: float = 10.0) -> None:
+        """Return once every revocation published before this call has been applied.
+
+        The partition's end is asked of the broker now (ListOffsets); once the listener has
+        passed it, the end its own fetches reported (which then include the batch that held
+        the last record) is waited for too: the embedded broker's ListOffsets answer may stop
+        at the first record of the last batch (see :mod:`streams.offsets`). Raises
+        :class:`KeyStoreError` when that takes longer than ``timeout``."""
+        if self._stop.is_set() or not self._thread.is_alive():
+            raise KeyStoreError("the key revocation listener is not running")
+        deadline = time.monotonic() + timeout
+        partition = TopicPartition(KEY_REVOCATIONS, 0)
+        try:
+            _low, listed = self._consumer.get_watermark_offsets(partition, timeout=timeout)
+        except KafkaException as exc:
+            raise KeyStoreError(f"the end of {KEY_REVOCATIONS} is unknown: {exc}") from exc
+        self._reach(listed, deadline)
+        _low, fetched = self._consumer.get_watermark_offsets(partition, cached=True)
+        self._reach(max(listed, fetched), deadline)
+
+    def _reach(self, offset: int, deadline: float) -> None:
+        with self._applied:
+            while self._position < offset:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._thread.is_alive():
+                    raise KeyStoreError(
+                        f"key revocations applied up to offset {self._position} of {offset}"
+                    )
+                self._applied.wait(min(left, 0.5))
 
     def _decode(self, message: Any) -> dict[str, Any] | None:
         """The revocation, or None when the record is not one. While the Schema Registry

@@ -71,6 +71,7 @@ def citations(policy: Policy) -> list[Citation]:
     return [
         *policy.effective_from_cites.every(),
         *(citation for rule in rules for citation in rule.cites.every()),
+        *(citation for cites in policy.reason_codes.values() for citation in cites.every()),
     ]
 
 
