@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -102,6 +102,13 @@ class RevocationListener:
         self._applied = threading.Condition()
         self._position = 0
         """The offset after the last record applied (or skipped as not a revocation)."""
+        self._fetched_end = 0
+        """The partition's end as the fetch that brought the last record applied reported it."""
+        self._client_config = client_config
+        self._ends: Consumer | None = None
+        """Asks the broker where the topic ends, in the thread that calls :meth:`caught_up`
+        (a consumer is not shared between threads: a query from another thread waited for
+        the listener's poll)."""
         self.heard = 0
         self._thread = threading.Thread(target=self._run, name="key-revocations", daemon=True)
 
@@ -133,7 +140,11 @@ class RevocationListener:
                 record = self._decode(message)
                 if record is not None:
                     self._keystore.forget(record["subject_ref"], record["categories"] or None)
+                _low, fetched = self._consumer.get_watermark_offsets(
+                    TopicPartition(KEY_REVOCATIONS, 0), cached=True
+                )
                 with self._applied:
+                    self._fetched_end = max(self._fetched_end, fetched)
                     self._position = (message.offset() or 0) + 1
                     self._applied.notify_all()
                 if record is None:
@@ -158,22 +169,31 @@ class RevocationListener:
         if self._stop.is_set() or not self._thread.is_alive():
             raise KeyStoreError("the key revocation listener is not running")
         deadline = time.monotonic() + timeout
-        partition = TopicPartition(KEY_REVOCATIONS, 0)
+        if self._ends is None:
+            self._ends = Consumer(
+                {
+                    **self._client_config,
+                    "group.id": "lifecycle-revocations",  # required by the client; never joined
+                    "logger": librdkafka_logger(),
+                    "enable.auto.commit": False,
+                }
+            )
         try:
-            _low, listed = self._consumer.get_watermark_offsets(partition, timeout=timeout)
+            _low, listed = self._ends.get_watermark_offsets(
+                TopicPartition(KEY_REVOCATIONS, 0), timeout=timeout
+            )
         except KafkaException as exc:
             raise KeyStoreError(f"the end of {KEY_REVOCATIONS} is unknown: {exc}") from exc
-        self._reach(listed, deadline)
-        _low, fetched = self._consumer.get_watermark_offsets(partition, cached=True)
-        self._reach(max(listed, fetched), deadline)
+        self._reach(lambda: listed, deadline)
+        self._reach(lambda: max(listed, self._fetched_end), deadline)
 
-    def _reach(self, offset: int, deadline: float) -> None:
+    def _reach(self, offset: Callable[[], int], deadline: float) -> None:
         with self._applied:
-            while self._position < offset:
+            while self._position < offset():
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._thread.is_alive():
                     raise KeyStoreError(
-                        f"key revocations applied up to offset {self._position} of {offset}"
+                        f"key revocations applied up to offset {self._position} of {offset()}"
                     )
                 self._applied.wait(min(left, 0.5))
 
@@ -199,6 +219,9 @@ class RevocationListener:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(5)
+        if self._ends is not None:
+            self._ends.close()
+            self._ends = None
 
 
 def read_revocations(client_config: dict[str, str], codec: Codec) -> Iterator[dict[str, Any]]:
