@@ -34,6 +34,7 @@ from bench.environment import (
 from bench.roles import PASSTHROUGH_TOPIC
 from bench.workload import traffic_lines
 from lifecycle.runtime import Runtime
+from processors.rules import RefusalScreen
 from streams.publisher import Publisher
 from streams.topics import CUSTOMER_EVENTS, DECISIONS
 
@@ -101,6 +102,7 @@ def encoded_events(env: BenchEnv, data: Path, count: int, subjects: int) -> list
             runtime.codec,
             runtime.policy.vocabulary(),
             listen_for_revocations=False,
+            screen=RefusalScreen(runtime.policy),
         )
         try:
             publisher.publish_lines(traffic_lines(count, subjects))

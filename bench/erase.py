@@ -43,6 +43,7 @@ from bench.environment import (
 )
 from lifecycle.runtime import Runtime
 from lifecycle.traffic import Traffic
+from processors.rules import RefusalScreen
 from streams.publisher import Publisher
 from streams.topics import CONFIRMATIONS, CUSTOMER_EVENTS, DECISIONS
 
@@ -90,6 +91,7 @@ def run(env: BenchEnv, scale: Scale) -> list[Row]:
             runtime.codec,
             runtime.policy.vocabulary(),
             listen_for_revocations=False,
+            screen=RefusalScreen(runtime.policy),
         )
         customers = Traffic(1, seed=5)
         indexes = [CUSTOMERS_FROM + n for n in range(requests)]

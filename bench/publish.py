@@ -22,6 +22,7 @@ from bench.environment import (
 )
 from bench.workload import traffic_lines
 from lifecycle.runtime import Runtime
+from processors.rules import RefusalScreen
 from streams.publisher import Publisher
 from streams.topics import CUSTOMER_EVENTS
 
@@ -42,6 +43,7 @@ def run(env: BenchEnv, scale: Scale) -> list[Row]:
             runtime.keystore,
             runtime.codec,
             runtime.policy.vocabulary(),
+            screen=RefusalScreen(runtime.policy),
         )
         try:
             publisher.publish_lines(lines[:warm])  # connections up, first keys created

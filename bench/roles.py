@@ -82,6 +82,7 @@ def traffic(rate: float, subjects: int, seed: int) -> None:
     """Publish traffic events through the real publisher at ``rate`` a second, until SIGTERM."""
     from lifecycle.runtime import Runtime
     from lifecycle.traffic import Traffic
+    from processors.rules import RefusalScreen
     from streams.publisher import Publisher
 
     runtime = Runtime(load_settings()).open()
@@ -91,6 +92,7 @@ def traffic(rate: float, subjects: int, seed: int) -> None:
         runtime.codec,
         runtime.policy.vocabulary(),
         listen_for_revocations=True,
+        screen=RefusalScreen(runtime.policy),
     )
     events = Traffic(subjects, seed=seed).events(sys.maxsize)
     tick = 0.05

@@ -94,6 +94,7 @@ def up(demo: bool) -> None:
 @click.argument("source", type=click.File("rb"))
 def publish(source: BinaryIO) -> None:
     """Publish JSON-lines events from SOURCE (a file, or - for stdin)."""
+    from processors.rules import RefusalScreen
     from streams.exceptions import PublishError
     from streams.publisher import Publisher, PublishReport
 
@@ -107,6 +108,7 @@ def publish(source: BinaryIO) -> None:
             runtime.codec,
             runtime.policy.vocabulary(),
             delivery_timeout_ms=settings.publish_timeout_ms,
+            screen=RefusalScreen(runtime.policy),
         )
         try:
             report = publisher.publish_lines(source, flush=False)

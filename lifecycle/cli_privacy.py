@@ -97,6 +97,7 @@ def erase(
     subject_id: str, categories: tuple[str, ...], request_id: str | None, wait: bool, timeout: float
 ) -> None:
     """File an erasure request for SUBJECT_ID (crypto-shredding)."""
+    from processors.rules import RefusalScreen
     from streams.publisher import Publisher
 
     request_id = request_id or f"REQ-{uuid.uuid4()}"
@@ -118,7 +119,13 @@ def erase(
         }
         if categories:
             event["categories"] = list(categories)
-        publisher = Publisher(config, runtime.keystore, runtime.codec, runtime.policy.vocabulary())
+        publisher = Publisher(
+            config,
+            runtime.keystore,
+            runtime.codec,
+            runtime.policy.vocabulary(),
+            screen=RefusalScreen(runtime.policy),
+        )
         publisher.publish(event)
         publisher.close()
         click.echo(f"erasure requested: {request_id}", err=True)

@@ -7,6 +7,7 @@ import threading
 from lifecycle.logging import get_logger
 from lifecycle.runtime import Runtime
 from lifecycle.traffic import Traffic
+from processors.rules import RefusalScreen
 from streams.publisher import Publisher
 
 log = get_logger(__name__)
@@ -35,6 +36,7 @@ class DemoFeed:
             runtime.keystore,
             runtime.codec,
             runtime.policy.vocabulary(),
+            screen=RefusalScreen(runtime.policy),
         )
         traffic = Traffic(subjects=500)
         rounds = 0
