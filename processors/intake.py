@@ -61,7 +61,7 @@ _BODY_FIELDS = {
     "collected": {"channel", "purposes", "data"},
     "used": {"categories", "purpose"},
     "shared": {"categories", "recipient", "purpose"},
-    "deletion_requested": {"request_id", "categories"},
+    "deletion_requested": {"request_id", "categories", "key_versions_ended"},
     "consent_changed": {"purpose", "granted"},
 }
 _SUBJECT_REF = re.compile(r"^[0-9a-f]{64}$")
