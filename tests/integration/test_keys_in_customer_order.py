@@ -383,3 +383,53 @@ def test_a_value_another_producer_encrypted_under_a_destroyed_key_is_refused_val
         "f04",
     }
     assert report(lifecycle_env)["held"] == []
+
+
+# --------------------------------------------------------------------------- a refusal not foreseen
+
+
+def test_a_refusal_the_publisher_did_not_foresee_keeps_the_held_value_readable_everywhere(
+    workers: Workers, lifecycle_env: dict[str, str], broker: str
+) -> None:
+    """A publisher without the policy (another producer's, or one whose policy file is older)
+    encrypts a refused collection under the current key, which the customer's held value and a
+    correction in flight share. The worker moves the held value to a key version of its own
+    before destroying that key: the report and the decrypting tail still show it; the
+    correction, whose value can no longer be read, is refused ``value_unreadable``."""
+    settings = load_settings(lifecycle_env)
+    runtime = Runtime(settings).open()
+    unscreened = Publisher(
+        settings.kafka_client_config(),
+        runtime.keystore,
+        runtime.codec,
+        runtime.policy.vocabulary(),
+    )
+    history = [
+        collected("u01", 0, NECESSARY, email=FIRST["email"]),
+        collected("u02", 1, ["sale"], email=REFUSED_EMAIL),
+        collected("u03", 2, NECESSARY, email=LATER["email"]),
+        event("used", "u04", 3, "customer_service", categories=["email"], purpose="billing"),
+    ]
+    try:
+        assert unscreened.publish_lines([json.dumps(e) for e in history]).ok
+    finally:
+        unscreened.close()
+    workers.start()
+
+    decisions = decided_in_order(broker, len(history))
+
+    assert [decisions[e["event_id"]]["reason_code"] for e in history] == [
+        "allowed",
+        "purpose_not_permitted",
+        "value_unreadable",
+        "allowed",  # the held value: u01's, readable
+    ]
+    assert {h["category"]: h["value"] for h in report(lifecycle_env)["held"]} == {
+        "email": FIRST["email"]
+    }
+    shown = tail_values(lifecycle_env)
+    assert shown["u01"]["email"] == FIRST["email"]  # the vault's re-encrypted copy
+    assert shown["u02"]["email"] == SHREDDED
+    assert shown["u03"]["email"] == SHREDDED
+    ref = keystore_of(lifecycle_env).subject_ref(SUBJECT)
+    assert readable_values(broker, lifecycle_env, ref).get("email", set()) == set()
