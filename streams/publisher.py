@@ -43,7 +43,7 @@ from streams.events import InputEvent, Vocabulary, parse_line
 from streams.exceptions import KeyStoreError, PublishError, ValidationError
 from streams.keys import IDENTITY_CATEGORY, DataKey, KeyStore
 from streams.revocations import RevocationListener, revocation_record
-from streams.topics import CUSTOMER_EVENTS, KEY_REVOCATIONS
+from streams.topics import CUSTOMER_EVENTS, KEY_REVOCATIONS, ensure_topic
 
 log = get_logger(__name__)
 
@@ -139,6 +139,8 @@ class Publisher:
             producer_config(client_config, delivery_timeout_ms=delivery_timeout_ms)
         )
         self._flush_timeout = delivery_timeout_ms / 1000 + 10
+        self._client_config = client_config
+        self._revocations_topic_checked = False
         self._revocations: RevocationListener | None = None
         if listen_for_revocations:  # never encrypt under a key another process shredded
             self._revocations = RevocationListener(client_config, codec, keystore).start()
@@ -285,6 +287,9 @@ class Publisher:
                 **ended,
             }
         notice = revocation_record(ref, ended, rotated=True)
+        if not self._revocations_topic_checked:  # a write must not create it with N partitions
+            ensure_topic(self._client_config, KEY_REVOCATIONS)
+            self._revocations_topic_checked = True
         self._producer.produce(
             KEY_REVOCATIONS,
             self._codec.encode("lifecycle.KeyRevocation", notice, KEY_REVOCATIONS),

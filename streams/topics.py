@@ -182,6 +182,30 @@ def apply_topics(
     return ordered
 
 
+def ensure_topic(
+    client_config: Mapping[str, str | int | float | bool], name: str, timeout: float = 30.0
+) -> None:
+    """Create the one-partition topic ``name`` with the contract's settings unless it exists.
+
+    For a process that writes to it before ``lifecycle topics apply`` ran (a publisher racing
+    the first worker): the broker would otherwise create it on the first write with its
+    default partition count, which a one-partition topic must not have."""
+    spec = next(spec for spec in TOPICS if spec.name == name)
+    if spec.partitioned:
+        raise ValueError(f"{name} is partitioned: its partition count is a setting")
+    config: dict[str, Any] = {**client_config, "logger": librdkafka_logger()}
+    admin = AdminClient(config)
+    if name in admin.list_topics(timeout=timeout).topics:
+        return
+    new = NewTopic(name, num_partitions=1, config=topic_config(spec, None))
+    try:
+        admin.create_topics([new], request_timeout=timeout)[name].result(timeout=timeout)
+    except Exception as exc:
+        error = exc.args[0] if exc.args else None
+        if not (isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS):
+            raise BrokerError(f"could not create topic {name}: {exc}") from exc
+
+
 @dataclass(slots=True)
 class _TopicCheck:
     done: list[str] = field(default_factory=list)
