@@ -196,6 +196,13 @@ class KeyVersions:
 _NO_VERSIONS = KeyVersions()
 
 
+def _held_only(collection: Collection | None) -> KeyVersions:
+    """What the state knows of versions when a held value's is the only one."""
+    if collection is None:
+        return _NO_VERSIONS
+    return KeyVersions(allowed=(collection.key_version,))
+
+
 @dataclass(frozen=True, slots=True)
 class SubjectState:
     """What the pipeline knows about one subject, keyed by ``subject_ref``. No personal data:
@@ -235,7 +242,11 @@ class SubjectState:
                 category: {"basis": item.basis, "until": item.until}
                 for category, item in self.held.items()
             },
-            "keys": {category: item.to_dict() for category, item in self.keys.items()},
+            "keys": {  # the common case, the held value's version alone, is left implied
+                category: item.to_dict()
+                for category, item in self.keys.items()
+                if item != _held_only(self.collected.get(category))
+            },
         }
 
     @classmethod
@@ -264,10 +275,15 @@ class SubjectState:
                 str(category): Held(str(item["basis"]), str(item["until"]))
                 for category, item in data.get("held", {}).items()
             }
-            keys = {  # absent from states written before versions were tracked
-                str(category): KeyVersions.from_dict(item)
-                for category, item in data.get("keys", {}).items()
+            keys = {  # absent: only the held value's version (or states written before)
+                category: _held_only(collection) for category, collection in collected.items()
             }
+            keys.update(
+                {
+                    str(category): KeyVersions.from_dict(item)
+                    for category, item in data.get("keys", {}).items()
+                }
+            )
         except StateError:
             raise
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
