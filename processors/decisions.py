@@ -391,7 +391,7 @@ class DecisionStage:
             if verdict.decision == "allow":
                 self._hold(event, held)
             else:
-                self._destroy_refused(event, entry, held, verdict.reason_code)
+                self._destroy_refused(event, entry, held, verdict.reason_code, unreadable)
         record = decision_record(
             event, verdict, partition=item.partition, offset=item.offset, erasure=erasure
         )
@@ -421,6 +421,7 @@ class DecisionStage:
         entry: Entry,
         held: dict[tuple[str, str], HeldValue],
         reason: str,
+        unreadable: Mapping[str, str],
     ) -> None:
         """A refused collection keeps nothing: destroy the key versions its values name.
 
@@ -439,16 +440,21 @@ class DecisionStage:
           then is the version destroyed. A crash in between leaves both copies; the batch is
           decided again and does the same. Copies of earlier allowed values on the topic
           under the destroyed version become unreadable, as the refused one does.
+
+        A value no key opens already (``unreadable``: its version destroyed or unknown, or it
+        fails authentication) needs nothing destroyed: its version is left alone, even when
+        it is live (altered bytes under a current key).
         """
         ref = event["subject_ref"]
         state = entry.state
         doomed: dict[str, set[int]] = {}
         for value in event["body"]["data"]:
             category, version = value["category"], value["key_version"]
-            if version > 0 and not state.versions(category).is_ended(version):
+            readable = category not in unreadable and not state.versions(category).is_ended(version)
+            if version > 0 and readable:
                 doomed.setdefault(category, set()).add(version)
         if not doomed:
-            return  # withheld by the publisher, or under keys already destroyed
+            return  # withheld by the publisher, or no key opens any of it
         sharing = []
         for category, versions in doomed.items():
             current = held.get((ref, category))

@@ -383,6 +383,9 @@ def test_a_value_another_producer_encrypted_under_a_destroyed_key_is_refused_val
         "f04",
     }
     assert report(lifecycle_env)["held"] == []
+    # the altered value needed no key destroyed: the current name key lives on
+    (name_key,) = [k for k in keystore.keys_of(ref) if k.category == "name"]
+    assert name_key.version == live_name.version and name_key.shredded_at is None
 
 
 # --------------------------------------------------------------------------- a refusal not foreseen
