@@ -26,10 +26,11 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from lifecycle.config import Settings, load_settings
+from core.settings import Settings, load_settings
+from streams import clients
 from streams.broker import EmbeddedBroker
 from streams.offsets import read_to_ends
-from streams.topics import apply_topics
+from streams.topic_admin import apply_topics
 
 PARTITIONS = 4
 REPO = Path(__file__).resolve().parent.parent
@@ -97,11 +98,19 @@ class Child:
     """A benchmark helper process (``python -m bench.roles ...``) whose stdout lines are
     collected; ``wait_for`` waits for a line that satisfies a test."""
 
-    def __init__(self, args: Sequence[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        command: Sequence[str] | None = None,
+    ) -> None:
+        """``command``: what runs ``args`` (default: ``python -m bench.roles``)."""
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.roles", *args],
+            [*(command or (sys.executable, "-m", "bench.roles")), *args],
             env=env,
             cwd=REPO,
             stdout=subprocess.PIPE,
@@ -200,18 +209,7 @@ def create_topic(bootstrap: str, name: str, partitions: int) -> None:
 def raw_producer(bootstrap: str) -> Producer:
     """A plain confluent-kafka producer, configured like the publisher's (idempotent, all
     acks, murmur2 keys, 5 ms linger): the bus's own cost, for baselines."""
-    return Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "enable.idempotence": True,
-            "acks": "all",
-            "partitioner": "murmur2_random",
-            "linger.ms": 5,
-            "batch.num.messages": 10_000,
-            "queue.buffering.max.messages": 500_000,
-            "queue.buffering.max.kbytes": 1_048_576,
-        }
-    )
+    return clients.producer({"bootstrap.servers": bootstrap})
 
 
 def produce_all(

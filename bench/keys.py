@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from bench.base import Row, Scale, Target
 from bench.environment import REPO, BenchEnv, percentile, process_rss_mb
 from bench.workload import Zipf
-from lifecycle.db import make_engine
+from core.db import make_engine
 from streams.keys import SqlKeyStore, load_master_key
 
 NAME = "keys"
@@ -124,7 +124,7 @@ def populated_store(subjects: int, parent: Path) -> Path:
                 ref,
                 category,
                 1,
-                store._wrap(AESGCM.generate_key(256), store._label(ref, category, 1)),
+                store._wrap(AESGCM.generate_key(256), store.key_label(ref, category, 1)),
             )
             for ref in refs[start : start + step]
             for category in CATEGORIES

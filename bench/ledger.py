@@ -17,13 +17,14 @@ from typing import Any
 from bench.base import Row, Scale, Target
 from bench.environment import BenchEnv
 from bench.workload import decisions
-from lifecycle.config import load_settings
-from lifecycle.db import make_engine
+from core.db import make_engine
+from core.settings import load_settings
+from processors.audit_stage import BATCH_MAX
 from processors.policy import load_policies
-from sinks.audit_stage import BATCH_MAX
-from sinks.chain import chain_rows, decision_row, utc_text
+from sinks.canonical import chain_rows
 from sinks.checkpoints import CheckpointSigner
 from sinks.ledger import SqlAuditSink, audit_ledger, create_ledger
+from sinks.stored import decision_row, utc_text
 
 NAME = "ledger"
 ROUNDS = 3

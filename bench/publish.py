@@ -22,8 +22,6 @@ from bench.environment import (
 )
 from bench.workload import traffic_lines
 from lifecycle.runtime import Runtime
-from processors.rules import RefusalScreen
-from streams.publisher import Publisher
 from streams.topics import CUSTOMER_EVENTS
 
 NAME = "publish"
@@ -38,13 +36,7 @@ def run(env: BenchEnv, scale: Scale) -> list[Row]:
     with env.broker(NAME) as bootstrap:
         settings = env.settings(bootstrap, env.folder(NAME))
         runtime = Runtime(settings).open()
-        publisher = Publisher(
-            settings.kafka_client_config(),
-            runtime.keystore,
-            runtime.codec,
-            runtime.policy.vocabulary(),
-            screen=RefusalScreen(runtime.policy),
-        )
+        publisher = runtime.publisher()
         try:
             publisher.publish_lines(lines[:warm])  # connections up, first keys created
             timed = lines[warm:]

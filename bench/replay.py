@@ -20,7 +20,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from bench import ledger, verify
 from bench.base import Row, Scale, Target
 from bench.environment import BenchEnv, produce_all, raw_producer
-from lifecycle.db import make_engine
+from core.db import make_engine
 from sinks.ledger import iter_records
 from sinks.replay import BATCH, replay
 from streams.codec import SingleObjectCodec

@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from lifecycle.config import load_settings
+from core.settings import load_settings
 from streams.topics import CUSTOMER_EVENTS
 
 PASSTHROUGH_TOPIC = "bench.passthrough"
@@ -36,10 +36,10 @@ def worker(mode: str, overrides: dict[str, Any], loop: str | None) -> None:
     """Run one Faust worker until SIGTERM."""
     import faust
 
-    from lifecycle.logging import configure_logging
-    from lifecycle.observability import Metrics
+    from core.logging import configure_logging
     from lifecycle.runtime import Runtime
-    from processors.worker import build_worker, register_decisions, run_worker, use_event_loop
+    from lifecycle.worker import build_worker, register_decisions, run_worker, use_event_loop
+    from processors.metrics import Metrics
     from streams.app import create_app
 
     # as `lifecycle up` does; and at "info", like it: at "warning" or above, Faust's worker
@@ -82,18 +82,9 @@ def traffic(rate: float, subjects: int, seed: int) -> None:
     """Publish traffic events through the real publisher at ``rate`` a second, until SIGTERM."""
     from lifecycle.runtime import Runtime
     from lifecycle.traffic import Traffic
-    from processors.rules import RefusalScreen
-    from streams.publisher import Publisher
 
     runtime = Runtime(load_settings()).open()
-    publisher = Publisher(
-        runtime.settings.kafka_client_config(),
-        runtime.keystore,
-        runtime.codec,
-        runtime.policy.vocabulary(),
-        listen_for_revocations=True,
-        screen=RefusalScreen(runtime.policy),
-    )
+    publisher = runtime.publisher(listen_for_revocations=True)
     events = Traffic(subjects, seed=seed).events(sys.maxsize)
     tick = 0.05
     per_tick = max(1, round(rate * tick))

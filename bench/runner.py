@@ -21,6 +21,7 @@ from typing import Any
 
 from bench.base import Row, Scale, fmt
 from bench.environment import BenchEnv
+from core import terminal
 
 BENCHMARKS = ("publish", "decide", "ledger", "verify", "replay", "erase", "keys")
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -45,31 +46,20 @@ def machine() -> dict[str, Any]:
 
 def table(rows: list[Row]) -> str:
     header = ("benchmark", "figure", "unit", "value", "baseline", "ratio", "target", "")
-    lines = [header]
-    for row in rows:
-        ratio = row.ratio
-        lines.append(
-            (
-                row.benchmark,
-                row.figure,
-                row.unit,
-                fmt(row.value),
-                fmt(row.baseline),
-                "-" if ratio is None else f"{ratio:.2f}",
-                "-" if row.target is None else str(row.target),
-                row.verdict,
-            )
+    cells = [
+        (
+            row.benchmark,
+            row.figure,
+            row.unit,
+            fmt(row.value),
+            fmt(row.baseline),
+            "-" if row.ratio is None else f"{row.ratio:.2f}",
+            "-" if row.target is None else str(row.target),
+            row.verdict,
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = []
-    for n, line in enumerate(lines):
-        cells = [
-            cell.rjust(w) if i in (3, 4, 5) else cell.ljust(w)
-            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
-        ]
-        out.append("  ".join(cells).rstrip())
-        if n == 0:
-            out.append("  ".join("-" * w for w in widths))
+        for row in rows
+    ]
+    out = terminal.table(cells, header=header, right={3, 4, 5}, gap=2)
     baselines = sorted({f"{row.benchmark}: {row.baseline_what}" for row in rows})
     return "\n".join([*out, "", "baselines (measured in the same run):", *baselines])
 
@@ -117,5 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(document, indent=2) + "\n")
-    print(f"\nwritten to {args.json} ({document['seconds']:.0f} s)")
+    written = [str(args.json)]
+    if rows:
+        from bench.charts import run_chart
+
+        written.append(str(run_chart(document, args.json.with_suffix(".png"))))
+    print(f"\nwritten to {', '.join(written)} ({document['seconds']:.0f} s)")
     return 1 if failed else 0

@@ -18,11 +18,11 @@ from bench import ledger
 from bench.base import Row, Scale, Target
 from bench.environment import BenchEnv
 from bench.workload import decisions
-from lifecycle.config import load_settings
-from lifecycle.db import make_engine
+from core.db import make_engine
+from core.settings import load_settings
+from processors.audit_stage import BATCH_MAX
 from processors.policy import load_policies
-from sinks.audit_stage import BATCH_MAX
-from sinks.chain import CANONICAL_KEYS
+from sinks.canonical import CANONICAL_KEYS
 from sinks.checkpoints import CheckpointSigner
 from sinks.ledger import SqlAuditSink, verify
 

@@ -17,7 +17,7 @@ from lifecycle.traffic import Traffic
 from processors.decisions import decision_record
 from processors.explain import decoded_event, step
 from processors.policy import PolicyBook
-from processors.rules import SubjectState
+from processors.state import SubjectState
 from streams.events import validate
 
 SKEW = 1.1

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from lifecycle.logging import get_logger
+from core.logging import get_logger
 from lifecycle.runtime import Runtime
 from lifecycle.traffic import Traffic
-from processors.rules import RefusalScreen
-from streams.publisher import Publisher
 
 log = get_logger(__name__)
 
@@ -31,13 +29,7 @@ class DemoFeed:
         if self._stop.wait(3):  # let the worker join its group first
             return
         runtime = self._runtime
-        publisher = Publisher(
-            runtime.settings.kafka_client_config(),
-            runtime.keystore,
-            runtime.codec,
-            runtime.policy.vocabulary(),
-            screen=RefusalScreen(runtime.policy),
-        )
+        publisher = runtime.publisher()
         traffic = Traffic(subjects=500)
         rounds = 0
         try:

@@ -8,20 +8,21 @@ import threading
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
-from lifecycle.clock import Clock, SystemClock
-from lifecycle.config import Settings
-from lifecycle.db import make_engine
-from lifecycle.logging import get_logger
+from core.clock import Clock, SystemClock
+from core.db import make_engine
+from core.logging import get_logger
+from core.settings import Settings
 from streams.codec import Codec, make_codec
 from streams.exceptions import KeyStoreError
 from streams.keys import SqlKeyStore, open_keystore
 
 if TYPE_CHECKING:
     from processors.policy import PolicyBook
+    from streams.publisher import Publisher
 
 log = get_logger(__name__)
 
@@ -59,6 +60,22 @@ class Runtime:
         from processors.policy import load_policies
 
         return load_policies(self.settings.policy_dir)
+
+    def publisher(self, **options: Any) -> Publisher:
+        """A publisher onto this process's bus, with its keys, codec and policy vocabulary, and
+        the policy's screen of collections it will refuse (``options``: see
+        :class:`~streams.publisher.Publisher`)."""
+        from processors.rules import RefusalScreen
+        from streams.publisher import Publisher
+
+        options.setdefault("screen", RefusalScreen(self.policy))
+        return Publisher(
+            self.settings.kafka_client_config(),
+            self.keystore,
+            self.codec,
+            self.policy.vocabulary(),
+            **options,
+        )
 
     def open(self) -> Runtime:
         """Open everything now (fail fast), rather than on first use. The policy comes first:

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from schemas.kinds import COLLECTED, DELETION_REQUESTED, USED
+
 _FIRST = (
     "Aaliyah",
     "Brandon",
@@ -101,7 +103,7 @@ class Traffic:
     def collected(self, index: int) -> dict[str, Any]:
         rng = self._rng
         first, last = rng.choice(_FIRST), rng.choice(_LAST)
-        event = self._common("collected", index, "web", "system", "web-portal")
+        event = self._common(COLLECTED, index, "web", "system", "web-portal")
         event.update(
             channel=rng.choice(("web_form", "paper_form", "telephone")),
             purposes=["service_provision", "billing", "account_notices"],
@@ -115,17 +117,17 @@ class Traffic:
         return event
 
     def billing_use(self, index: int) -> dict[str, Any]:
-        event = self._common("used", index, "billing", "billing_clerk", "clerk-7")
+        event = self._common(USED, index, "billing", "billing_clerk", "clerk-7")
         event.update(categories=["name", "address"], purpose="billing")
         return event
 
     def outage_use(self, index: int) -> dict[str, Any]:
-        event = self._common("used", index, "outage", "field_technician", "crew-12")
+        event = self._common(USED, index, "outage", "field_technician", "crew-12")
         event.update(categories=["address"], purpose="service_provision")
         return event
 
     def notice(self, index: int) -> dict[str, Any]:
-        event = self._common("used", index, "crm", "customer_service", "agent-3")
+        event = self._common(USED, index, "crm", "customer_service", "agent-3")
         event.update(categories=["email"], purpose="account_notices")
         return event
 
@@ -146,13 +148,13 @@ class Traffic:
 
     def violations(self, index: int) -> list[dict[str, Any]]:
         """A few refusals the demo shows: a sale, a marketing look at banking data."""
-        sale = self._common("used", index, "crm", "marketing", "mk-1")
+        sale = self._common(USED, index, "crm", "marketing", "mk-1")
         sale.update(categories=["email"], purpose="sale")
-        peek = self._common("used", index, "crm", "marketing", "mk-1")
+        peek = self._common(USED, index, "crm", "marketing", "mk-1")
         peek.update(categories=["banking"], purpose="billing")
         return [sale, peek]
 
     def erasure(self, index: int, request_id: str) -> dict[str, Any]:
-        event = self._common("deletion_requested", index, "crm", "privacy_officer", "po-1")
+        event = self._common(DELETION_REQUESTED, index, "crm", "privacy_officer", "po-1")
         event["request_id"] = request_id
         return event

@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from lifecycle.logging import get_logger
-from lifecycle.observability import Metrics
+from core.logging import get_logger
+from processors.metrics import Metrics
 from streams.envelope import encrypt_value
 from streams.keys import KeyStore
 from streams.outbox import Outbox
@@ -25,6 +25,17 @@ QUARANTINE_CATEGORY = "dead_letter"
 _MAX_ERROR = 400
 
 Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A record a stage could not use, and where it was read."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,16 +55,21 @@ def dead_letter(
     error: str,
 ) -> DeadLetter:
     """The dead letter for one record of ``topic``; ``error`` must not quote the record."""
+    return sealed_letter(keystore, Source(topic, partition, offset, key, value), error)
+
+
+def sealed_letter(keystore: KeyStore, source: Source, error: str) -> DeadLetter:
+    """The dead letter for ``source``; ``error`` must not quote the record."""
     quarantine = keystore.encryption_keys([(QUARANTINE_SUBJECT, QUARANTINE_CATEGORY)])
     data_key = quarantine[(QUARANTINE_SUBJECT, QUARANTINE_CATEGORY)]
-    position = f"{topic}/{partition}/{offset}"
-    key_bytes, value_bytes = key or b"", value or b""
+    position = f"{source.topic}/{source.partition}/{source.offset}"
+    key_bytes, value_bytes = source.key or b"", source.value or b""
     payload = len(key_bytes).to_bytes(4, "big") + key_bytes + value_bytes
     sealed = encrypt_value(data_key, position, payload)
     headers: Headers = [
-        ("lifecycle.source.topic", topic.encode()),
-        ("lifecycle.source.partition", str(partition).encode()),
-        ("lifecycle.source.offset", str(offset).encode()),
+        ("lifecycle.source.topic", source.topic.encode()),
+        ("lifecycle.source.partition", str(source.partition).encode()),
+        ("lifecycle.source.offset", str(source.offset).encode()),
         ("lifecycle.error", error[:_MAX_ERROR].encode()),
         ("lifecycle.value.sha256", hashlib.sha256(value_bytes).hexdigest().encode()),
         ("lifecycle.quarantine.key_version", str(sealed["key_version"]).encode()),
@@ -70,27 +86,14 @@ class DeadLetterQueue:
         self._keystore = keystore
         self._metrics = metrics
 
-    def send(
-        self,
-        *,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        error: str,
-    ) -> None:
-        letter = dead_letter(
-            self._keystore,
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            key=key,
-            value=value,
-            error=error,
-        )
-        self._metrics.dead_lettered(topic)
+    def send(self, source: Source, error: str) -> None:
+        letter = sealed_letter(self._keystore, source, error)
+        self._metrics.dead_lettered(source.topic)
         log.warning(
-            "record.dead_lettered", topic=topic, partition=partition, offset=offset, error=error
+            "record.dead_lettered",
+            topic=source.topic,
+            partition=source.partition,
+            offset=source.offset,
+            error=error,
         )
         self._outbox.produce(DEAD_LETTERS, letter.value, headers=letter.headers)

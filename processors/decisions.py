@@ -26,7 +26,6 @@ docs/erasure.md.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -35,39 +34,33 @@ from typing import Any, TypeVar
 
 import faust
 import orjson
-from sqlalchemy import Engine, select
 
-from lifecycle.logging import get_logger
-from lifecycle.observability import Metrics
-from lifecycle.runtime import Runtime
-from processors.intake import Decoded, Refused
-from processors.rules import (
-    SubjectState,
-    Verdict,
-    apply,
+from core.logging import get_logger
+from core.retry import retry_call
+from processors.erasure import (
     apply_erasure,
-    decide,
     end_versions,
     erasure_versions,
     expired,
     mark_erased,
     plan_erasure,
-    refuse_unreadable,
     rekeyed,
 )
-from sinks.ledger import audit_ledger, create_ledger
+from processors.intake import Decoded, Refused
+from processors.metrics import Metrics
+from processors.resources import Resources
+from processors.rules import Verdict, apply, decide, refuse_unreadable
+from processors.state import SubjectState
+from schemas.kinds import RETENTION_SWEEP, judged_as
+from sinks.ledger import AuditLedger
 from sinks.vault import HeldValue, Vault
 from streams.envelope import decrypt_value, encrypt_value, opens
 from streams.exceptions import DecodeError, KeyShreddedError, KeyStoreError
 from streams.keys import IDENTITY_CATEGORY, KeyRecord, Versions
 from streams.outbox import Outbox
+from streams.partitioning import home_partition
 from streams.revocations import revocation_record
-from streams.topics import (
-    DECISIONS,
-    KEY_REVOCATIONS,
-    VIOLATIONS,
-    home_partition,
-)
+from streams.topics import DECISIONS, KEY_REVOCATIONS, VIOLATIONS
 
 log = get_logger(__name__)
 
@@ -132,19 +125,6 @@ class Entry:
         return orjson.dumps({"state": self.state.to_dict(), "recent": recent})
 
 
-def recorded_events(engine: Engine, event_ids: Sequence[str]) -> dict[str, tuple[str, str, int]]:
-    """event_id -> (subject_ref, kind, seq) for those of ``event_ids`` the audit ledger holds."""
-    found: dict[str, tuple[str, str, int]] = {}
-    columns = (audit_ledger.c.event_id, audit_ledger.c.subject_ref, audit_ledger.c.kind)
-    with engine.connect() as conn:
-        for start in range(0, len(event_ids), 500):
-            chunk = event_ids[start : start + 500]
-            query = select(*columns, audit_ledger.c.seq).where(audit_ledger.c.event_id.in_(chunk))
-            for event_id, subject_ref, kind, seq in conn.execute(query):
-                found[event_id] = (subject_ref, kind, seq)
-    return found
-
-
 Unreadable = dict[int, dict[str, str]]
 """Index in a batch -> category -> why its collected value cannot be read."""
 
@@ -172,10 +152,8 @@ def decision_record(
     """The ``lifecycle.Decision`` for an event and its verdict."""
     body, kind = event["body"], event["kind"]
     categories: list[str]
-    if kind == "collected":
+    if "data" in body:  # a collection: the categories of its values
         categories = [value["category"] for value in body["data"]]
-    elif kind == "deletion_requested":
-        categories = list(body.get("categories") or [])
     else:
         categories = list(body.get("categories") or [])
     return {
@@ -186,7 +164,7 @@ def decision_record(
         "categories": categories,
         "purpose": body.get("purpose"),
         "purposes": list(body.get("purposes") or []),
-        "consent_granted": body.get("granted") if kind == "consent_changed" else None,
+        "consent_granted": body.get("granted"),
         "recipient": body.get("recipient"),
         "actor_role": event["actor"]["role"],
         "decision": verdict.decision,
@@ -207,7 +185,7 @@ class DecisionStage:
     def __init__(
         self,
         app: faust.App,
-        runtime: Runtime,
+        runtime: Resources,
         metrics: Metrics,
         outbox: Outbox,
         *,
@@ -226,7 +204,7 @@ class DecisionStage:
         self._book = runtime.policy
         self._keys = runtime.keystore
         self._vault = Vault(runtime.engine)
-        create_ledger(runtime.engine)  # looked up by event_id before deciding
+        self._ledger = AuditLedger(runtime.engine)  # looked up by event_id before deciding
         self.table = app.Table(
             SUBJECTS_TABLE,
             default=None,
@@ -282,7 +260,7 @@ class DecisionStage:
                     entry = entries[ref] = Entry.load(self.table.get(ref.encode()))
                     partition_of[ref] = item.partition
                 record = await self._decide_one(item, entry, held, unreadable.get(index, {}))
-                if record["kind"] == "deletion_requested":
+                if judged_as(record["kind"]) == "erasure":
                     self._metrics.erasure_decided(
                         (record["erasure"] or {}).get("status", "refused"),
                         item.record["published_at"],
@@ -304,11 +282,9 @@ class DecisionStage:
         would change state (or shred keys) under a decision the ledger then drops as a
         repeat. (A repeat of the same event is not refused: it is decided again and the
         ledger keeps its first record.) Two such events decided before the first reaches the
-        ledger are not caught here: see README, "Guarantees and limits"."""
+        ledger are not caught here (see docs/ on guarantees and limits)."""
         ids = list({item.record["event_id"] for item in batch})
-        recorded = self._until_done(
-            "ledger.lookup", lambda: recorded_events(self._runtime.engine, ids)
-        )
+        recorded = self._until_done("ledger.lookup", lambda: self._ledger.recorded_events(ids))
         seen: dict[str, tuple[str, str]] = {}
         refused: dict[int, str] = {}
         for index, item in enumerate(batch):
@@ -331,7 +307,7 @@ class DecisionStage:
         One query to the key store for the whole batch."""
         wanted: list[tuple[str, str, int]] = []
         for index, item in enumerate(batch):
-            if index in skipped or item.record["kind"] != "collected":
+            if index in skipped or judged_as(item.record["kind"]) != "collection":
                 continue
             ref = item.record["subject_ref"]
             wanted += [
@@ -345,7 +321,7 @@ class DecisionStage:
         out: Unreadable = {}
         for index, item in enumerate(batch):
             event = item.record
-            if index in skipped or event["kind"] != "collected":
+            if index in skipped or judged_as(event["kind"]) != "collection":
                 continue
             ref = event["subject_ref"]
             for value in event["body"]["data"]:
@@ -374,7 +350,8 @@ class DecisionStage:
         if seen is not None:  # processed before a crash: the same decision again
             return seen
         verdict = decide(event, entry.state, self._book)
-        if event["kind"] == "collected" and verdict.allowed:
+        judged = judged_as(event["kind"])
+        if judged == "collection" and verdict.allowed:
             cannot = dict(unreadable)
             for value in event["body"]["data"]:
                 category, version = value["category"], value["key_version"]
@@ -383,11 +360,11 @@ class DecisionStage:
             if cannot:
                 verdict = refuse_unreadable(verdict, cannot, self._book)
         erasure = None
-        if event["kind"] == "deletion_requested" and verdict.decision == "allow":
+        if judged == "erasure" and verdict.decision == "allow":
             erasure = await self._erase(event, entry, held)
         else:
             entry.state = apply(event, verdict, entry.state)
-        if event["kind"] == "collected":
+        if judged == "collection":
             if verdict.decision == "allow":
                 self._hold(event, held)
             else:
@@ -652,20 +629,16 @@ class DecisionStage:
 
         It blocks the event loop on purpose, retries included: a rebalance's callbacks run on
         that loop, so partitions cannot move while a batch is half decided (the consumer's own
-        thread keeps the group's heartbeats going). Awaiting here instead let a worker that
-        joined during a PostgreSQL outage take partitions mid-batch; Faust then re-fetched
-        them behind events already read and the group stalled (fault test, issue 7)."""
-        delay = RETRY_FIRST
-        while True:
-            try:
-                return work()
-            except KeyStoreError as exc:
-                error = str(exc)
-            except Exception as exc:  # a database error's text quotes its parameters: not logged
-                error = type(exc).__name__
-            log.error(f"{what}.retrying", error=error, in_seconds=delay, **context)
-            time.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX)
+        thread keeps the group's heartbeats going). Awaiting here instead would let a worker
+        that joined during a database outage take partitions mid-batch; Faust would then
+        re-fetch them behind events already read, and the group would stall."""
+
+        def notice(exc: BaseException, wait: float) -> None:
+            # a database error's text quotes its parameters: only its type is logged
+            error = str(exc) if isinstance(exc, KeyStoreError) else type(exc).__name__
+            log.error(f"{what}.retrying", error=error, in_seconds=wait, **context)
+
+        return retry_call(work, on=Exception, first=RETRY_FIRST, most=RETRY_MAX, notice=notice)
 
     def _revoke(self, subject_ref: str, destroyed: Mapping[str, Versions]) -> None:
         record = revocation_record(subject_ref, destroyed, destroyed=destroyed)
@@ -708,7 +681,7 @@ class DecisionStage:
                 policy = self._book.in_force(as_of)
                 record = {
                     "event_id": f"{sweep_id}/{ref}",
-                    "kind": "retention_sweep",
+                    "kind": RETENTION_SWEEP,
                     "subject_ref": ref,
                     "source": "retention",
                     "categories": sorted(due),

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from lifecycle.errors import ConfigurationError, LifecycleError
+from core.errors import ConfigurationError, LifecycleError
 
 
 class ProcessorsError(LifecycleError):

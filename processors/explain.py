@@ -1,6 +1,6 @@
 """Explaining the policy: what a version says, and what it decides for one event, offline.
 
-Used by ``lifecycle policy show`` and ``lifecycle policy check`` (:mod:`lifecycle.cli_policy`).
+Used by ``lifecycle policy show`` and ``lifecycle policy check`` (:mod:`lifecycle.cli.policy`).
 Nothing here touches a broker, a key store or a database. Events are read in the contract's
 JSON-lines input format and validated exactly as the publisher validates them
 (:func:`streams.events.validate`); their values are dropped at once and never printed, and
@@ -12,24 +12,20 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from core.instants import aware
+from core.terminal import table
+from processors.erasure import apply_erasure, expired, mark_erased, plan_erasure
 from processors.policy import Citation, Policy, PolicyBook, Vocabulary
-from processors.rules import (
-    RETENTION_EXPIRED,
-    SubjectState,
-    Verdict,
-    apply,
-    apply_erasure,
-    decide,
-    expired,
-    mark_erased,
-    plan_erasure,
-)
-from streams.events import InputEvent, validate
+from processors.reasons import RETENTION_EXPIRED
+from processors.rules import Verdict, apply, decide
+from processors.state import SubjectState
+from schemas.kinds import KINDS, judged_as
+from streams.events import InputEvent, decode_line, validate
 from streams.exceptions import ValidationError
 
 CHECK_SUBJECT_REF = "(policy check)"
@@ -38,21 +34,6 @@ CHECK_SUBJECT_REF = "(policy check)"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 """What a name from an event must look like to be judged although the policy does not know it
 (anything else may be personal data in the wrong field: it is refused, never repeated)."""
-
-
-# --------------------------------------------------------------------------- instants
-
-
-def parse_instant(text: str) -> datetime:
-    """``2026-01-01`` (midnight UTC) or an ISO 8601 date-time (no zone means UTC)."""
-    try:
-        if "T" not in text and " " not in text.strip():
-            day = date.fromisoformat(text.strip())
-            return datetime(day.year, day.month, day.day, tzinfo=UTC)
-        parsed = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(f"{text!r} is not an ISO date (2026-01-01) or date-time") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 # --------------------------------------------------------------------------- policy show
@@ -144,11 +125,12 @@ def render_policy(policy: Policy, book: PolicyBook, at: datetime) -> str:
     if policy.notes:
         lines.append(f"notes: {policy.notes}")
 
-    def block(title: str, rows: Iterable[tuple[str, str, Citation]]) -> None:
-        lines.extend(["", title])
-        for name, text, cites in rows:
-            lines.append(f"  {name:<{width}}{text}")
-            lines.extend(f"  {'':<{width}}{each}" for each in cites.every())
+    def block(title: str, rules: Iterable[tuple[str, str, Citation]]) -> None:
+        rows: list[tuple[str, str]] = []
+        for name, text, cites in rules:
+            rows.append((name, text))
+            rows.extend(("", str(each)) for each in cites.every())
+        lines.extend(["", title, *table(rows, min_widths=(width,), gap=0, indent=2)])
 
     block(
         "CATEGORIES",
@@ -267,7 +249,7 @@ def decoded_event(event: InputEvent) -> dict[str, Any]:
     """The ``lifecycle.CustomerEvent`` the publisher would send for ``event``, with every value
     (and ``subject_id``) replaced by empty bytes: the decision never needs them."""
     body: dict[str, Any] = dict(event.body)
-    if event.kind == "collected":
+    if KINDS[event.kind].carries_values:
         body["data"] = [
             {"category": category, "key_version": 1, "nonce": b"", "ciphertext": b""}
             for category in event.data
@@ -290,13 +272,7 @@ def decoded_event(event: InputEvent) -> dict[str, Any]:
 
 def parse_input(line: str | bytes, book: PolicyBook, *, now: datetime) -> InputEvent:
     """One JSON line of the input format, validated as the publisher does (ValidationError)."""
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        raise ValidationError(
-            "(line)", f"malformed JSON: {exc.msg} at column {exc.colno}"
-        ) from None
-    return _validated(obj, book.vocabulary(), now=now)
+    return _validated(decode_line(line), book.vocabulary(), now=now)
 
 
 def _validated(obj: Any, vocabulary: Vocabulary, *, now: datetime) -> InputEvent:
@@ -375,7 +351,7 @@ def step(
         state = mark_erased(state, due, RETENTION_EXPIRED, at)
     verdict = decide(event, state, book)
     state = apply(event, verdict, state)
-    if event["kind"] == "deletion_requested" and verdict.allowed:
+    if judged_as(event["kind"]) == "erasure" and verdict.allowed:
         plan = plan_erasure(state, event["body"].get("categories"), book.in_force(at), at)
         state = apply_erasure(state, plan, at)
     return verdict, state
@@ -402,7 +378,7 @@ def check_event(
     now = now or datetime.now(UTC)
     target, refusal = parse_target(line, book, now=now)
     if at is not None:
-        target.occurred_at = at if at.tzinfo else at.replace(tzinfo=UTC)
+        target.occurred_at = aware(at)
     prior: list[dict[str, Any]] = []
     for number, state_line in enumerate(state_lines, start=1):
         if not state_line.strip():
@@ -428,10 +404,13 @@ def render_check(result: CheckResult) -> str:
         *("decision", "reason_code", "rule", "policy_version", "categories"),
         *("kind", "event_id", "occurred_at", "prior_events"),
     )
-    lines = [f"{name + ':':<16}{fields[name]}" for name in order]
+    rows = [(f"{name}:", str(fields[name])) for name in order]
     if result.publisher_refusal is not None:
-        lines.append(
-            f"{'publisher:':<16}would refuse this line ({result.publisher_refusal}); "
-            "the decision above is the worker's for such an event from another producer"
+        rows.append(
+            (
+                "publisher:",
+                f"would refuse this line ({result.publisher_refusal}); "
+                "the decision above is the worker's for such an event from another producer",
+            )
         )
-    return "\n".join(lines)
+    return "\n".join(table(rows, min_widths=(16,), gap=0))

@@ -21,15 +21,18 @@ from typing import Any
 
 import faust
 
-from lifecycle.logging import get_logger
-from lifecycle.observability import Metrics
-from processors.deadletters import DeadLetterQueue
+from core.logging import get_logger
+from core.retry import retry_call_async
+from processors.deadletters import DeadLetterQueue, Source
+from processors.metrics import Metrics
 from processors.progress import Progress
+from schemas.kinds import KINDS
 from streams.codec import Codec
 from streams.exceptions import DecodeError, RegistryUnavailableError
 from streams.keys import KeyStore
 from streams.outbox import Outbox
-from streams.topics import CUSTOMER_EVENTS, home_partition
+from streams.partitioning import home_partition
+from streams.topics import CUSTOMER_EVENTS
 
 log = get_logger(__name__)
 
@@ -57,13 +60,6 @@ Refused = list[tuple[Decoded, str]]
 BatchHandler = Callable[[list[Decoded]], Awaitable[Refused]]
 
 
-_BODY_FIELDS = {
-    "collected": {"channel", "purposes", "data"},
-    "used": {"categories", "purpose"},
-    "shared": {"categories", "recipient", "purpose"},
-    "deletion_requested": {"request_id", "categories", "key_versions_ended"},
-    "consent_changed": {"purpose", "granted"},
-}
 _SUBJECT_REF = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -74,14 +70,16 @@ def invalid_event(record: dict[str, Any]) -> str | None:
     empty: a foreign producer can break both, and such a record would otherwise stop the
     decision stage on every restart."""
     body = record["body"]
-    if set(body) != _BODY_FIELDS[record["kind"]]:
+    kind = KINDS.get(record["kind"])
+    if kind is None or set(body) != kind.record_field_names:
         return f"body does not match kind {record['kind']}"
     if not record["event_id"] or not record["source"]:
         return "empty event_id or source"
     if not _SUBJECT_REF.match(record["subject_ref"]):
         return "subject_ref is not an HMAC-SHA256 pseudonym"
-    if record["kind"] == "deletion_requested" and not body["request_id"]:
-        return "empty request_id"
+    for field in kind.fields:
+        if field.form == "text" and not body[field.name]:
+            return f"empty {field.name}"
     return None
 
 
@@ -97,17 +95,22 @@ async def decode_event(
     fault (it is dead-lettered). While the Schema Registry cannot be asked, the record is not
     at fault: retry with backoff, and after ``patience`` seconds raise
     RegistryUnavailableError, which stops the worker before any offset is committed."""
-    waited, delay = 0.0, 0.25
-    while True:
-        try:
-            return codec.decode("lifecycle.CustomerEvent", value, topic)
-        except RegistryUnavailableError as exc:
-            if waited >= patience:
-                raise
-            log.warning("registry.unavailable", retry_in_s=delay, error=str(exc)[:300])
-            await sleep(delay)
-            waited += delay
-            delay = min(delay * 2, 8.0)
+
+    async def decode() -> dict[str, Any]:
+        return codec.decode("lifecycle.CustomerEvent", value, topic)
+
+    def notice(exc: BaseException, wait: float) -> None:
+        log.warning("registry.unavailable", retry_in_s=wait, error=str(exc)[:300])
+
+    return await retry_call_async(
+        decode,
+        on=RegistryUnavailableError,
+        first=0.25,
+        most=8.0,
+        patience=patience,
+        notice=notice,
+        sleep=sleep,
+    )
 
 
 def fail_loudly(what: str, exc: BaseException) -> None:
@@ -142,14 +145,10 @@ def register_intake(
     dlq = DeadLetterQueue(outbox, keystore, metrics)
 
     def reject(message: Any, error: str) -> None:
-        dlq.send(
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=message.key,
-            value=message.value,
-            error=error,
+        source = Source(
+            message.topic, message.partition, message.offset, message.key, message.value
         )
+        dlq.send(source, error)
 
     def partition_count(topic: str) -> int:
         try:

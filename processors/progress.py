@@ -1,10 +1,10 @@
 """Where each ``customer.events`` partition stands, kept by the intake itself.
 
 Faust's own offset bookkeeping is not used for ``customer.events`` (the topic is declared with
-acks off). On the embedded broker, fault tests saw it hand the agent an event far ahead of the
-partition's position after a partition moved (a record fetched before the move), then count
-the offsets in between as a "gap" and commit past them: 1,158 events of a rebalance test were
-never decided. Here every partition is read strictly in order instead:
+acks off): after a partition moves, the embedded broker can hand the agent an event far ahead
+of the partition's position (a record fetched before the move), which Faust counts as a "gap"
+and commits past, leaving the events in between undecided. Here every partition is read
+strictly in order instead:
 
 * when a partition is (re)assigned, its position is what the consumer group has committed
   (asked of the broker, not remembered from before the move);
@@ -18,8 +18,7 @@ never decided. Here every partition is read strictly in order instead:
   events uncommitted: their next owner decides them again, to the same decisions, and the
   ledger keeps the first records);
 * a partition that stays behind its end without an event for :data:`STALL_AFTER` seconds
-  (seen once after a rebalance: two partitions were assigned but never fetched) is resumed
-  and sought back to its position.
+  (assigned after a rebalance but never fetched) is resumed and sought back to its position.
 
 A commit therefore never covers an event that was not decided, whatever the consumer delivers.
 """
@@ -36,7 +35,8 @@ import faust
 from confluent_kafka import KafkaException
 from faust.types import TP
 
-from lifecycle.logging import get_logger
+from core.logging import get_logger
+from core.retry import retry_call_async
 from streams.offsets import end_offsets, start_offsets
 from streams.topics import CUSTOMER_EVENTS
 
@@ -211,13 +211,17 @@ class Progress:
         group = self._app.conf.id
         wanted = [(self._topic, number) for number in sorted(partitions)]
         generation = self._generation
-        while True:
-            try:
-                starts = await asyncio.to_thread(start_offsets, self._client_config, group, wanted)
-                break
-            except KafkaException as exc:
-                log.warning("intake.start_unavailable", error=str(exc))
-                await asyncio.sleep(RESEEK_AFTER)
+
+        def notice(exc: BaseException, _wait: float) -> None:
+            log.warning("intake.start_unavailable", error=str(exc))
+
+        starts = await retry_call_async(
+            lambda: asyncio.to_thread(start_offsets, self._client_config, group, wanted),
+            on=KafkaException,
+            first=RESEEK_AFTER,
+            most=RESEEK_AFTER,
+            notice=notice,
+        )
         if generation != self._generation:
             return
         assigned = {tp.partition for tp in self._assigned()}
@@ -244,9 +248,9 @@ class Progress:
                 await consumer.seek(tp, offset)
                 return
             # Faust's seek calls aiokafka's from this thread while the consumer's thread
-            # iterates the fetched records: the two threads race on the fetcher's records
-            # (a KeyError that ended the worker, seen in the crash fault test). So the seek
-            # runs in the consumer's thread, then the read offset is set as Faust's seek does.
+            # iterates the fetched records: the two threads would race on the fetcher's records
+            # (a KeyError that ends the worker). So the seek runs in the consumer's thread,
+            # then the read offset is set as Faust's seek does.
             await thread.call_thread(_in_consumer_thread, thread.seek, tp, offset)
             consumer._read_offset[tp] = offset or None
         except Exception as exc:  # not assigned any more: its next owner reads from the commit

@@ -7,7 +7,7 @@ subjects' state):
   ``customer.events``, so the worker owning partition *p* sweeps the subjects of *p*;
 * a timer in every worker sweeps its own partitions as of now, every
   ``LIFECYCLE_RETENTION_INTERVAL`` seconds (default 3600); "now" is the runtime's injected
-  :class:`~lifecycle.clock.Clock`, so a test sets it months ahead instead of waiting.
+  :class:`~core.clock.Clock`, so a test sets it months ahead instead of waiting.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import uuid
 from datetime import UTC, datetime
 
 import faust
-from confluent_kafka import Producer
 
-from lifecycle.logging import get_logger, librdkafka_logger
+from core.logging import get_logger
 from processors.decisions import DecisionStage
 from processors.intake import fail_loudly
+from streams import clients
 from streams.codec import Codec
 from streams.topics import CUSTOMER_EVENTS, RETENTION_SWEEPS
 
@@ -35,9 +35,7 @@ def request_sweep(
     sweep_id = f"sweep-{uuid.uuid4()}"
     record = {"sweep_id": sweep_id, "as_of": as_of or datetime.now(UTC), "requested_by": "cli"}
     value = codec.encode("lifecycle.RetentionSweep", record, RETENTION_SWEEPS)
-    producer = Producer(
-        {**client_config, "acks": "all", "enable.idempotence": True, "logger": librdkafka_logger()}
-    )
+    producer = clients.producer(client_config)
     for partition in range(partitions):
         producer.produce(RETENTION_SWEEPS, value, key=sweep_id.encode(), partition=partition)
     if producer.flush(30):

@@ -11,7 +11,7 @@ import json
 import re
 
 from schemas import HISTORY_DIR, TOPIC_RECORDS
-from streams.codec import load_topic_schema, schema_json
+from schemas.files import load_topic_schema, schema_json
 
 _VERSION = re.compile(r"\.v(\d+)\.avsc$")
 

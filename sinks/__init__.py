@@ -1,22 +1,21 @@
-"""Where results land: the tamper-evident audit ledger (and its in-memory double).
+"""Where results land: the tamper-evident audit ledger, the vault of held values, and what
+reads them back. Sinks record; they never decide.
 
-* :mod:`sinks.chain`: canonical encoding, hashing, :class:`ChainFollower` for replays.
+* :mod:`sinks.base`: the :class:`AuditSink` protocol.
+* :mod:`sinks.stored`, :mod:`sinks.canonical`, :mod:`sinks.entry`: a record's stored form, its
+  canonical encoding and hash, and the read-only entry.
+* :mod:`sinks.chain`: checking the chain (:class:`ChainFollower` for replays).
 * :mod:`sinks.checkpoints`: Ed25519-signed checkpoints and their key files.
 * :mod:`sinks.ledger`: :class:`SqlAuditSink`, :func:`verify`, :func:`iter_records`.
 * :mod:`sinks.memory`: :class:`MemoryAuditSink` for unit tests.
+* :mod:`sinks.vault`, :mod:`sinks.export`, :mod:`sinks.replay`, :mod:`sinks.recovery`: held
+  values, exports, ``audit replay`` and bringing a restored ledger forward.
 """
 
 from __future__ import annotations
 
-from sinks.chain import (
-    GENESIS_HASH,
-    AuditEntry,
-    ChainFollower,
-    ChainProblem,
-    VerifyReport,
-    canonical_bytes,
-    row_hash,
-)
+from sinks.canonical import GENESIS_HASH, canonical_bytes, row_hash
+from sinks.chain import ChainFollower, ChainProblem, VerifyReport
 from sinks.checkpoints import (
     Checkpoint,
     CheckpointSigner,
@@ -24,6 +23,7 @@ from sinks.checkpoints import (
     load_signing_key,
     public_key_path,
 )
+from sinks.entry import AuditEntry
 from sinks.exceptions import (
     InvalidDecisionError,
     LedgerError,

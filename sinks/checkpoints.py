@@ -9,7 +9,7 @@ The signed statement is the canonical JSON (sorted keys, no whitespace, UTF-8) o
     {"head_hash": ..., "key_id": ..., "seq": ..., "signed_at": ...,
      "statement": "lifecycle.audit.checkpoint.v1"}
 
-``signed_at`` is canonical UTC text (see :mod:`sinks.chain`); ``key_id`` is the first 16 hex
+``signed_at`` is canonical UTC text (see :mod:`sinks.stored`); ``key_id`` is the first 16 hex
 digits of the SHA-256 of the raw 32-byte public key, so a verifier holding several public keys
 (after a rotation) knows which one to use.
 
@@ -36,10 +36,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from lifecycle.logging import get_logger
-from lifecycle.secretfiles import create_secret_file
-from sinks.chain import utc_text
+from core.logging import get_logger
+from core.secretfiles import create_secret_file
 from sinks.exceptions import SigningKeyError
+from sinks.stored import utc_text
 
 log = get_logger(__name__)
 

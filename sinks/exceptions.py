@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lifecycle.errors import LifecycleError
+from core.errors import LifecycleError
 
 
 class SinkError(LifecycleError):

@@ -1,4 +1,4 @@
-"""An in-memory :class:`~sinks.ledger.AuditSink` for unit tests of code that appends decisions.
+"""An in-memory :class:`~sinks.base.AuditSink` for unit tests of code that appends decisions.
 
 Same chain, same idempotency, same checkpoint schedule as :class:`~sinks.ledger.SqlAuditSink`;
 nothing survives the process. ``verify`` checks what it holds the way the database verify does.
@@ -13,17 +13,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from sinks.chain import (
-    GENESIS_HASH,
-    AuditEntry,
-    ChainChecker,
-    VerifyReport,
-    chain_rows,
-    decision_row,
-    row_hash,
-    truncate_millis,
-    utc_text,
-)
+from core.clock import Clock, SystemClock
+from sinks.canonical import GENESIS_HASH, chain_rows, row_hash
+from sinks.chain import ChainChecker, VerifyReport
 from sinks.checkpoints import (
     Checkpoint,
     CheckpointSigner,
@@ -31,8 +23,9 @@ from sinks.checkpoints import (
     checkpoint_problem,
     key_id_of,
 )
+from sinks.entry import AuditEntry
 from sinks.exceptions import LedgerError
-from sinks.ledger import Clock, utc_now
+from sinks.stored import decision_row, truncate_millis, utc_text
 
 
 class MemoryAuditSink:
@@ -44,7 +37,7 @@ class MemoryAuditSink:
         *,
         checkpoint_every: int = 1000,
         checkpoint_interval: float = 60.0,
-        clock: Clock = utc_now,
+        clock: Clock | None = None,
     ) -> None:
         self.signer = signer or CheckpointSigner.generate()
         self.entries: list[AuditEntry] = []
@@ -52,7 +45,7 @@ class MemoryAuditSink:
         self._by_event: dict[str, AuditEntry] = {}
         self._every = checkpoint_every
         self._interval = timedelta(seconds=checkpoint_interval)
-        self._clock = clock
+        self._clock: Clock = clock or SystemClock()
         self._lock = threading.Lock()
         self._closed = False
 
@@ -78,6 +71,15 @@ class MemoryAuditSink:
                 if checkpoint_due(head_seq, self._last(), now, self._every, self._interval):
                     self.checkpoints.append(self.signer.sign(head_seq, head_hash, now))
             return [self._by_event[row["event_id"]] for row in rows]
+
+    def recorded_events(self, event_ids: Sequence[str]) -> dict[str, tuple[str, str, int]]:
+        with self._lock:
+            found = [self._by_event.get(event_id) for event_id in event_ids]
+        return {
+            entry.event_id: (entry.subject_ref, str(entry.stored()["kind"]), entry.seq)
+            for entry in found
+            if entry is not None
+        }
 
     def checkpoint(self, *, only_if_due: bool = False) -> Checkpoint | None:
         with self._lock:

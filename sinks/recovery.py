@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sinks.chain import ChainFollower, audit_record_row, row_hash
+from sinks.canonical import row_hash
+from sinks.chain import ChainFollower
 from sinks.exceptions import LedgerError
 from sinks.ledger import SqlAuditSink
+from sinks.stored import audit_record_row
 from streams.codec import Codec
 from streams.exceptions import DecodeError
-from streams.offsets import read_whole
+from streams.reader import TopicReader
 from streams.topics import AUDIT
 
 BATCH = 1_000
@@ -32,7 +34,8 @@ def recover_from_topic(client_config: dict[str, str], codec: Codec, sink: SqlAud
     follower = ChainFollower()
     pending: list[dict[str, Any]] = []
     added = 0
-    for message in read_whole(client_config, AUDIT, "recover"):
+    reader = TopicReader(client_config, AUDIT, partitions=[0], label="recover")
+    for message in reader.messages():
         try:
             record = codec.decode("lifecycle.AuditRecord", message.value() or b"", AUDIT)
             row = audit_record_row(record)

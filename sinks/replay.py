@@ -10,37 +10,27 @@ encoding, the object its hash is taken over (every field, timestamps as UTC text
 sorted), with ``hash`` added at the end. Records are read in batches. Those in the
 single-object encoding of the current ``lifecycle.AuditRecord`` schema without an erasure
 (nearly all) are read by :class:`AuditRecordReader` straight into that encoding and line;
-anything else goes through the codec, :func:`~sinks.chain.audit_record_row` and
-:func:`~sinks.chain.canonical_bytes`, which stay the reference the reader is tested against.
+anything else goes through the codec, :func:`~sinks.stored.audit_record_row` and
+:func:`~sinks.canonical.canonical_bytes`, which stay the reference the reader is tested against.
 """
 
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
-
-from lifecycle.logging import librdkafka_logger
-from sinks.chain import (
-    ChainFollower,
-    ChainProblem,
-    VerifyReport,
-    audit_record_row,
-    canonical_bytes,
-    canonical_hash,
-    flat_canonical_bytes,
-)
+from sinks.canonical import canonical_bytes, canonical_hash, flat_canonical_bytes
+from sinks.chain import ChainFollower, ChainProblem, VerifyReport
+from sinks.stored import audit_record_row
 from streams.codec import SINGLE_OBJECT_MAGIC, Codec, SingleObjectCodec
 from streams.exceptions import DecodeError
-from streams.offsets import end_offsets
+from streams.reader import TopicReader
 from streams.topics import AUDIT
 
 BATCH = 1_000
-"""Messages taken from the consumer at a time."""
+"""Records taken from the consumer at a time."""
 
 
 def replay_line(canonical: bytes, stored_hash: str) -> bytes:
@@ -61,55 +51,36 @@ def replay(
     """Emit every verified record (its line, see :func:`replay_line`) in seq order; the report
     when the topic's end is reached (or, with ``follow``, when ``stop()`` says so or the chain
     breaks)."""
-    consumer = Consumer(
-        {
-            **client_config,
-            "group.id": f"lifecycle-replay-{uuid.uuid4()}",
-            "logger": librdkafka_logger(),
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",
-        }
-    )
     follower = ChainFollower(anchor_on_first=not from_beginning)
     reader = AuditRecordReader.for_codec(codec)
     read = reader.read if reader is not None else _never
-    try:
-        # The first offset asked for, not OFFSET_BEGINNING: librdkafka resolves that one only
-        # after a back-off (half a second here, before the first record arrives).
-        if from_beginning:
-            start, _high = consumer.get_watermark_offsets(TopicPartition(AUDIT, 0), timeout=10)
-        else:  # the end as a fetch sees it (see streams.offsets)
-            start = end_offsets(client_config, [(AUDIT, 0)])[(AUDIT, 0)]
-        consumer.assign([TopicPartition(AUDIT, 0, start)])
-        while not stop():
-            for message in consumer.consume(BATCH, 0.2):
-                error = message.error()
-                if error is not None:
-                    if error.code() == KafkaError._PARTITION_EOF and not follow:
-                        return follower.finish()
-                    continue
-                value = message.value() or b""
-                fast = read(value)
-                if fast is not None:
-                    verified = follower.feed_hashed(*fast)
-                else:
-                    try:
-                        record = codec.decode("lifecycle.AuditRecord", value, AUDIT)
-                    except DecodeError as exc:
-                        follower.problem = ChainProblem(
-                            follower.head_seq + 1,
-                            f"privacy.audit offset {message.offset()} is not an audit record: "
-                            f"{exc}",
-                        )
-                        return follower.finish()
-                    verified = _feed(follower, record)
-                for item in verified:
-                    emit(item)
-                if follower.problem is not None:
-                    return follower.finish()
-    finally:
-        consumer.close()
+    records = TopicReader(
+        client_config,
+        AUDIT,
+        start="first" if from_beginning else "end",
+        partitions=[0],
+        label="replay",
+        batch=BATCH,
+    )
+    for message in records.messages(follow=follow, stop=stop):
+        value = message.value() or b""
+        fast = read(value)
+        if fast is not None:
+            verified = follower.feed_hashed(*fast)
+        else:
+            try:
+                record = codec.decode("lifecycle.AuditRecord", value, AUDIT)
+            except DecodeError as exc:
+                follower.problem = ChainProblem(
+                    follower.head_seq + 1,
+                    f"privacy.audit offset {message.offset()} is not an audit record: {exc}",
+                )
+                break
+            verified = _feed(follower, record)
+        for item in verified:
+            emit(item)
+        if follower.problem is not None:
+            break
     return follower.finish()
 
 
@@ -161,8 +132,8 @@ _MILLIS_TEXT = tuple(f".{n:03d}Z" for n in range(1000))
 
 class AuditRecordReader:
     """Reads a ``privacy.audit`` value written with :data:`AUDIT_RECORD_FINGERPRINT` and no
-    erasure into the canonical encoding :func:`~sinks.chain.canonical_bytes` would give for
-    its stored row, hashes it as :func:`~sinks.chain.row_hash` would, and makes its line.
+    erasure into the canonical encoding :func:`~sinks.canonical.canonical_bytes` would give for
+    its stored row, hashes it as :func:`~sinks.canonical.row_hash` would, and makes its line.
 
     Declines (returns None) anything else or anything unusual: another schema, an erasure,
     text that is not ASCII, a text of 64 bytes or more (other than the 64-digit hashes and
@@ -228,59 +199,36 @@ class AuditRecordReader:
             self._moments[varint] = known
         return known
 
+    def _moment_at(self, data: bytes, at: int) -> tuple[str, int]:
+        """The timestamp at ``at`` as text, and where it ends."""
+        known = self._moments.get(data[at : at + 6])  # a 6-byte varint (2001..2112) seen before
+        if known is not None:
+            return known, at + 6
+        end = _VARINT_END(data, at).end()
+        return self._moment(data[at:end]), end
+
     def _read(self, data: bytes) -> Read:
-        # Field by field in the schema's order, inline: this runs once per record. A text
-        # shorter than 64 bytes has a one-byte length (even: zig-zag), 64 is 0x80 0x01.
+        # Field by field in the schema's order: this runs once per record. A text shorter
+        # than 64 bytes has a one-byte length (even: zig-zag), 64 is 0x80 0x01.
         if data[:10] != _HEADER:
             raise _Unusual
         text = data.decode("latin-1")
-        varint_end, moments = _VARINT_END, self._moments
+        moment = self._moment_at
         seq, at = _long(data, 10)
-        if data[at] != 0x80 or data[at + 1] != 1:
-            raise _Unusual
-        prev_hash, at = text[at + 2 : at + 66], at + 66
-        if data[at] != 0x80 or data[at + 1] != 1:
-            raise _Unusual
-        stored_hash, at = text[at + 2 : at + 66], at + 66
-        known = moments.get(data[at : at + 6])  # a 6-byte varint (2001..2112) seen before
-        if known is None:
-            end = varint_end(data, at).end()
-            known = self._moment(data[at:end])
-        else:
-            end = at + 6
-        recorded_text, at = known, end
-        byte = data[at]
-        if byte & 0x81:
-            raise _Unusual
-        end = at + 1 + (byte >> 1)
-        event_id, at = text[at + 1 : end], end
-        byte = data[at]
-        if byte & 0x81:
-            raise _Unusual
-        end = at + 1 + (byte >> 1)
-        kind, at = text[at + 1 : end], end
-        if data[at] != 0x80 or data[at + 1] != 1:
-            raise _Unusual
-        subject_ref, at = text[at + 2 : at + 66], at + 66
-        byte = data[at]
-        if byte & 0x81:
-            raise _Unusual
-        end = at + 1 + (byte >> 1)
-        source, at = text[at + 1 : end], end
+        prev_hash, at = _hash_text(data, text, at)
+        stored_hash, at = _hash_text(data, text, at)
+        recorded_text, at = moment(data, at)
+        event_id, at = _short_text(data, text, at)
+        kind, at = _short_text(data, text, at)
+        subject_ref, at = _hash_text(data, text, at)
+        source, at = _short_text(data, text, at)
         categories: list[str]
         if data[at] == 2 and not data[at + 1] & 0x81 and not data[at + 2 + (data[at + 1] >> 1)]:
             end = at + 2 + (data[at + 1] >> 1)  # one category: usually
             categories, at = [text[at + 2 : end]], end + 1
         else:
             categories, at = _short_texts(data, text, at)
-        byte = data[at]
-        if byte == 0:
-            purpose, at = None, at + 1
-        elif byte == 2 and not data[at + 1] & 0x81:
-            end = at + 2 + (data[at + 1] >> 1)
-            purpose, at = text[at + 2 : end], end
-        else:
-            raise _Unusual
+        purpose, at = _optional_text(data, text, at)
         purposes: list[str]
         if data[at] == 0:  # usually
             purposes, at = [], at + 1
@@ -293,54 +241,20 @@ class AuditRecordReader:
             granted, at = data[at + 1] == 1, at + 2
         else:
             raise _Unusual
-        byte = data[at]
-        if byte == 0:
-            recipient, at = None, at + 1
-        elif byte == 2 and not data[at + 1] & 0x81:
-            end = at + 2 + (data[at + 1] >> 1)
-            recipient, at = text[at + 2 : end], end
-        else:
-            raise _Unusual
-        byte = data[at]
-        if byte == 0:
-            actor_role, at = None, at + 1
-        elif byte == 2 and not data[at + 1] & 0x81:
-            end = at + 2 + (data[at + 1] >> 1)
-            actor_role, at = text[at + 2 : end], end
-        else:
-            raise _Unusual
+        recipient, at = _optional_text(data, text, at)
+        actor_role, at = _optional_text(data, text, at)
         byte = data[at]
         if byte != 0 and byte != 2:
             raise _Unusual
         verdict, at = _VERDICTS[byte >> 1], at + 1
-        byte = data[at]
-        if byte & 0x81:
-            raise _Unusual
-        end = at + 1 + (byte >> 1)
-        reason_code, at = text[at + 1 : end], end
+        reason_code, at = _short_text(data, text, at)
         length, at = _long(data, at)  # rule: often 64 bytes or more
         if length < 0:
             raise _Unusual
         rule, at = text[at : at + length], at + length
-        byte = data[at]
-        if byte & 0x81:
-            raise _Unusual
-        end = at + 1 + (byte >> 1)
-        policy_version, at = text[at + 1 : end], end
-        known = moments.get(data[at : at + 6])  # a 6-byte varint (2001..2112) seen before
-        if known is None:
-            end = varint_end(data, at).end()
-            known = self._moment(data[at:end])
-        else:
-            end = at + 6
-        occurred_text, at = known, end
-        known = moments.get(data[at : at + 6])  # a 6-byte varint (2001..2112) seen before
-        if known is None:
-            end = varint_end(data, at).end()
-            known = self._moment(data[at:end])
-        else:
-            end = at + 6
-        decided_text, at = known, end
+        policy_version, at = _short_text(data, text, at)
+        occurred_text, at = moment(data, at)
+        decided_text, at = moment(data, at)
         source_partition, at = _long(data, at)
         source_offset, at = _long(data, at)
         if data[at] != 0 or at + 1 != len(data):  # an erasure, or bytes missing or left over
@@ -416,6 +330,33 @@ def _long(data: bytes, at: int) -> tuple[int, int]:
     return (value >> 1) ^ -(value & 1), at + 1
 
 
+def _short_text(data: bytes, text: str, at: int) -> tuple[str, int]:
+    """A text shorter than 64 bytes at ``at``, cut from ``text``, and where it ends."""
+    byte = data[at]
+    if byte & 0x81:
+        raise _Unusual
+    end = at + 1 + (byte >> 1)
+    return text[at + 1 : end], end
+
+
+def _hash_text(data: bytes, text: str, at: int) -> tuple[str, int]:
+    """A 64-byte text (a hash, a pseudonym) at ``at``, and where it ends."""
+    if data[at] != 0x80 or data[at + 1] != 1:
+        raise _Unusual
+    return text[at + 2 : at + 66], at + 66
+
+
+def _optional_text(data: bytes, text: str, at: int) -> tuple[str | None, int]:
+    """A null or a text shorter than 64 bytes (an Avro union) at ``at``, and where it ends."""
+    byte = data[at]
+    if byte == 0:
+        return None, at + 1
+    if byte != 2 or data[at + 1] & 0x81:
+        raise _Unusual
+    end = at + 2 + (data[at + 1] >> 1)
+    return text[at + 2 : end], end
+
+
 def _short_texts(data: bytes, text: str, at: int) -> tuple[list[str], int]:
     """An Avro array of texts shorter than 64 bytes (blocks shorter than 64 items) at ``at``,
     cut from ``text`` (see :class:`AuditRecordReader`), and where it ends."""
@@ -428,12 +369,8 @@ def _short_texts(data: bytes, text: str, at: int) -> tuple[list[str], int]:
         if count & 0x81:
             raise _Unusual
         for _ in range(count >> 1):
-            byte = data[at]
-            if byte & 0x81:
-                raise _Unusual
-            end = at + 1 + (byte >> 1)
-            out.append(text[at + 1 : end])
-            at = end
+            item, at = _short_text(data, text, at)
+            out.append(item)
 
 
 __all__ = ["AUDIT_RECORD_FINGERPRINT", "BATCH", "AuditRecordReader", "replay", "replay_line"]

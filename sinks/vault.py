@@ -30,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from lifecycle.db import create_tables
+from core.db import create_tables
 
 metadata = MetaData()
 

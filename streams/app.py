@@ -1,12 +1,12 @@
 """The Faust application: one per worker process, all in one consumer group.
 
 Settings that matter on the bus:
-* ``broker_session_timeout=6``: a group join takes about 3 s on the embedded broker instead of
-  20+ s with the default (measured here; see README).
+* ``broker_session_timeout=6``: a group join on the embedded broker takes a few seconds
+  instead of several times that with the default.
 * in-memory table store: tables are rebuilt from their changelog topics after a restart.
 * ``producer_linger=0.005``: Faust's default (0) sends a produce request per record while the
-  sender is idle; 5 ms of linger batches them (bench: bare pass-through agent 5,400 -> 7,100
-  events/s, decision stage 3,100 -> 3,800 events/s, same run), for 5 ms more latency a hop.
+  sender is idle; 5 ms of linger batches them (more events a second through every stage, see
+  the benchmarks), for 5 ms more latency a hop.
 * ``producer_partitioner``: aiokafka's default partitioner, but with the keys' murmur2 hashes
   remembered (:func:`streams.topics.key_partitioner`): every table update computed it in
   Python for the changelog's partition.
@@ -14,8 +14,8 @@ Settings that matter on the bus:
   because Faust acks an event even when the agent body raised.
 * table recovery reads each changelog to the end a fetch reports (:mod:`streams.offsets`), not
   to the ListOffsets answer, which the embedded broker gives short by up to a record batch:
-  with that answer a restarted or rebalanced worker rebuilt its tables without their last
-  updates and denied genuine uses ``not_collected`` (fault tests, issue 7).
+  with that answer a restarted or rebalanced worker would rebuild its tables without their
+  last updates and deny genuine uses ``not_collected``.
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ from confluent_kafka import KafkaException
 from faust.transport.drivers import aiokafka as _faust_kafka
 from faust.types import TP
 
-from lifecycle.config import Settings
-from lifecycle.logging import librdkafka_logger
+from core.settings import Settings
+from streams import clients
 from streams.offsets import end_offsets
+from streams.partitioning import key_partitioner
 from streams.security import faust_credentials as _faust_credentials
-from streams.topics import key_partitioner
 
 APP_ID = "lifecycle"
 
@@ -45,10 +45,10 @@ log = structlog.get_logger(__name__)
 class _ConsumerThread(_faust_kafka.AIOKafkaConsumerThread):  # type: ignore[misc]
     """Faust's consumer thread, with changelog ends read the way a fetch sees them and the
     fetch wait of ``LIFECYCLE_FETCH_WAIT_MS`` (Faust fixes it at 1,500 ms, which the embedded
-    broker holds for most of its length even when records arrive: see README).
+    broker holds for most of its length even when records arrive).
 
-    (With 50 ms, the fault tests once saw Faust skip offsets more often after partitions
-    moved; the intake no longer relies on Faust's offset tracking: processors/progress.py.)"""
+    The intake does not rely on Faust's offset tracking, which a short wait makes less
+    dependable after partitions move: see :mod:`processors.progress`."""
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
@@ -98,16 +98,11 @@ def _replication_of_the_bus(settings: Settings) -> int:
     """The replication factor the broker gave ``customer.events`` (its default, when
     LIFECYCLE_REPLICATION is not set), for the topics Faust creates (table changelogs): Faust's
     client cannot ask for "the broker's default" (-1 needs CreateTopics v4; it speaks v3)."""
-    from confluent_kafka.admin import AdminClient
-
     from streams.topics import CUSTOMER_EVENTS
 
     try:
-        config: dict[str, Any] = {
-            **settings.kafka_client_config(),
-            "logger": librdkafka_logger(),
-        }
-        metadata = AdminClient(config).list_topics(CUSTOMER_EVENTS, timeout=10)
+        admin = clients.admin(settings.kafka_client_config())
+        metadata = admin.list_topics(CUSTOMER_EVENTS, timeout=10)
         partitions = metadata.topics[CUSTOMER_EVENTS].partitions.values()
         return max((len(p.replicas) for p in partitions), default=1) or 1
     except (KafkaException, KeyError) as exc:

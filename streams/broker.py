@@ -2,7 +2,7 @@
 
 Used when ``KAFKA_BOOTSTRAP`` is not set (``lifecycle up``, the tests, the benchmarks). Its
 storage is memory only: topics vanish when it stops. Keys and the ledger live in the database,
-so they survive; the README says so.
+so they survive.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
-from lifecycle.logging import librdkafka_logger
+from streams import clients
 from streams.exceptions import BrokerError
 
 
@@ -105,14 +104,8 @@ class EmbeddedBroker:
         raise BrokerError(f"tansu did not answer on {self.bootstrap} within {timeout:.0f}s")
 
     def _metadata_ok(self) -> bool:
-        from confluent_kafka.admin import AdminClient
-
         try:
-            config: dict[str, Any] = {
-                "bootstrap.servers": self.bootstrap,
-                "logger": librdkafka_logger(),
-            }
-            AdminClient(config).list_topics(timeout=2)
+            clients.admin({"bootstrap.servers": self.bootstrap}).list_topics(timeout=2)
         except Exception:
             return False
         return True

@@ -1,4 +1,4 @@
-"""The input format (JSON lines, see CONTRACT.md) and its validation.
+"""The input format (JSON lines, see docs/) and its validation.
 
 :func:`parse_line` turns one line into a :class:`InputEvent` or raises
 :class:`~streams.exceptions.ValidationError` naming the field. Error messages never repeat a
@@ -16,21 +16,15 @@ from typing import Any, Protocol
 
 import orjson
 
+from core.instants import NoZoneError, parse_instant
+from schemas.kinds import KIND_NAMES, KINDS, BodyField
 from streams.exceptions import ValidationError
 
-KINDS = ("collected", "used", "shared", "deletion_requested", "consent_changed")
 MAX_LINE_BYTES = 1 << 20
 MAX_VALUE_CHARS = 16_384
 MAX_ID_CHARS = 128
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-_COMMON = {"kind", "event_id", "occurred_at", "source", "subject_id", "actor"}
-_PER_KIND = {
-    "collected": {"channel", "purposes", "data"},
-    "used": {"categories", "purpose"},
-    "shared": {"categories", "recipient", "purpose"},
-    "deletion_requested": {"request_id", "categories"},
-    "consent_changed": {"purpose", "granted"},
-}
+_COMMON = frozenset({"kind", "event_id", "occurred_at", "source", "subject_id", "actor"})
 
 
 class Vocabulary(Protocol):
@@ -129,11 +123,13 @@ def _timestamp(obj: Mapping[str, Any], now: datetime) -> datetime:
             "occurred_at", f"must be an ISO-8601 string, got {type(value).__name__}"
         )
     try:
-        parsed = datetime.fromisoformat(value)
+        parsed = parse_instant(value, zone_required=True)
+    except NoZoneError:
+        raise ValidationError(
+            "occurred_at", "must include a time zone (e.g. +00:00 or Z)"
+        ) from None
     except ValueError:
         raise ValidationError("occurred_at", "is not an ISO-8601 date-time") from None
-    if parsed.tzinfo is None:
-        raise ValidationError("occurred_at", "must include a time zone (e.g. +00:00 or Z)")
     try:
         return parsed.astimezone(UTC)
     except OverflowError:
@@ -145,10 +141,12 @@ def validate(obj: Any, vocabulary: Vocabulary, *, now: datetime | None = None) -
     if not isinstance(obj, dict):
         raise ValidationError("(line)", f"must be a JSON object, got {type(obj).__name__}")
     kind = obj.get("kind")
-    if not isinstance(kind, str) or kind not in _PER_KIND:
+    if not isinstance(kind, str) or kind not in KINDS:
         shown = kind if isinstance(kind, str) and _NAME.match(kind) else type(kind).__name__
-        raise ValidationError("kind", f"unknown kind {shown!r}; expected one of {', '.join(KINDS)}")
-    unknown = set(obj) - _COMMON - _PER_KIND[kind]
+        raise ValidationError(
+            "kind", f"unknown kind {shown!r}; expected one of {', '.join(KIND_NAMES)}"
+        )
+    unknown = set(obj) - _COMMON - KINDS[kind].field_names
     if unknown:
         raise ValidationError(_field_name(sorted(unknown)[0]), f"is not a field of a {kind} event")
     event_id = _text(obj, "event_id", required=False) or str(uuid.uuid4())
@@ -164,53 +162,66 @@ def validate(obj: Any, vocabulary: Vocabulary, *, now: datetime | None = None) -
     except ValidationError as exc:
         raise ValidationError(f"actor.{exc.field}", exc.message) from None
     event = InputEvent(kind, event_id, occurred_at, source, subject_id, actor_id, actor_role, {})
-    if kind == "collected":
-        channel = _name(obj, "channel", vocabulary.channels, "channel")
-        purposes = _names(obj, "purposes", vocabulary.purposes, "purpose")
-        data = obj.get("data")
-        if not isinstance(data, dict) or not data:
-            raise ValidationError("data", "must be a non-empty object of category: value")
-        for category, value in data.items():
-            if category not in vocabulary.categories:
-                raise ValidationError(
-                    f"data.{_field_name(category)}", "unknown category (not in the policy)"
-                )
-            if not isinstance(value, str):
-                raise ValidationError(
-                    f"data.{category}", f"must be a string, got {type(value).__name__}"
-                )
-            if len(value) > MAX_VALUE_CHARS:
-                raise ValidationError(
-                    f"data.{category}",
-                    f"is {len(value)} characters, the limit is {MAX_VALUE_CHARS}",
-                )
-            if (channel, category) in vocabulary.prohibited_collections:
-                event.withheld.append(category)
-            else:
-                event.data[category] = value
-        event.body = {"channel": channel, "purposes": purposes}
-    elif kind in ("used", "shared"):
-        event.body = {
-            "categories": _names(obj, "categories", vocabulary.categories, "category"),
-            "purpose": _name(obj, "purpose", vocabulary.purposes, "purpose"),
-        }
-        if kind == "shared":
-            recipient = _text(obj, "recipient")
-            if not _NAME.match(recipient):
-                raise ValidationError("recipient", "must be a lower_snake_case party name")
-            event.body["recipient"] = recipient
-    elif kind == "deletion_requested":
-        categories = _names(obj, "categories", vocabulary.categories, "category", required=False)
-        event.body = {"request_id": _text(obj, "request_id"), "categories": categories or None}
-    else:
-        granted = obj.get("granted")
-        if not isinstance(granted, bool):
-            raise ValidationError("granted", "must be true or false")
-        event.body = {
-            "purpose": _name(obj, "purpose", vocabulary.purposes, "purpose"),
-            "granted": granted,
-        }
+    for body_field in KINDS[kind].fields:
+        _read_field(obj, body_field, vocabulary, event)
     return event
+
+
+def _read_field(
+    obj: Mapping[str, Any], body_field: BodyField, vocabulary: Vocabulary, event: InputEvent
+) -> None:
+    """Validate one body field by its form into ``event`` (its body, or its data)."""
+    name, form = body_field.name, body_field.form
+    body = event.body
+    if form == "channel":
+        body[name] = _name(obj, name, vocabulary.channels, "channel")
+    elif form == "purposes":
+        body[name] = _names(obj, name, vocabulary.purposes, "purpose")
+    elif form == "purpose":
+        body[name] = _name(obj, name, vocabulary.purposes, "purpose")
+    elif form == "categories":
+        body[name] = _names(obj, name, vocabulary.categories, "category")
+    elif form == "categories_or_all":
+        body[name] = _names(obj, name, vocabulary.categories, "category", required=False) or None
+    elif form == "party":
+        party = _text(obj, name)
+        if not _NAME.match(party):
+            raise ValidationError(name, "must be a lower_snake_case party name")
+        body[name] = party
+    elif form == "text":
+        body[name] = _text(obj, name)
+    elif form == "flag":
+        flag = obj.get(name)
+        if not isinstance(flag, bool):
+            raise ValidationError(name, "must be true or false")
+        body[name] = flag
+    else:  # "data": the values, kept apart from the body (encrypted before they travel)
+        _read_values(obj, name, body.get("channel", ""), vocabulary, event)
+
+
+def _read_values(
+    obj: Mapping[str, Any], name: str, channel: str, vocabulary: Vocabulary, event: InputEvent
+) -> None:
+    data = obj.get(name)
+    if not isinstance(data, dict) or not data:
+        raise ValidationError(name, "must be a non-empty object of category: value")
+    for category, value in data.items():
+        if category not in vocabulary.categories:
+            raise ValidationError(
+                f"{name}.{_field_name(category)}", "unknown category (not in the policy)"
+            )
+        if not isinstance(value, str):
+            raise ValidationError(
+                f"{name}.{category}", f"must be a string, got {type(value).__name__}"
+            )
+        if len(value) > MAX_VALUE_CHARS:
+            raise ValidationError(
+                f"{name}.{category}", f"is {len(value)} characters, the limit is {MAX_VALUE_CHARS}"
+            )
+        if (channel, category) in vocabulary.prohibited_collections:
+            event.withheld.append(category)
+        else:
+            event.data[category] = value
 
 
 def parse_line(
@@ -219,10 +230,14 @@ def parse_line(
     """Parse and validate one JSON line."""
     if len(line) > MAX_LINE_BYTES:
         raise ValidationError("(line)", f"is {len(line)} bytes, the limit is {MAX_LINE_BYTES}")
+    return validate(decode_line(line), vocabulary, now=now)
+
+
+def decode_line(line: str | bytes) -> Any:
+    """The JSON value on ``line``; a :class:`ValidationError` says where it is malformed."""
     try:
-        obj = orjson.loads(line)
+        return orjson.loads(line)
     except orjson.JSONDecodeError as exc:
         raise ValidationError(
             "(line)", f"malformed JSON: {exc.msg} at column {exc.colno}"
         ) from None
-    return validate(obj, vocabulary, now=now)

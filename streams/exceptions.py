@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from lifecycle.errors import LifecycleError
+from core.errors import LifecycleError
 
 
 class StreamsError(LifecycleError):
     """Root of the bus's errors."""
-
-
-class SchemaError(StreamsError):
-    """A schema file is missing or invalid."""
 
 
 class DecodeError(StreamsError):

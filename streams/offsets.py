@@ -2,9 +2,9 @@
 
 Kafka answers "where does this partition end" two ways: ListOffsets(latest) and the high
 watermark in every fetch response. Apache Kafka gives the same number both ways. The embedded
-broker (tansu 0.6.0) does not: its ListOffsets answer is the base offset of the partition's
-last record batch + 1, so after one produce request of 5,000 records it says 1 while a fetch
-says 5,000 (measured here; see README "Guarantees and limits"). Anything that stops reading
+broker (tansu) does not: its ListOffsets answer is the base offset of the partition's last
+record batch + 1, so after one produce request of many records it says 1 while a fetch says
+how many there are (see docs/ on guarantees and limits). Anything that stops reading
 "at the end" (Faust's table recovery, the confirmation reader's starting point, audit replay
 with ``--follow``) would stop short by up to a batch.
 
@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from lifecycle.config import FETCH_WAIT_MS
-from lifecycle.logging import librdkafka_logger
+from core.logging import librdkafka_logger
 
 TopicPart = tuple[str, int]
 
@@ -129,39 +128,5 @@ def start_offsets(
                 low, _high = consumer.get_watermark_offsets(found, timeout=timeout)
                 starts[key] = max(low, 0)
         return starts
-    finally:
-        consumer.close()
-
-
-def read_whole(client_config: Mapping[str, str], topic: str, label: str) -> Iterator[Message]:
-    """Every record of ``topic``'s partition 0, from its first to the end a fetch reports,
-    read without joining a group (``label`` names the throw-away group id). For tools that
-    replay a one-partition topic while nothing writes to it (``keys reshred``, ``audit
-    recover``). A fatal client error is raised; the consumer is closed when the caller stops."""
-    consumer = Consumer(
-        {
-            "fetch.wait.max.ms": str(FETCH_WAIT_MS),  # unless client_config says
-            **client_config,
-            "group.id": f"lifecycle-{label}-{uuid.uuid4()}",  # never joined
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
-    )
-    try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-        if high <= low:
-            return
-        consumer.assign([TopicPartition(topic, 0, low)])
-        while True:
-            message = consumer.poll(1.0)
-            if message is None:
-                continue
-            error = message.error()
-            if error is None:
-                yield message
-            elif error.code() == KafkaError._PARTITION_EOF:
-                return
-            elif error.fatal():
-                raise KafkaException(error)
     finally:
         consumer.close()

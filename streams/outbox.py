@@ -1,7 +1,7 @@
 """Where a stage's outputs go: a confluent-kafka producer, flushed once per batch.
 
-Faust's own ``topic.send`` costs tens of microseconds of Python per record (futures, its
-producer buffer, aiokafka's sender); librdkafka queues a record in a few, in C. A stage
+Faust's own ``topic.send`` runs much Python per record (futures, its producer buffer,
+aiokafka's sender); librdkafka queues a record in C. A stage
 produces its batch's records here, then :meth:`Outbox.flush` waits (in a thread, so the event
 loop keeps running) for every delivery report and raises if the broker refused any: only then
 may the stage acknowledge its input.
@@ -10,21 +10,19 @@ may the stage acknowledge its input.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message
 
+from streams import clients
+from streams.clients import Headers
 from streams.exceptions import PublishError
-from streams.publisher import producer_config
-
-Headers = Sequence[tuple[str, bytes]]
 
 
 class Outbox:
     """An idempotent, ``acks=all`` producer whose failures surface at :meth:`flush`."""
 
     def __init__(self, client_config: dict[str, str]) -> None:
-        self._producer = Producer(producer_config(client_config))
+        self._producer = clients.producer(client_config)
         self._failed: list[str] = []
 
     def produce(
@@ -37,20 +35,15 @@ class Outbox:
         partition: int = -1,
     ) -> None:
         """Queue a record; ``partition`` -1 lets the producer's partitioner choose."""
-        while True:
-            try:
-                self._producer.produce(
-                    topic,
-                    value,
-                    key,
-                    partition=partition,
-                    headers=list(headers or ()),
-                    on_delivery=self._on_delivery,
-                )
-                break
-            except BufferError:
-                self._producer.poll(0.05)  # the local queue is full: let deliveries drain
-        self._producer.poll(0)
+        clients.produce(
+            self._producer,
+            topic,
+            value,
+            key,
+            partition=partition,
+            headers=headers,
+            on_delivery=self._on_delivery,
+        )
 
     def _on_delivery(self, error: KafkaError | None, _message: Message) -> None:
         if error is not None:

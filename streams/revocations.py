@@ -23,12 +23,13 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from lifecycle.config import FETCH_WAIT_MS
-from lifecycle.logging import get_logger, librdkafka_logger
+from core.logging import get_logger
+from core.retry import retry_call
+from streams import clients
 from streams.codec import Codec
 from streams.exceptions import DecodeError, KeyStoreError, RegistryUnavailableError
 from streams.keys import KeyStore, Versions
-from streams.offsets import read_whole
+from streams.reader import Start, TopicReader
 from streams.topics import KEY_REVOCATIONS
 
 log = get_logger(__name__)
@@ -85,16 +86,7 @@ class RevocationListener:
     """Drops revoked keys from ``keystore``'s cache as revocation records arrive."""
 
     def __init__(self, client_config: dict[str, str], codec: Codec, keystore: KeyStore) -> None:
-        self._consumer = Consumer(
-            {
-                "fetch.wait.max.ms": str(FETCH_WAIT_MS),  # unless client_config says
-                **client_config,
-                "group.id": "lifecycle-revocations",  # required by the client; never joined
-                "logger": librdkafka_logger(),
-                "enable.auto.commit": False,
-                "auto.offset.reset": "latest",
-            }
-        )
+        self._client_config = client_config
         self._codec = codec
         self._keystore = keystore
         self._stop = threading.Event()
@@ -104,7 +96,6 @@ class RevocationListener:
         """The offset after the last record applied (or skipped as not a revocation)."""
         self._fetched_end = 0
         """The partition's end as the fetch that brought the last record applied reported it."""
-        self._client_config = client_config
         self._ends: Consumer | None = None
         """Asks the broker where the topic ends, in the thread that calls :meth:`caught_up`
         (a consumer is not shared between threads: a query from another thread waited for
@@ -118,45 +109,37 @@ class RevocationListener:
         return self
 
     def _run(self) -> None:
-        # From the end as it is now, fixed before start() returns: assigning OFFSET_END leaves
-        # librdkafka to look the end up later, and a revocation sent in between was skipped
-        # (a test saw a publisher keep a shredded key cached). The embedded broker may give an
-        # end a batch short: older revocations read again only drop cache entries.
+        # From the end as it is now, fixed before start() returns, so no revocation sent after
+        # start() can slip past (a start left for librdkafka to resolve later could: the
+        # process would then keep a shredded key cached).
         try:
-            _low, start = self._consumer.get_watermark_offsets(
-                TopicPartition(KEY_REVOCATIONS, 0), timeout=8
-            )
+            reader = self._reader("end")
         except KafkaException as exc:  # from the first one then: forgetting too much is safe
             log.warning("revocations.end_unknown", reading_from="beginning", error=str(exc))
-            start = OFFSET_BEGINNING
-        self._consumer.assign([TopicPartition(KEY_REVOCATIONS, 0, start)])
-        self._position = max(start, 0)
+            reader = self._reader({0: OFFSET_BEGINNING})
+        self._position = max(reader.starts[0], 0)
         self._ready.set()
-        try:
-            while not self._stop.is_set():
-                message = self._consumer.poll(0.1)
-                if message is None or message.error():
-                    continue
-                record = self._decode(message)
-                if record is not None:
-                    self._keystore.forget(record["subject_ref"], record["categories"] or None)
-                _low, fetched = self._consumer.get_watermark_offsets(
-                    TopicPartition(KEY_REVOCATIONS, 0), cached=True
-                )
-                with self._applied:
-                    self._fetched_end = max(self._fetched_end, fetched)
-                    self._position = (message.offset() or 0) + 1
-                    self._applied.notify_all()
-                if record is None:
-                    continue
-                self.heard += 1
-                log.info(
-                    "keys.rotated" if record["rotated"] else "keys.revoked",
-                    subject_ref=record["subject_ref"],
-                    categories=record["categories"],
-                )
-        finally:
-            self._consumer.close()
+        for message in reader.messages(follow=True, stop=self._stop.is_set):
+            record = self._decode(message)
+            if record is not None:
+                self._keystore.forget(record["subject_ref"], record["categories"] or None)
+            with self._applied:
+                self._fetched_end = max(self._fetched_end, reader.fetched_end(0))
+                self._position = (message.offset() or 0) + 1
+                self._applied.notify_all()
+            if record is None:
+                continue
+            self.heard += 1
+            log.info(
+                "keys.rotated" if record["rotated"] else "keys.revoked",
+                subject_ref=record["subject_ref"],
+                categories=record["categories"],
+            )
+
+    def _reader(self, start: Start) -> TopicReader:
+        return TopicReader(
+            self._client_config, KEY_REVOCATIONS, start=start, partitions=[0], label="revocations"
+        )
 
     def caught_up(self, timeout: float = 10.0) -> None:
         """Return once every revocation published before this call has been applied.
@@ -170,14 +153,7 @@ class RevocationListener:
             raise KeyStoreError("the key revocation listener is not running")
         deadline = time.monotonic() + timeout
         if self._ends is None:
-            self._ends = Consumer(
-                {
-                    **self._client_config,
-                    "group.id": "lifecycle-revocations",  # required by the client; never joined
-                    "logger": librdkafka_logger(),
-                    "enable.auto.commit": False,
-                }
-            )
+            self._ends = clients.consumer(self._client_config, label="revocations-end")
         try:
             _low, listed = self._ends.get_watermark_offsets(
                 TopicPartition(KEY_REVOCATIONS, 0), timeout=timeout
@@ -200,20 +176,26 @@ class RevocationListener:
     def _decode(self, message: Any) -> dict[str, Any] | None:
         """The revocation, or None when the record is not one. While the Schema Registry
         cannot be asked, keep asking: skipping a revocation would leave shredded keys cached."""
-        delay = 0.25
-        while True:
-            try:
-                return self._codec.decode(
+
+        def notice(exc: BaseException, wait: float) -> None:
+            log.warning("registry.unavailable", retry_in_s=wait, error=str(exc)[:300])
+
+        try:
+            return retry_call(
+                lambda: self._codec.decode(
                     "lifecycle.KeyRevocation", message.value() or b"", KEY_REVOCATIONS
-                )
-            except DecodeError as exc:
-                log.error("revocation.undecodable", offset=message.offset(), error=str(exc))
-                return None
-            except RegistryUnavailableError as exc:
-                log.warning("registry.unavailable", retry_in_s=delay, error=str(exc)[:300])
-                if self._stop.wait(delay):
-                    return None
-                delay = min(delay * 2, 8.0)
+                ),
+                on=RegistryUnavailableError,
+                first=0.25,
+                most=8.0,
+                stop=self._stop,
+                notice=notice,
+            )
+        except DecodeError as exc:
+            log.error("revocation.undecodable", offset=message.offset(), error=str(exc))
+        except RegistryUnavailableError:  # stopping meanwhile
+            pass
+        return None
 
     def stop(self) -> None:
         self._stop.set()
@@ -230,7 +212,8 @@ def read_revocations(client_config: dict[str, str], codec: Codec) -> Iterator[di
     For re-destroying keys after a restore (``lifecycle keys reshred``): nothing may write
     to the topic meanwhile. A record that does not decode is an error, not skipped: a
     revocation passed over would leave an erased customer's key alive."""
-    for message in read_whole(client_config, KEY_REVOCATIONS, "reshred"):
+    reader = TopicReader(client_config, KEY_REVOCATIONS, partitions=[0], label="reshred")
+    for message in reader.messages():
         try:
             yield codec.decode("lifecycle.KeyRevocation", message.value() or b"", KEY_REVOCATIONS)
         except DecodeError as exc:

@@ -1,6 +1,6 @@
 """TLS and SASL for the Faust (aiokafka) clients, from the same settings as the others.
 
-``lifecycle.config`` reads ``KAFKA_SECURITY_PROTOCOL``, ``KAFKA_SASL_*`` and ``KAFKA_SSL_*`` into
+``core.settings`` reads ``KAFKA_SECURITY_PROTOCOL``, ``KAFKA_SASL_*`` and ``KAFKA_SSL_*`` into
 librdkafka properties, which the confluent-kafka clients take as they are. aiokafka wants an
 :class:`ssl.SSLContext` and Faust credential objects instead; they are built here from those
 same properties so that both kinds of client trust the same CA, present the same client
@@ -16,8 +16,8 @@ from collections.abc import Mapping
 import faust
 from faust.types.auth import CredentialsT
 
-from lifecycle.config import SECRET_PROPERTIES
-from lifecycle.errors import ConfigurationError
+from core.errors import ConfigurationError
+from core.settings import SECRET_PROPERTIES
 
 PROTOCOLS = frozenset({"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"})
 SASL_MECHANISMS = frozenset({"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"})

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lifecycle.config import load_settings
-from lifecycle.errors import ConfigurationError
+from core.errors import ConfigurationError
+from core.settings import load_settings
 
 
 def test_broker_security_settings_are_read_and_secrets_never_appear_in_the_repr() -> None:

@@ -20,16 +20,15 @@ import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lifecycle.errors import ConfigurationError
+from core.errors import ConfigurationError
 from lifecycle.observability import (
     DEFAULT_METRICS_PORT,
-    OTHER,
     Health,
-    Metrics,
     MetricsServer,
     metrics_address,
     start_metrics_server,
 )
+from processors.metrics import OTHER, Metrics
 
 CONTRACT_REASON_CODES = {
     "allowed",

@@ -55,7 +55,7 @@ CONTRACT_TOPICS = frozenset(
 METRICS_PORT = 9108
 WORKER_UID = 10001
 
-PIPELINE_PACKAGES = ("lifecycle", "streams", "processors", "sinks")
+PIPELINE_PACKAGES = ("core", "streams", "sinks", "processors", "lifecycle")
 ENV_VAR_NAME = re.compile(r"^(?:KAFKA|SCHEMA_REGISTRY|LIFECYCLE)_[A-Z0-9_]+$")
 DEPLOYMENT_ENV = frozenset(
     {
@@ -611,7 +611,15 @@ def test_dockerfile_healthcheck_probes_the_worker_health_endpoint(dockerfile: st
 
 def test_dockerfile_installs_the_project_from_the_repository_root(dockerfile: str) -> None:
     copies = [args for op, args in dockerfile_instructions(dockerfile) if op == "COPY"]
-    for needed in ("pyproject.toml", "lifecycle", "streams", "processors", "sinks", "schemas"):
+    for needed in (
+        "pyproject.toml",
+        "core",
+        "lifecycle",
+        "streams",
+        "processors",
+        "sinks",
+        "schemas",
+    ):
         assert any(needed in args.split() for args in copies), needed
         assert (ROOT / needed).exists(), f"{needed} is copied but absent from the repository"
     assert re.search(r"pip install [^\n]*\.(\s|$)", dockerfile)

@@ -14,7 +14,7 @@ import pytest
 from faults.harness import StoppablePostgres
 
 from streams.broker import EmbeddedBroker
-from streams.topics import apply_topics
+from streams.topic_admin import apply_topics
 
 # --------------------------------------------------------------------------- the broker
 

@@ -17,8 +17,8 @@ from confluent_kafka import Producer
 from faults.harness import Stream, fault_seed, settle_and_check, traffic_stream
 from faults.invariants import CODEC, Report, read_all, wait_until_settled
 
-from lifecycle.config import load_settings
-from lifecycle.db import make_engine
+from core.db import make_engine
+from core.settings import load_settings
 from streams.keys import open_keystore
 from streams.topics import CUSTOMER_EVENTS
 

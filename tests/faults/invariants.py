@@ -35,8 +35,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from sqlalchemy import select
 
-from lifecycle.config import load_settings
-from lifecycle.db import make_engine
+from core.db import make_engine
+from core.settings import load_settings
 from sinks.ledger import audit_ledger
 from streams.codec import SingleObjectCodec
 from streams.exceptions import DecodeError

@@ -32,7 +32,7 @@ from faults.harness import (
 )
 from faults.invariants import CODEC, committed_offsets, ledger_rows, read_all
 
-from sinks.chain import utc_text
+from sinks.stored import utc_text
 from streams.topics import CUSTOMER_EVENTS, DECISIONS
 
 from fixtures.broker import WorkerProcess, Workers, run_cli

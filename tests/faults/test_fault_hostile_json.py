@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from processors.policy import load_policies
-from streams.events import KINDS, InputEvent, parse_line
+from schemas.kinds import KIND_NAMES as KINDS
+from streams.events import InputEvent, parse_line
 from streams.exceptions import ValidationError
 
 from fixtures.broker import REPO

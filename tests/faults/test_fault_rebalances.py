@@ -52,6 +52,7 @@ def test_workers_joining_and_leaving_mid_stream_lose_and_duplicate_nothing(
         leaving = [second, third]
         rng.shuffle(leaving)
         for worker in leaving:
+            worker.wait_for_log('"metrics.listening"', 120)  # started (a loaded host is slow)
             assert worker.stop(signal.SIGTERM) == 0, f"unclean leave:\n{worker.log()[-3000:]}"
             moves.append(f"worker {workers.started.index(worker)} leaves")
             time.sleep(rng.uniform(1.0, 4.0))

@@ -42,9 +42,9 @@ from faults.invariants import wait_until_settled
 from sqlalchemy import create_engine, insert, select, update
 from sqlalchemy.engine import Connection, make_url
 
-from lifecycle.config import load_settings
-from lifecycle.db import make_engine
-from sinks.chain import CANONICAL_KEYS, row_hash
+from core.db import make_engine
+from core.settings import load_settings
+from sinks.canonical import CANONICAL_KEYS, row_hash
 from sinks.ledger import (
     audit_chain_head,
     audit_checkpoints,
@@ -53,7 +53,7 @@ from sinks.ledger import (
     open_audit_sink,
 )
 from streams.broker import EmbeddedBroker
-from streams.topics import apply_topics
+from streams.topic_admin import apply_topics
 
 from fixtures.broker import Workers, run_cli
 

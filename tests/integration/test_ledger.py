@@ -16,7 +16,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from sqlalchemy import text
 
-from lifecycle.db import make_engine
+from core.db import make_engine
 from lifecycle.traffic import Traffic
 from streams.app import APP_ID
 from streams.codec import SingleObjectCodec

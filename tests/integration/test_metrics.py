@@ -9,7 +9,7 @@ import urllib.request
 from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
-from processors.worker import LAG_INTERVAL
+from lifecycle.worker import LAG_INTERVAL
 from streams.broker import free_port
 from streams.codec import SingleObjectCodec
 from streams.topics import CUSTOMER_EVENTS

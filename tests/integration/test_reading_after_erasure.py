@@ -19,7 +19,8 @@ from confluent_kafka import Producer
 
 from processors.deadletters import dead_letter
 from streams.envelope import SHREDDED
-from streams.topics import CUSTOMER_EVENTS, DEAD_LETTERS, home_partition
+from streams.partitioning import home_partition
+from streams.topics import CUSTOMER_EVENTS, DEAD_LETTERS
 
 from fixtures.broker import LIFECYCLE, REPO, Workers, audit_records, read_topic, run_cli
 from integration.scenario import PERSONAL, event, lines

@@ -7,7 +7,8 @@ import time
 from confluent_kafka import Producer
 
 from streams.broker import free_port
-from streams.topics import CUSTOMER_EVENTS, DEAD_LETTERS, home_partition
+from streams.partitioning import home_partition
+from streams.topics import CUSTOMER_EVENTS, DEAD_LETTERS
 
 from fixtures.broker import Workers, read_topic
 

@@ -42,8 +42,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-from lifecycle.config import load_settings
-from lifecycle.errors import ConfigurationError
+from core.errors import ConfigurationError
+from core.settings import load_settings
 from streams.app import _faust_credentials
 from streams.broker import broker_binary, free_port
 from streams.security import REDACTED, faust_credentials, redacted, ssl_context

@@ -15,7 +15,7 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from lifecycle.config import load_settings
+from core.settings import load_settings
 from lifecycle.runtime import Runtime
 from processors.explain import check_event
 from processors.policy import Vocabulary

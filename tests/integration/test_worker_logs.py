@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from streams.broker import EmbeddedBroker
-from streams.topics import apply_topics
+from streams.topic_admin import apply_topics
 
 from fixtures.broker import REPO, Workers, run_cli
 

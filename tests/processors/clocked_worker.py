@@ -2,18 +2,18 @@
 ``LIFECYCLE_TEST_NOW`` (ISO-8601), on the broker in ``KAFKA_BOOTSTRAP``.
 
 Run as a script (``python tests/processors/clocked_worker.py``); it injects a
-:class:`~lifecycle.clock.FixedClock` the way a deployment injects the system clock."""
+:class:`~core.clock.FixedClock` the way a deployment injects the system clock."""
 
 from __future__ import annotations
 
 import os
 from datetime import datetime
 
-from lifecycle.clock import FixedClock
-from lifecycle.config import load_settings
-from lifecycle.logging import configure_logging
+from core.clock import FixedClock
+from core.logging import configure_logging
+from core.settings import load_settings
 from lifecycle.runtime import Runtime
-from processors.worker import build_worker, run_worker
+from lifecycle.worker import build_worker, run_worker
 
 
 def main() -> None:

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from lifecycle.config import load_settings
-from lifecycle.observability import Metrics
+from core.settings import load_settings
 from lifecycle.runtime import Runtime
 from processors.decisions import DecisionStage
+from processors.metrics import Metrics
 from sinks.vault import Vault
 from streams.app import create_app
 from streams.keys import SqlKeyStore, Versions, open_keystore

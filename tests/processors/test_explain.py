@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from lifecycle.cli_policy import policy
-from processors.explain import check_event, describe_policy, parse_instant
+from core.instants import parse_instant
+from lifecycle.cli.policy import policy
+from processors.explain import check_event, describe_policy
 from processors.policy import load_policies
 
 REPO_POLICY = Path(__file__).resolve().parents[2] / "policy"

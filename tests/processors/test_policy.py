@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lifecycle.errors import ConfigurationError, LifecycleError
+from core.errors import ConfigurationError, LifecycleError
 from processors.exceptions import PolicyError
 from processors.policy import Citation, Duration, Policy, PolicyBook, load_policies
 

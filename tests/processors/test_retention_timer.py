@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lifecycle.clock import FixedClock, SystemClock
+from core.clock import FixedClock, SystemClock
 
 from fixtures.broker import REPO, WorkerProcess, audit_records, run_cli
 from integration.scenario import PERSONAL, lines

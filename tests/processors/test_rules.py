@@ -14,29 +14,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.exceptions import EventError, StateError
-from processors.policy import load_policies
-from processors.rules import (
-    REASON_CODES,
-    RETENTION_EXPIRED,
-    SUBJECT_ERASED,
-    VALUE_UNREADABLE,
-    Collection,
-    KeyVersions,
-    RefusalScreen,
-    SubjectState,
-    Verdict,
-    apply,
+from processors.erasure import (
     apply_erasure,
-    decide,
     end_versions,
     erasure_versions,
     expired,
     mark_erased,
     plan_erasure,
-    refuse_unreadable,
     rekeyed,
 )
+from processors.exceptions import EventError, StateError
+from processors.policy import load_policies
+from processors.reasons import REASON_CODES, RETENTION_EXPIRED, SUBJECT_ERASED, VALUE_UNREADABLE
+from processors.rules import RefusalScreen, Verdict, apply, decide, refuse_unreadable
+from processors.state import Collection, KeyVersions, SubjectState
 from streams.events import validate
 
 REPO_POLICY = Path(__file__).resolve().parents[2] / "policy"

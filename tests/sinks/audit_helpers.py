@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from sinks.chain import row_hash
+from sinks.canonical import row_hash
 
 START = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from lifecycle.db import make_engine
+from core.db import make_engine
 from sinks.checkpoints import CheckpointSigner
 
 

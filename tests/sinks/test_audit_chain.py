@@ -12,19 +12,17 @@ import pytest
 from audit_helpers import erasure_decision, make_decision
 
 from schemas import SCHEMA_DIR
-from sinks.chain import (
+from sinks.canonical import (
     CANONICAL_KEYS,
-    DECISION_FIELDS,
     GENESIS_HASH,
-    ChainFollower,
     canonical_bytes,
-    decision_row,
     row_hash,
     stored_values_hash,
-    utc_text,
 )
+from sinks.chain import ChainFollower
 from sinks.exceptions import InvalidDecisionError
 from sinks.memory import MemoryAuditSink
+from sinks.stored import DECISION_FIELDS, decision_row, utc_text
 from streams.codec import SingleObjectCodec
 
 

@@ -16,10 +16,11 @@ from click.testing import CliRunner, Result
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from lifecycle.cli_audit import EXIT_ERROR, EXIT_TAMPERED, EXPORT_FIELDS, audit
-from lifecycle.config import load_settings
-from lifecycle.db import make_engine
+from core.db import make_engine
+from core.settings import load_settings
+from lifecycle.cli.audit import EXIT_ERROR, EXIT_TAMPERED, audit
 from sinks.checkpoints import load_signing_key, public_key_path
+from sinks.export import EXPORT_FIELDS
 from sinks.ledger import SqlAuditSink
 from streams.keys import open_keystore
 

@@ -11,7 +11,7 @@ import pytest
 from audit_helpers import make_decision
 from structlog.testing import capture_logs
 
-from lifecycle.config import load_settings
+from core.settings import load_settings
 from sinks.checkpoints import (
     CheckpointSigner,
     checkpoint_problem,

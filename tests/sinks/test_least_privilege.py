@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from lifecycle.db import make_engine
+from core.db import make_engine
 from sinks.checkpoints import CheckpointSigner
 from sinks.ledger import SqlAuditSink, verify
 

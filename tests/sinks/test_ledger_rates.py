@@ -13,7 +13,7 @@ from pathlib import Path
 
 from audit_helpers import make_decision
 
-from lifecycle.db import make_engine
+from core.db import make_engine
 from sinks.checkpoints import CheckpointSigner
 from sinks.ledger import SqlAuditSink, verify
 

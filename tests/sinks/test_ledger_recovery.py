@@ -9,12 +9,12 @@ from audit_helpers import make_decision
 from confluent_kafka import Producer
 from sqlalchemy import Engine
 
-from lifecycle.db import make_engine
-from sinks.chain import audit_record_row
+from core.db import make_engine
 from sinks.checkpoints import CheckpointSigner
 from sinks.exceptions import LedgerError
 from sinks.ledger import SqlAuditSink, iter_records, verify
 from sinks.recovery import recover_from_topic
+from sinks.stored import audit_record_row
 from streams.codec import SingleObjectCodec
 from streams.topics import AUDIT
 

@@ -16,8 +16,8 @@ from audit_helpers import erasure_decision, execute, make_decision
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import DBAPIError
 
-from lifecycle.db import make_engine
-from sinks.chain import GENESIS_HASH
+from core.db import make_engine
+from sinks.canonical import GENESIS_HASH
 from sinks.checkpoints import CheckpointSigner, load_signing_key
 from sinks.exceptions import InvalidDecisionError, LedgerError, LedgerUnavailableError
 from sinks.ledger import SqlAuditSink, count_records, iter_records, verify

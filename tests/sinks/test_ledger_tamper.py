@@ -23,9 +23,11 @@ from audit_helpers import (
 )
 from sqlalchemy import Engine
 
-from sinks.chain import AuditEntry, decision_row, row_hash
+from sinks.canonical import row_hash
 from sinks.checkpoints import CheckpointSigner
+from sinks.entry import AuditEntry
 from sinks.ledger import SqlAuditSink, verify
+from sinks.stored import decision_row
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from audit_helpers import make_decision
 
-from sinks.chain import GENESIS_HASH
+from sinks.canonical import GENESIS_HASH
 from sinks.checkpoints import CheckpointSigner
 from sinks.exceptions import LedgerError
 from sinks.ledger import AuditSink

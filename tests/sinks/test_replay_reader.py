@@ -12,9 +12,10 @@ import orjson
 import pytest
 from audit_helpers import erasure_decision, make_decision
 
-from sinks.chain import audit_record_row, canonical_bytes, row_hash
+from sinks.canonical import canonical_bytes, row_hash
 from sinks.memory import MemoryAuditSink
 from sinks.replay import AUDIT_RECORD_FINGERPRINT, AuditRecordReader, replay_line
+from sinks.stored import audit_record_row
 from streams.codec import SingleObjectCodec
 from streams.exceptions import DecodeError
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lifecycle.db import make_engine
+from core.db import make_engine
 from streams.envelope import decrypt_value, encrypt_value
 from streams.exceptions import KeyShreddedError, WrongMasterKeyError
 from streams.keys import load_master_key, open_keystore

@@ -1,4 +1,4 @@
-"""The packed key cache (streams/keycache.py) and warming it from a real key store."""
+"""The packed key cache (streams/keys/cache.py) and warming it from a real key store."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from lifecycle.db import make_engine
-from streams.keycache import KeyCache
+from core.db import make_engine
 from streams.keys import SqlKeyStore, load_master_key
+from streams.keys.cache import KeyCache
 
 REF_A, REF_B, REF_C = "a" * 64, "b" * 64, "c" * 64
 
@@ -120,7 +120,7 @@ def test_a_customer_forgotten_while_warming_is_not_cached_from_what_was_read_bef
 
 
 def test_a_process_told_to_warm_fills_its_cache_in_the_background(tmp_path: Path) -> None:
-    from lifecycle.config import load_settings
+    from core.settings import load_settings
     from lifecycle.runtime import Runtime
 
     env = {"LIFECYCLE_DATA_DIR": str(tmp_path), "LIFECYCLE_KEY_CACHE_WARM": "1"}

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from lifecycle.db import make_engine
+from core.db import make_engine
 from streams.envelope import SHREDDED, decrypt_value, encrypt_value, reveal
 from streams.exceptions import DecodeError, KeyShreddedError, KeyStoreError, WrongMasterKeyError
 from streams.keys import (

@@ -9,7 +9,7 @@ import random
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from streams.topics import home_partition, key_partitioner
+from streams.partitioning import home_partition, key_partitioner
 
 
 def test_the_partitioner_agrees_with_the_clients_default_for_new_and_repeated_keys() -> None:

@@ -12,11 +12,13 @@ from confluent_kafka import Producer
 
 from processors.policy import load_policies
 from streams.broker import EmbeddedBroker, free_port
+from streams.clients import producer_config
 from streams.codec import SingleObjectCodec
 from streams.exceptions import PublishError
 from streams.keys import MemoryKeyStore
-from streams.publisher import Publisher, producer_config
-from streams.topics import CUSTOMER_EVENTS, apply_topics
+from streams.publisher import Publisher
+from streams.topic_admin import apply_topics
+from streams.topics import CUSTOMER_EVENTS
 
 from fixtures.broker import REPO, read_topic, run_cli
 

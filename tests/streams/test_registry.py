@@ -22,8 +22,9 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from processors.intake import decode_event
 from processors.policy import load_policies
+from schemas.files import load_topic_schema, schema_json
 from streams.broker import free_port
-from streams.codec import ConfluentCodec, load_topic_schema, schema_json
+from streams.codec import ConfluentCodec
 from streams.exceptions import DecodeError, RegistryUnavailableError
 from streams.keys import MemoryKeyStore
 from streams.publisher import Publisher

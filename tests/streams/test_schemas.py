@@ -13,15 +13,10 @@ import fastavro
 import pytest
 
 from schemas import HISTORY_DIR, SCHEMA_DIR, TOPIC_RECORDS
+from schemas.files import load_topic_schema, schema_json
 from schemas.snapshot import snapshots
 from sinks.replay import AUDIT_RECORD_FINGERPRINT
-from streams.codec import (
-    SINGLE_OBJECT_MAGIC,
-    SingleObjectCodec,
-    fingerprint,
-    load_topic_schema,
-    schema_json,
-)
+from streams.codec import SINGLE_OBJECT_MAGIC, SingleObjectCodec, fingerprint
 from streams.exceptions import DecodeError
 
 NOW = datetime(2026, 2, 2, 9, 0, tzinfo=UTC)
