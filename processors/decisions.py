@@ -26,7 +26,7 @@ docs/erasure.md.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -40,8 +40,9 @@ from core.retry import retry_call
 from processors.erasure import (
     apply_erasure,
     end_versions,
-    erasure_versions,
+    erasure_reach,
     expired,
+    key_versions,
     mark_erased,
     plan_erasure,
     rekeyed,
@@ -56,7 +57,7 @@ from sinks.ledger import AuditLedger
 from sinks.vault import HeldValue, Vault
 from streams.envelope import decrypt_value, encrypt_value, opens
 from streams.exceptions import DecodeError, KeyShreddedError, KeyStoreError
-from streams.keys import IDENTITY_CATEGORY, KeyRecord, Versions
+from streams.keys import IDENTITY_CATEGORY, Versions
 from streams.outbox import Outbox
 from streams.partitioning import home_partition
 from streams.revocations import revocation_record
@@ -127,17 +128,6 @@ class Entry:
 
 Unreadable = dict[int, dict[str, str]]
 """Index in a batch -> category -> why its collected value cannot be read."""
-
-
-def key_versions(records: Iterable[KeyRecord]) -> tuple[dict[str, int], dict[str, list[int]]]:
-    """(category -> the newest version the store has, category -> its live versions)."""
-    newest: dict[str, int] = {}
-    live: dict[str, list[int]] = {}
-    for record in records:
-        newest[record.category] = max(newest.get(record.category, 0), record.version)
-        if record.shredded_at is None:
-            live.setdefault(record.category, []).append(record.version)
-    return newest, live
 
 
 def decision_record(
@@ -547,7 +537,7 @@ class DecisionStage:
         held categories the law requires kept. When nothing stays held, the ``subject_id``
         key goes too.
 
-        The request's reach in each category (:func:`~processors.rules.erasure_versions`):
+        The request's reach in each category (:func:`~processors.erasure.erasure_reach`):
         the versions it names as ended (its publisher started newer ones before sending it),
         every version when it names none, and every version an allowed value was decided
         under before it. Versions after it, of values published before it was decided but
@@ -555,29 +545,19 @@ class DecisionStage:
         ref, body = event["subject_ref"], event["body"]
         at = event["occurred_at"]
         named: Mapping[str, int] = body.get("key_versions_ended") or {}
-        newest, live = key_versions(
-            self._until_done("keys.live", lambda: self._keys.keys_of(ref), subject_ref=ref)
-        )
         state = entry.state
-        reach = {
-            category: erasure_versions(
-                state, category, named.get(category), newest.get(category, 0)
-            )
-            for category in {*live, *state.collected, *state.keys} - {IDENTITY_CATEGORY}
-        }
-        keyed = [
-            category
-            for category, versions in live.items()
-            if category in reach
-            and any(v <= reach[category][0] or v in reach[category][1] for v in versions)
-        ]
-        plan = plan_erasure(state, body.get("categories"), self._book.in_force(at), at, keyed=keyed)
+        reach = erasure_reach(
+            state,
+            named,
+            self._until_done("keys.live", lambda: self._keys.keys_of(ref), subject_ref=ref),
+        )
+        plan = plan_erasure(
+            state, body.get("categories"), self._book.in_force(at), at, keyed=list(reach.keyed)
+        )
         entry.state = apply_erasure(state, plan, at)
-        selection = {c: Versions(reach[c][0], frozenset(reach[c][1])) for c in plan.shred}
+        selection = {c: reach.versions[c] for c in plan.shred}
         if not entry.state.collected:  # nothing kept: subject_id itself goes too
-            selection[IDENTITY_CATEGORY] = Versions(
-                named.get(IDENTITY_CATEGORY, newest.get(IDENTITY_CATEGORY, 0))
-            )
+            selection[IDENTITY_CATEGORY] = reach.versions[IDENTITY_CATEGORY]
         await self.shred(ref, selection, "subject_erased")
         entry.state = end_versions(
             entry.state,

@@ -4,7 +4,7 @@ Pure functions over plain values, like the rules: :func:`plan_erasure` says what
 shreds and what the law keeps, :func:`apply_erasure` and :func:`mark_erased` record it,
 :func:`expired` finds what outlived its retention, and :func:`rekeyed` records a held value
 re-encrypted under a new key version (after a refused collection of its category).
-:func:`erasure_versions` says which data key versions a request reaches (those of values before
+:func:`erasure_reach` says which data key versions a request reaches (those of values before
 it in the customer's order) and :func:`end_versions` records versions destroyed.
 """
 
@@ -18,6 +18,7 @@ from core.instants import aware, iso
 from processors.policy import LegalHold, Policy, PolicyBook
 from processors.reasons import ERASURE_REASONS, SUBJECT_ERASED
 from processors.state import Collection, Erased, Held, KeyVersions, SubjectState
+from streams.keys import IDENTITY_CATEGORY, KeyRecord, Versions
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +193,54 @@ def erasure_versions(
     if collection is not None and collection.key_version > through:
         allowed.add(collection.key_version)
     return through, tuple(sorted(allowed))
+
+
+def key_versions(records: Iterable[KeyRecord]) -> tuple[dict[str, int], dict[str, list[int]]]:
+    """(category -> the newest version the store has, category -> its live versions)."""
+    newest: dict[str, int] = {}
+    live: dict[str, list[int]] = {}
+    for record in records:
+        newest[record.category] = max(newest.get(record.category, 0), record.version)
+        if record.shredded_at is None:
+            live.setdefault(record.category, []).append(record.version)
+    return newest, live
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureReach:
+    """What an erasure request can destroy of one subject's keys: per category (``subject_id``
+    included) the versions it reaches, and the categories with a live version among them
+    (those it shreds although nothing of them is held)."""
+
+    versions: Mapping[str, Versions]
+    keyed: tuple[str, ...]
+
+
+def erasure_reach(
+    state: SubjectState, named: Mapping[str, int], records: Iterable[KeyRecord]
+) -> ErasureReach:
+    """The reach of a request naming ``named`` (``key_versions_ended``) over the key store's
+    ``records`` of the subject: per category :func:`erasure_versions`; for ``subject_id`` the
+    versions up to the one named (every one when none is)."""
+    newest, live = key_versions(records)
+    versions: dict[str, Versions] = {}
+    for category in {*live, *state.collected, *state.keys} - {IDENTITY_CATEGORY}:
+        through, exactly = erasure_versions(
+            state, category, named.get(category), newest.get(category, 0)
+        )
+        versions[category] = Versions(through, frozenset(exactly))
+    versions[IDENTITY_CATEGORY] = Versions(
+        named.get(IDENTITY_CATEGORY, newest.get(IDENTITY_CATEGORY, 0))
+    )
+    keyed = tuple(
+        sorted(
+            category
+            for category, live_versions in live.items()
+            if category != IDENTITY_CATEGORY
+            and any(version in versions[category] for version in live_versions)
+        )
+    )
+    return ErasureReach(versions, keyed)
 
 
 def expired(state: SubjectState, book: PolicyBook, as_of: datetime) -> list[str]:

@@ -84,17 +84,7 @@ class SqlKeyStore(EnvelopeKeyStore):
         return out
 
     def _insert_keys(self, rows: Sequence[tuple[str, str, int, bytes]]) -> None:
-        now = datetime.now(UTC)
-        values = [
-            {
-                "subject_ref": ref,
-                "category": cat,
-                "version": version,
-                "wrapped_key": wrapped,
-                "created_at": now,
-            }
-            for ref, cat, version, wrapped in rows
-        ]
+        values = _key_rows(rows)
         try:
             with self._engine.begin() as conn:  # the common case: one transaction for all
                 conn.execute(data_keys.insert(), values)
@@ -109,19 +99,7 @@ class SqlKeyStore(EnvelopeKeyStore):
                 continue
 
     def _insert_versions(self, rows: Sequence[tuple[str, str, int, bytes | None]]) -> bool:
-        now = datetime.now(UTC)
-        values = [
-            {
-                "subject_ref": ref,
-                "category": cat,
-                "version": version,
-                "wrapped_key": wrapped,
-                "created_at": now,
-                "shredded_at": now if wrapped is None else None,
-                "shred_reason": SKIPPED if wrapped is None else None,
-            }
-            for ref, cat, version, wrapped in rows
-        ]
+        values = _key_rows(rows)
         try:
             with self._engine.begin() as conn:
                 conn.execute(data_keys.insert(), values)
@@ -300,6 +278,24 @@ class SqlKeyStore(EnvelopeKeyStore):
         """Re-wrap every live data key (and the store's own keys) under the current master key;
         how many were re-wrapped (see :func:`streams.keys.rotation.rotate_master_key`)."""
         return rotate_master_key(self, self._engine, batch)
+
+
+def _key_rows(rows: Sequence[tuple[str, str, int, bytes | None]]) -> list[dict[str, Any]]:
+    """``data_keys`` rows for new versions; one without a wrapped key reserves its number
+    (:data:`~streams.keys.base.SKIPPED`)."""
+    now = datetime.now(UTC)
+    return [
+        {
+            "subject_ref": ref,
+            "category": cat,
+            "version": version,
+            "wrapped_key": wrapped,
+            "created_at": now,
+            "shredded_at": now if wrapped is None else None,
+            "shred_reason": SKIPPED if wrapped is None else None,
+        }
+        for ref, cat, version, wrapped in rows
+    ]
 
 
 def open_keystore(
