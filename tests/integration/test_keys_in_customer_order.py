@@ -22,9 +22,8 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from lifecycle.config import load_settings
+from core.settings import load_settings
 from lifecycle.runtime import Runtime
-from processors.rules import RefusalScreen
 from streams.codec import SingleObjectCodec
 from streams.envelope import SHREDDED, encrypt_value
 from streams.keys import IDENTITY_CATEGORY
@@ -219,15 +218,7 @@ def two_publishers(lifecycle_env: dict[str, str]) -> Iterator[list[Publisher]]:
     started = []
     for _ in range(2):
         runtime = Runtime(settings).open()
-        started.append(
-            Publisher(
-                settings.kafka_client_config(),
-                runtime.keystore,
-                runtime.codec,
-                runtime.policy.vocabulary(),
-                screen=RefusalScreen(runtime.policy),
-            )
-        )
+        started.append(runtime.publisher())
     yield started
     for publisher in started:
         publisher.close()
@@ -401,12 +392,7 @@ def test_a_refusal_the_publisher_did_not_foresee_keeps_the_held_value_readable_e
     correction, whose value can no longer be read, is refused ``value_unreadable``."""
     settings = load_settings(lifecycle_env)
     runtime = Runtime(settings).open()
-    unscreened = Publisher(
-        settings.kafka_client_config(),
-        runtime.keystore,
-        runtime.codec,
-        runtime.policy.vocabulary(),
-    )
+    unscreened = runtime.publisher(screen=None)
     history = [
         collected("u01", 0, NECESSARY, email=FIRST["email"]),
         collected("u02", 1, ["sale"], email=REFUSED_EMAIL),
