@@ -127,6 +127,9 @@ class Entry:
 
 
 Unreadable = dict[int, dict[str, str]]
+DESTROYED = "key version {version} was destroyed"
+"""Why a value is unreadable when its key version is destroyed: an event before it in its
+customer's order ended the version, or (deciding a batch again after a crash) one after it."""
 """Index in a batch -> category -> why its collected value cannot be read."""
 
 
@@ -308,6 +311,7 @@ class DecisionStage:
         if not wanted:
             return {}
         keys = self._keys.decryption_keys(wanted)
+        made = self._keys.made_versions(ref for ref in wanted if ref not in keys)
         out: Unreadable = {}
         for index, item in enumerate(batch):
             event = item.record
@@ -319,8 +323,10 @@ class DecisionStage:
                 if version < 1:
                     continue
                 key = keys.get((ref, category, version))
-                if key is None:
-                    why = f"key version {version} is destroyed or was never made by this key store"
+                if key is None and (ref, category, version) in made:
+                    why = DESTROYED.format(version=version)
+                elif key is None:
+                    why = f"key version {version} was never made by this key store"
                 elif not opens(key, event["event_id"], ref, value):
                     why = f"the value fails authentication under key version {version}"
                 else:
@@ -345,8 +351,14 @@ class DecisionStage:
             cannot = dict(unreadable)
             for value in event["body"]["data"]:
                 category, version = value["category"], value["key_version"]
-                if version > 0 and entry.state.versions(category).is_ended(version):
-                    cannot[category] = f"key version {version} was destroyed"
+                if version < 1:
+                    continue
+                if entry.state.versions(category).is_ended(version):
+                    cannot[category] = DESTROYED.format(version=version)
+                elif cannot.get(category) == DESTROYED.format(version=version):
+                    # destroyed by an event after this one in the customer's order (this
+                    # batch is decided again after a crash): readable where it stands
+                    del cannot[category]
             if cannot:
                 verdict = refuse_unreadable(verdict, cannot, self._book)
         erasure = None

@@ -112,6 +112,10 @@ class KeyStore(Protocol):
         destroyed, or never made by this store)."""
         ...
 
+    def made_versions(self, versions: Iterable[VersionRef]) -> set[VersionRef]:
+        """Those of ``versions`` this store made, live or destroyed since."""
+        ...
+
     def shred(
         self,
         subject_ref: str,

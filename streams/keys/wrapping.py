@@ -360,6 +360,15 @@ class EnvelopeKeyStore(ABC):
             out[ref] = DataKey(ref[0], ref[1], ref[2], secret)
         return out
 
+    def made_versions(self, versions: Iterable[VersionRef]) -> set[VersionRef]:
+        wanted = list(dict.fromkeys(versions))
+        if not wanted:
+            return set()
+        try:
+            return set(self._load_versions(wanted))
+        except SQLAlchemyError as exc:
+            raise KeyStoreError(f"key store unavailable: {type(exc).__name__}") from exc
+
     def shred_versions(
         self, subject_ref: str, selection: Mapping[str, Versions], reason: str
     ) -> dict[str, list[int]]:
