@@ -80,12 +80,15 @@ class Runtime:
         return None if path is None else SourceCredentials.from_file(path)
 
     def publisher(self, **options: Any) -> Publisher:
-        """A publisher onto this process's bus, with its keys, codec and policy vocabulary
-        (``options``: see :class:`~streams.publisher.Publisher`), signing with this process's
-        source secrets unless ``credentials`` names others."""
+        """A publisher onto this process's bus, with its keys, codec and policy vocabulary, the
+        policy's screen of collections it will refuse, signing with this process's source
+        secrets unless ``credentials`` names others (``options``: see
+        :class:`~streams.publisher.Publisher`)."""
+        from processors.rules import RefusalScreen
         from streams.publisher import Publisher
 
         options.setdefault("credentials", self.source_credentials)
+        options.setdefault("screen", RefusalScreen(self.policy))
         return Publisher(
             self.settings.kafka_client_config(),
             self.keystore,

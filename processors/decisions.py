@@ -20,16 +20,23 @@ event no registered source vouches for, or that its source may not send, is deni
 Erasure runs here too, in order with the subject's other events: keys are shredded (retried
 until the database confirms), vault copies released, a key-revocation record published, and
 the erasure decision emitted; the ledger publishes the confirmation once that decision is durable.
-A refused collection destroys the key its values were encrypted with (rotating it when the
-subject still holds a value of that category: see :meth:`DecisionStage._destroy_refused`).
+An erasure destroys exactly the key versions of values before it in the customer's order (the
+versions its request names, and those of allowed values decided before it): values after it,
+even published before it was decided, stay readable. A refused collection destroys the key
+versions its values name (carrying a held value that shares one over to a version of its own
+first: see :meth:`DecisionStage._destroy_refused`). A collection whose value cannot be read
+when it is decided (its key version ended, destroyed or unknown, or the value fails
+authentication) is refused ``value_unreadable``. What an erasure destroys and leaves:
+docs/erasure.md.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 import faust
@@ -38,19 +45,28 @@ import orjson
 from core.logging import get_logger
 from core.retry import retry_call
 from processors.authentication import Refusal, SourceCheck
-from processors.erasure import apply_erasure, expired, mark_erased, plan_erasure, rekeyed
+from processors.erasure import (
+    apply_erasure,
+    end_versions,
+    erasure_reach,
+    expired,
+    key_versions,
+    mark_erased,
+    plan_erasure,
+    rekeyed,
+)
 from processors.intake import Decoded, Refused
 from processors.metrics import Metrics
 from processors.resources import Resources
-from processors.rules import Verdict, apply, decide
+from processors.rules import Verdict, apply, decide, refuse_unreadable
 from processors.state import SubjectState
 from schemas.kinds import RETENTION_SWEEP, judged_as
 from sinks.entry import AuditEntry
 from sinks.ledger import AuditLedger
 from sinks.vault import HeldValue, Vault
-from streams.envelope import decrypt_value, encrypt_value
+from streams.envelope import decrypt_value, encrypt_value, opens
 from streams.exceptions import DecodeError, KeyShreddedError, KeyStoreError
-from streams.keys import IDENTITY_CATEGORY, KeyStore
+from streams.keys import IDENTITY_CATEGORY, Versions
 from streams.outbox import Outbox
 from streams.partitioning import home_partition
 from streams.revocations import revocation_record
@@ -119,15 +135,11 @@ class Entry:
         return orjson.dumps({"state": self.state.to_dict(), "recent": recent})
 
 
-def live_categories(keys: KeyStore, subject_ref: str) -> list[str]:
-    """The categories of ``subject_ref`` with a live data key (``subject_id`` aside)."""
-    return sorted(
-        {
-            key.category
-            for key in keys.keys_of(subject_ref)
-            if key.shredded_at is None and key.category != IDENTITY_CATEGORY
-        }
-    )
+Unreadable = dict[int, dict[str, str]]
+DESTROYED = "key version {version} was destroyed"
+"""Why a value is unreadable when its key version is destroyed: an event before it in its
+customer's order ended the version, or (deciding a batch again after a crash) one after it."""
+"""Index in a batch -> category -> why its collected value cannot be read."""
 
 
 def decision_record(
@@ -277,6 +289,7 @@ class DecisionStage:
         already holds for another event), for the caller to dead-letter."""
         refused, repeats = self._reused_ids(batch)
         self.sources.new_batch()
+        unreadable = self._until_done("keys.read", lambda: self._unreadable(batch, refused))
         async with self.lock:
             entries: dict[str, Entry] = {}
             partition_of: dict[str, int] = {}
@@ -290,7 +303,9 @@ class DecisionStage:
                 if entry is None:
                     entry = entries[ref] = Entry.load(self.table.get(ref.encode()))
                     partition_of[ref] = item.partition
-                record = await self._decide_one(item, entry, held, repeats.get(index))
+                record = await self._decide_one(
+                    item, entry, held, unreadable.get(index, {}), repeats.get(index)
+                )
                 if judged_as(record["kind"]) == "erasure":
                     self._metrics.erasure_decided(
                         (record["erasure"] or {}).get("status", "refused"),
@@ -341,11 +356,53 @@ class DecisionStage:
                 repeats[index] = earlier
         return refused, repeats
 
+    def _unreadable(self, batch: Sequence[Decoded], skipped: Mapping[int, str]) -> Unreadable:
+        """The collected values of ``batch`` that no live key of the store opens now: their
+        version was destroyed or never made by this store, or the value fails authentication
+        under it. (A version an earlier event of the batch ends is found while deciding.)
+        One query to the key store for the whole batch."""
+        wanted: list[tuple[str, str, int]] = []
+        for index, item in enumerate(batch):
+            if index in skipped or judged_as(item.record["kind"]) != "collection":
+                continue
+            ref = item.record["subject_ref"]
+            wanted += [
+                (ref, value["category"], value["key_version"])
+                for value in item.record["body"]["data"]
+                if value["key_version"] > 0
+            ]
+        if not wanted:
+            return {}
+        keys = self._keys.decryption_keys(wanted)
+        made = self._keys.made_versions(ref for ref in wanted if ref not in keys)
+        out: Unreadable = {}
+        for index, item in enumerate(batch):
+            event = item.record
+            if index in skipped or judged_as(event["kind"]) != "collection":
+                continue
+            ref = event["subject_ref"]
+            for value in event["body"]["data"]:
+                category, version = value["category"], value["key_version"]
+                if version < 1:
+                    continue
+                key = keys.get((ref, category, version))
+                if key is None and (ref, category, version) in made:
+                    why = DESTROYED.format(version=version)
+                elif key is None:
+                    why = f"key version {version} was never made by this key store"
+                elif not opens(key, event["event_id"], ref, value):
+                    why = f"the value fails authentication under key version {version}"
+                else:
+                    continue
+                out.setdefault(index, {})[category] = why
+        return out
+
     async def _decide_one(
         self,
         item: Decoded,
         entry: Entry,
         held: dict[tuple[str, str], HeldValue],
+        unreadable: Mapping[str, str],
         repeat: AuditEntry | None = None,
     ) -> dict[str, Any]:
         event = item.record
@@ -374,8 +431,22 @@ class DecisionStage:
             entry.remember(record)
             return record
         verdict = decide(event, entry.state, self._book)
-        erasure = None
         judged = judged_as(event["kind"])
+        if judged == "collection" and verdict.allowed:
+            cannot = dict(unreadable)
+            for value in event["body"]["data"]:
+                category, version = value["category"], value["key_version"]
+                if version < 1:
+                    continue
+                if entry.state.versions(category).is_ended(version):
+                    cannot[category] = DESTROYED.format(version=version)
+                elif cannot.get(category) == DESTROYED.format(version=version):
+                    # destroyed by an event after this one in the customer's order (this
+                    # batch is decided again after a crash): readable where it stands
+                    del cannot[category]
+            if cannot:
+                verdict = refuse_unreadable(verdict, cannot, self._book)
+        erasure = None
         if judged == "erasure" and verdict.decision == "allow":
             erasure = await self._erase(event, entry, held)
         else:
@@ -384,7 +455,7 @@ class DecisionStage:
             if verdict.decision == "allow":
                 self._hold(event, held)
             else:
-                self._destroy_refused(event, entry, held, verdict.reason_code)
+                self._destroy_refused(event, entry, held, verdict.reason_code, unreadable)
         record = decision_record(
             event, verdict, partition=item.partition, offset=item.offset, erasure=erasure
         )
@@ -414,55 +485,76 @@ class DecisionStage:
         entry: Entry,
         held: dict[tuple[str, str], HeldValue],
         reason: str,
+        unreadable: Mapping[str, str],
     ) -> None:
-        """A refused collection keeps nothing: destroy the key its values were encrypted with.
+        """A refused collection keeps nothing: destroy the key versions its values name.
 
-        The publisher encrypted each value under the subject's current key of its category
-        before anyone decided, so the ciphertext is on ``customer.events`` already; only
-        destroying that key makes it unreadable. Keys are per (subject, category) and shared
-        by every value of the category collected while the key was current, so the key of a
-        refused value may also be the key of an allowed value the subject still holds:
+        The publisher encrypted each value before anyone decided, so the ciphertext is on
+        ``customer.events`` already; only destroying its key makes it unreadable. Our
+        publisher gives a collection the policy refuses versions of its own
+        (:meth:`~streams.keys.KeyStore.isolated_keys`), so destroying them costs nothing
+        else. A version the publisher did not set apart (another producer, a policy file the
+        publisher did not have) may be shared:
 
-        * nothing of the category held: its live keys are destroyed (shred reason: the
-          refusal's reason code). A later collection gets a new key version.
-        * a value held (the vault's current value, or one this batch is about to store): the
-          key is rotated. The held value is decrypted, every live key of the category is
-          destroyed, a new version is created, the value is re-encrypted under it (same
-          event id, so the same associated data) and written to the vault at once. The held
-          value stays readable where the pipeline promises it (the vault: access reports);
-          the copies of earlier allowed values on ``customer.events`` become unreadable,
-          exactly as the refused one does (they shared its key).
+        * with values of allowed collections that come later, still in flight: they are
+          refused ``value_unreadable`` when decided (the version is ended in the state);
+        * with the value the customer holds of that category (the vault's, or one this batch
+          is about to store): that value is first decrypted, re-encrypted under a version of
+          its own (same event id, so the same associated data) and written to the vault; only
+          then is the version destroyed. A crash in between leaves both copies; the batch is
+          decided again and does the same. Copies of earlier allowed values on the topic
+          under the destroyed version become unreadable, as the refused one does.
 
-        Limits: the key store cannot yet create a new version while the old one lives, so a
-        crash between the destruction and the vault write loses the held value (it then reads
-        as shredded: fail closed, never readable); and a value a publisher encrypted under
-        the destroyed key before the revocation reached it arrives unreadable.
+        A value no key opens already (``unreadable``: its version destroyed or unknown, or it
+        fails authentication) needs nothing destroyed: its version is left alone, even when
+        it is live (altered bytes under a current key).
         """
         ref = event["subject_ref"]
-        refused = sorted({v["category"] for v in event["body"]["data"] if v["key_version"] > 0})
-        if not refused:
-            return  # the publisher withheld every value: no key, no ciphertext
-        kept = self._carried_over(ref, [c for c in refused if c in entry.state.collected], held)
-        self._until_done(
-            "keys.shred", lambda: self._keys.shred(ref, refused, reason), subject_ref=ref
-        )
+        state = entry.state
+        doomed: dict[str, set[int]] = {}
+        for value in event["body"]["data"]:
+            category, version = value["category"], value["key_version"]
+            readable = category not in unreadable and not state.versions(category).is_ended(version)
+            if version > 0 and readable:
+                doomed.setdefault(category, set()).add(version)
+        if not doomed:
+            return  # withheld by the publisher, or no key opens any of it
+        sharing = []
+        for category, versions in doomed.items():
+            current = held.get((ref, category))
+            version = (
+                current.key_version
+                if current is not None
+                else getattr(state.collected.get(category), "key_version", 0)
+            )
+            if version in versions:
+                sharing.append(category)
+        kept = self._carried_over(ref, sharing, held)
         if kept:
-            rekeyed_values = self._until_done(
-                "keys.rotate", lambda: self._reencrypt(ref, kept), subject_ref=ref
+            moved = self._until_done(
+                "keys.isolate", lambda: self._reencrypt(ref, kept), subject_ref=ref
             )
-            self._until_done(
-                "vault.hold", lambda: self._vault.hold(rekeyed_values), subject_ref=ref
-            )
-            for value in rekeyed_values:
+            self._until_done("vault.hold", lambda: self._vault.hold(moved), subject_ref=ref)
+            for value in moved:
                 if (ref, value.category) in held:
                     held[(ref, value.category)] = value
-            entry.state = rekeyed(entry.state, {v.category: v.key_version for v in rekeyed_values})
-        self._revoke(ref, refused)
+            entry.state = rekeyed(entry.state, {v.category: v.key_version for v in moved})
+        lost = sorted(set(sharing) - set(kept))
+        if lost:  # it decrypted when it was allowed: its key was destroyed by other means
+            log.error("collection.held_value_unreadable", subject_ref=ref, categories=lost)
+        selection = {c: Versions(exactly=frozenset(v)) for c, v in doomed.items()}
+        self._until_done(
+            "keys.shred",
+            lambda: self._keys.shred_versions(ref, selection, reason),
+            subject_ref=ref,
+        )
+        entry.state = end_versions(entry.state, {}, doomed)
+        self._revoke(ref, selection)
         log.info(
             "collection.refused_keys_destroyed",
             event_id=event["event_id"],
             subject_ref=ref,
-            categories=refused,
+            categories=sorted(doomed),
             rekeyed=sorted(kept),
         )
 
@@ -494,8 +586,9 @@ class DecisionStage:
         return self._until_done("keys.read", open_all, subject_ref=ref)
 
     def _reencrypt(self, ref: str, kept: Mapping[str, tuple[HeldValue, str]]) -> list[HeldValue]:
-        """``kept``'s values encrypted under their categories' new current keys."""
-        keys = self._keys.encryption_keys((ref, category) for category in kept)
+        """``kept``'s values encrypted under key versions of their own (no value in flight
+        shares them, so an erasure after this destroys nothing that comes after it)."""
+        keys = self._keys.isolated_keys((ref, category) for category in kept)
         out: list[HeldValue] = []
         for category, (value, plain) in kept.items():
             sealed = encrypt_value(keys[(ref, category)], value.event_id, plain)
@@ -535,23 +628,39 @@ class DecisionStage:
         entry: Entry,
         held: dict[tuple[str, str], HeldValue],
     ) -> dict[str, Any]:
-        """Shred what the request covers: every category held, and every category whose key
-        still lives in the key store although nothing of it is held (a refused collection's
-        ciphertext travelled on ``customer.events`` all the same); keep only held categories
-        the law requires kept. When nothing stays held, the ``subject_id`` key goes too."""
+        """Shred what the request covers: every category held, and every category with a
+        live key version in the request's reach although nothing of it is held (a refused
+        collection's ciphertext travelled on ``customer.events`` all the same); keep only
+        held categories the law requires kept. When nothing stays held, the ``subject_id``
+        key goes too.
+
+        The request's reach in each category (:func:`~processors.erasure.erasure_reach`):
+        the versions it names as ended (its publisher started newer ones before sending it),
+        every version when it names none, and every version an allowed value was decided
+        under before it. Versions after it, of values published before it was decided but
+        after it in the customer's order, are not touched."""
         ref, body = event["subject_ref"], event["body"]
         at = event["occurred_at"]
-        keyed = self._until_done(
-            "keys.live", lambda: live_categories(self._keys, ref), subject_ref=ref
+        named: Mapping[str, int] = body.get("key_versions_ended") or {}
+        state = entry.state
+        reach = erasure_reach(
+            state,
+            named,
+            self._until_done("keys.live", lambda: self._keys.keys_of(ref), subject_ref=ref),
         )
         plan = plan_erasure(
-            entry.state, body.get("categories"), self._book.in_force(at), at, keyed=keyed
+            state, body.get("categories"), self._book.in_force(at), at, keyed=list(reach.keyed)
         )
-        entry.state = apply_erasure(entry.state, plan, at)
-        to_shred = list(plan.shred)
-        if not entry.state.collected:
-            to_shred.append(IDENTITY_CATEGORY)  # nothing kept: subject_id itself goes too
-        await self.shred(ref, to_shred, "subject_erased")
+        entry.state = apply_erasure(state, plan, at)
+        selection = {c: reach.versions[c] for c in plan.shred}
+        if not entry.state.collected:  # nothing kept: subject_id itself goes too
+            selection[IDENTITY_CATEGORY] = reach.versions[IDENTITY_CATEGORY]
+        await self.shred(ref, selection, "subject_erased")
+        entry.state = end_versions(
+            entry.state,
+            {c: v.through for c, v in selection.items()},
+            {c: v.exactly for c, v in selection.items()},
+        )
         for category in plan.shred:
             held.pop((ref, category), None)
         log.info(
@@ -569,26 +678,28 @@ class DecisionStage:
             "retained": plan.retained_records(),
         }
 
-    async def shred(self, subject_ref: str, categories: list[str], reason: str) -> list[str]:
-        """Destroy the keys of ``categories`` (retrying until the key store confirms), release
-        the vault copies, then tell every process to drop those keys from its cache; the
-        categories whose keys this call destroyed.
+    async def shred(
+        self, subject_ref: str, selection: Mapping[str, Versions], reason: str
+    ) -> dict[str, list[int]]:
+        """Destroy the key versions ``selection`` names (retrying until the key store
+        confirms), release the vault copies of those categories, then tell every process to
+        drop those keys from its cache; the versions this call destroyed.
 
-        The revocation names every category asked for, whatever the key store answered: when
+        The revocation names every version asked for, whatever the key store answered: when
         the vault release fails after the destruction committed, the retry finds nothing left
         to destroy, yet other processes may still cache the keys (and a revocation of a key
         already gone costs a cache miss, nothing more)."""
-        if not categories:
-            return []
+        if not selection:
+            return {}
 
-        def destroy() -> list[str]:
-            shredded = self._keys.shred(subject_ref, categories, reason)
-            self._vault.release(subject_ref, categories)
-            return shredded
+        def destroy() -> dict[str, list[int]]:
+            destroyed = self._keys.shred_versions(subject_ref, selection, reason)
+            self._vault.release(subject_ref, [c for c in selection if c != IDENTITY_CATEGORY])
+            return destroyed
 
-        shredded = self._until_done("shred", destroy, subject_ref=subject_ref)
-        self._revoke(subject_ref, categories)
-        return shredded
+        destroyed = self._until_done("shred", destroy, subject_ref=subject_ref)
+        self._revoke(subject_ref, selection)
+        return destroyed
 
     def _until_done(self, what: str, work: Callable[[], T], **context: str) -> T:
         """``work()``, retried with backoff while the database is unavailable.
@@ -606,10 +717,9 @@ class DecisionStage:
 
         return retry_call(work, on=Exception, first=RETRY_FIRST, most=RETRY_MAX, notice=notice)
 
-    def _revoke(self, subject_ref: str, categories: Iterable[str]) -> None:
-        value = self._codec.encode(
-            "lifecycle.KeyRevocation", revocation_record(subject_ref, categories), KEY_REVOCATIONS
-        )
+    def _revoke(self, subject_ref: str, destroyed: Mapping[str, Versions]) -> None:
+        record = revocation_record(subject_ref, destroyed, destroyed=destroyed)
+        value = self._codec.encode("lifecycle.KeyRevocation", record, KEY_REVOCATIONS)
         self._outbox.produce(KEY_REVOCATIONS, value, subject_ref.encode())
 
     # -- retention ----------------------------------------------------------------------
@@ -634,7 +744,15 @@ class DecisionStage:
                 gone = list(due)
                 if not entry.state.collected:
                     gone.append(IDENTITY_CATEGORY)  # nothing held any more: nor who it was
-                await self.shred(ref, gone, "retention_expired")
+                newest, _live = key_versions(
+                    self._until_done("keys.live", partial(self._keys.keys_of, ref))
+                )
+                # not an event of the customer's: every version there is now
+                selection = {c: Versions(newest.get(c, 0)) for c in gone}
+                await self.shred(ref, selection, "retention_expired")
+                entry.state = end_versions(
+                    entry.state, {c: v.through for c, v in selection.items()}, {}
+                )
                 self._metrics.retention_shredded(len(due))
                 self._store(key, entry.dump(), home_partition(key, count))
                 verdict = Verdict(

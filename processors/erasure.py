@@ -4,18 +4,21 @@ Pure functions over plain values, like the rules: :func:`plan_erasure` says what
 shreds and what the law keeps, :func:`apply_erasure` and :func:`mark_erased` record it,
 :func:`expired` finds what outlived its retention, and :func:`rekeyed` records a held value
 re-encrypted under a new key version (after a refused collection of its category).
+:func:`erasure_reach` says which data key versions a request reaches (those of values before
+it in the customer's order) and :func:`end_versions` records versions destroyed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 
 from core.instants import aware, iso
 from processors.policy import LegalHold, Policy, PolicyBook
 from processors.reasons import ERASURE_REASONS, SUBJECT_ERASED
-from processors.state import Collection, Erased, Held, SubjectState
+from processors.state import Collection, Erased, Held, KeyVersions, SubjectState
+from streams.keys import IDENTITY_CATEGORY, KeyRecord, Versions
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,13 +113,13 @@ def apply_erasure(state: SubjectState, plan: ErasurePlan, at: datetime) -> Subje
     if unheld:
         marks = dict(erased.erased)
         marks.update(dict.fromkeys(unheld, Erased(SUBJECT_ERASED, iso(at))))
-        erased = SubjectState(erased.collected, erased.consent, marks, erased.held)
+        erased = replace(erased, erased=marks)
     if not plan.retained:
         return erased
     held = dict(erased.held)
     for item in plan.retained:
         held[item.category] = Held(item.basis, item.until)
-    return SubjectState(erased.collected, erased.consent, erased.erased, held)
+    return replace(erased, held=held)
 
 
 def mark_erased(
@@ -139,20 +142,105 @@ def mark_erased(
         del collected[category]
         held.pop(category, None)
         erased[category] = Erased(reason_code, erased_at)
-    return SubjectState(collected, state.consent, erased, held)
+    return replace(state, collected=collected, erased=erased, held=held)
 
 
 def rekeyed(state: SubjectState, versions: Mapping[str, int]) -> SubjectState:
     """The state once the held values of some categories were re-encrypted under a new data
     key version (``versions``: category -> version). Categories not held are ignored."""
     collected = dict(state.collected)
+    keys = dict(state.keys)
     for category, version in versions.items():
         item = collected.get(category)
         if item is not None:
             collected[category] = Collection(
                 item.purposes, version, item.collected_at, item.policy_version
             )
-    return SubjectState(collected, state.consent, state.erased, state.held)
+            keys[category] = state.versions(category).allowing(version)
+    return replace(state, collected=collected, keys=keys)
+
+
+def end_versions(
+    state: SubjectState, through: Mapping[str, int], exactly: Mapping[str, Iterable[int]]
+) -> SubjectState:
+    """The state once data key versions were destroyed: per category every one up to
+    ``through`` and ``exactly`` these. A collection whose value names one of them is refused
+    ``value_unreadable`` from then on; the category's held value, if any, is not touched
+    here (:func:`mark_erased` and :func:`rekeyed` say what became of it)."""
+    keys = dict(state.keys)
+    for category in {*through, *exactly}:
+        known = state.versions(category)
+        upto = max(known.ended_through, through.get(category, 0))
+        ended = {v for v in (*known.ended, *exactly.get(category, ())) if v > upto}
+        allowed = tuple(v for v in known.allowed if v > upto and v not in ended)
+        keys[category] = KeyVersions(upto, tuple(sorted(ended)), allowed)
+    return replace(state, keys=keys)
+
+
+def erasure_versions(
+    state: SubjectState, category: str, named: int | None, newest: int
+) -> tuple[int, tuple[int, ...]]:
+    """(through, exactly): the data key versions of ``category`` an erasure request destroys.
+
+    ``named``: the newest version the request ends (``key_versions_ended``: its publisher
+    started a newer one before sending it), None when it names none (then ``newest``, the
+    newest version the store has now: every one). Also every version an allowed value of
+    the category was decided under before the request, even a newer one (a value published
+    by another producer after the rotation but before the request in the customer's order)."""
+    through = newest if named is None else named
+    allowed = {v for v in state.versions(category).allowed if v > through}
+    collection = state.collected.get(category)
+    if collection is not None and collection.key_version > through:
+        allowed.add(collection.key_version)
+    return through, tuple(sorted(allowed))
+
+
+def key_versions(records: Iterable[KeyRecord]) -> tuple[dict[str, int], dict[str, list[int]]]:
+    """(category -> the newest version the store has, category -> its live versions)."""
+    newest: dict[str, int] = {}
+    live: dict[str, list[int]] = {}
+    for record in records:
+        newest[record.category] = max(newest.get(record.category, 0), record.version)
+        if record.shredded_at is None:
+            live.setdefault(record.category, []).append(record.version)
+    return newest, live
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureReach:
+    """What an erasure request can destroy of one subject's keys: per category (``subject_id``
+    included) the versions it reaches, and the categories with a live version among them
+    (those it shreds although nothing of them is held)."""
+
+    versions: Mapping[str, Versions]
+    keyed: tuple[str, ...]
+
+
+def erasure_reach(
+    state: SubjectState, named: Mapping[str, int], records: Iterable[KeyRecord]
+) -> ErasureReach:
+    """The reach of a request naming ``named`` (``key_versions_ended``) over the key store's
+    ``records`` of the subject: per category :func:`erasure_versions`; for ``subject_id`` the
+    versions up to the one named (every one when none is)."""
+    newest, live = key_versions(records)
+    versions: dict[str, Versions] = {}
+    for category in {*live, *state.collected, *state.keys} - {IDENTITY_CATEGORY}:
+        through, exactly = erasure_versions(
+            state, category, named.get(category), newest.get(category, 0)
+        )
+        versions[category] = Versions(through, frozenset(exactly))
+    versions[IDENTITY_CATEGORY] = Versions(
+        named.get(IDENTITY_CATEGORY, newest.get(IDENTITY_CATEGORY, 0))
+    )
+    keyed = tuple(
+        sorted(
+            category
+            for category, live_versions in live.items()
+            if category != IDENTITY_CATEGORY
+            and any(version in versions[category] for version in live_versions)
+        )
+    )
+    return ErasureReach(versions, keyed)
 
 
 def expired(state: SubjectState, book: PolicyBook, as_of: datetime) -> list[str]:

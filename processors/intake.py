@@ -73,7 +73,7 @@ def invalid_event(record: dict[str, Any]) -> str | None:
     decision stage on every restart."""
     body = record["body"]
     kind = KINDS.get(record["kind"])
-    if kind is None or set(body) != kind.field_names:
+    if kind is None or set(body) != kind.record_field_names:
         return f"body does not match kind {record['kind']}"
     if not record["event_id"] or not record["source"]:
         return "empty event_id or source"

@@ -29,6 +29,7 @@ SOURCE_NOT_AUTHORIZED: Final = "source_not_authorized"
 """The source is authenticated, but is not registered to assert the actor's role, or to file
 this destructive request (erasure, consent withdrawal, retention sweep, dead-letter redrive).
 Same citation as :data:`SOURCE_UNAUTHENTICATED`."""
+VALUE_UNREADABLE: Final = "value_unreadable"
 
 REASON_CODES: Final = frozenset(
     {
@@ -44,6 +45,7 @@ REASON_CODES: Final = frozenset(
         RETENTION_EXPIRED,
         SOURCE_UNAUTHENTICATED,
         SOURCE_NOT_AUTHORIZED,
+        VALUE_UNREADABLE,
     }
 )
 ERASURE_REASONS: Final = frozenset({SUBJECT_ERASED, RETENTION_EXPIRED})

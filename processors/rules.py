@@ -4,6 +4,9 @@ Pure functions over plain values (no Kafka, no clock, no keys): :func:`decide` j
 ``lifecycle.CustomerEvent`` against the :class:`~processors.policy.Policy` in force at its
 ``occurred_at`` and the subject's :class:`SubjectState`; :func:`apply` folds an allowed event
 into the state; what erasure requests and retention sweeps do is :mod:`processors.erasure`.
+:func:`refuse_unreadable` refuses a collection whose value cannot be read, and
+:class:`RefusalScreen` lets the publisher tell a collection the policy refuses before it is sent
+(a collection's verdict depends on no state).
 
 Check order (the first failing check decides; within a check, categories in event order):
 
@@ -27,7 +30,9 @@ Check order (the first failing check decides; within a check, categories in even
   2. no purpose, or a purpose prohibited or unknown, or a category that none of the declared
      purposes may use -> ``purpose_not_permitted``
   3. actor role unknown, or may not touch a category -> ``role_not_authorized``
-  4. otherwise ``allowed``
+  4. otherwise ``allowed``; then, in the decision stage, a value that cannot be read (its key
+     version was ended or destroyed, the store never had it, or it fails authentication)
+     -> ``value_unreadable`` (:func:`refuse_unreadable`)
 
 ``consent_changed``: an actor role the policy does not know -> ``role_not_authorized``;
 ``allowed`` for a consent-based purpose; a prohibited, unknown or necessity-based purpose ->
@@ -48,7 +53,7 @@ source may not assert its role, or file its erasure or consent withdrawal, is de
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from core.instants import iso
@@ -64,13 +69,17 @@ from processors.reasons import (
     RECIPIENT_NOT_TRUSTED,
     ROLE_NOT_AUTHORIZED,
     SUBJECT_ERASED,
+    VALUE_UNREADABLE,
     Decision,
 )
 from processors.state import Collection, SubjectState
 from schemas.kinds import judged_as
+from streams.events import InputEvent
 
 _NAME_LIMIT = 64
 _RETENTION_SECTION = "RETENTION OF DATA"
+_UNREADABLE_SECTION = "PROTECTION OF CUSTOMER'S PERSONAL INFORMATION"
+"""Cited for ``value_unreadable`` by a policy file whose ``reason_codes`` does not cite it."""
 
 
 # --------------------------------------------------------------------------- verdicts
@@ -406,6 +415,50 @@ def _role_check(policy: Policy, role_name: str, categories: Sequence[str]) -> st
     return None
 
 
+# --------------------------------------------------------------------------- unreadable values
+
+
+def refuse_unreadable(verdict: Verdict, unreadable: Mapping[str, str], book: PolicyBook) -> Verdict:
+    """The verdict on an allowed collection some of whose values cannot be read now
+    (``unreadable``: category -> why, e.g. "key version 3 was destroyed"): refused
+    ``value_unreadable``, the whole event, as any refused collection is. Nothing of it is
+    held, so the ledger never records an allowed collection, nor a later allowed use, of a
+    value nobody can read; the rule cites the policy file's ``reason_codes.value_unreadable``."""
+    policy = book.get(verdict.policy_version)
+    cites = policy.reason_codes.get(VALUE_UNREADABLE)
+    why = "; ".join(f"{category}: {reason}" for category, reason in unreadable.items())
+    rule = _rule(
+        f"reason_codes.{VALUE_UNREADABLE}",
+        cites if cites is not None else _UNREADABLE_SECTION,
+        f"{_clip(why)}; the value cannot be read, so nothing of this collection is held",
+    )
+    return Verdict("deny", VALUE_UNREADABLE, rule, verdict.policy_version, verdict.categories)
+
+
+class RefusalScreen:
+    """The publisher's check of a collection before it is sent: will the worker refuse it?
+
+    A collection's verdict depends only on the policy in force at its ``occurred_at``, the
+    channel, purposes, categories and the actor's role (checks 1 to 3 above), never on the
+    customer's state, so this is the verdict itself. The publisher then encrypts the
+    collection's values under key versions of their own, which the refusal destroys without
+    touching any other value (see streams.publisher)."""
+
+    __slots__ = ("_book",)
+
+    def __init__(self, book: PolicyBook) -> None:
+        self._book = book
+
+    def refuses(self, event: InputEvent) -> bool:
+        body = {
+            "channel": event.body["channel"],
+            "purposes": event.body["purposes"],
+            "data": [{"category": c} for c in (*event.data, *event.withheld)],
+        }
+        policy = self._book.in_force(event.occurred_at)
+        return not _decide_collection(policy, event.actor_role, body).allowed
+
+
 # --------------------------------------------------------------------------- apply
 
 
@@ -430,6 +483,7 @@ def apply(event: Mapping[str, Any], verdict: Verdict, state: SubjectState) -> Su
         collected = dict(state.collected)
         erased = dict(state.erased)
         held = dict(state.held)
+        keys = dict(state.keys)
         for item in body["data"]:
             if item["key_version"] < 1:
                 continue  # withheld by the publisher: no value of it exists anywhere
@@ -438,17 +492,19 @@ def apply(event: Mapping[str, Any], verdict: Verdict, state: SubjectState) -> Su
             purposes = declared
             if earlier is not None and category not in held:
                 purposes = _unique((*earlier.purposes, *declared))
+            version = int(item["key_version"])
             collected[category] = Collection(
-                purposes, int(item["key_version"]), collected_at, verdict.policy_version
+                purposes, version, collected_at, verdict.policy_version
             )
             erased.pop(category, None)
             held.pop(category, None)
-        return SubjectState(collected, state.consent, erased, held)
+            keys[category] = state.versions(category).allowing(version)
+        return replace(state, collected=collected, erased=erased, held=held, keys=keys)
     if judged == "consent":
         body = event["body"]
         consent = dict(state.consent)
         consent[body["purpose"]] = bool(body["granted"])
-        return SubjectState(state.collected, consent, state.erased, state.held)
+        return replace(state, consent=consent)
     return state
 
 

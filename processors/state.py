@@ -8,7 +8,7 @@ only. Values are immutable; the rules (:mod:`processors.rules`) and the erasure 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -54,6 +54,58 @@ class Held:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyVersions:
+    """What the decisions know of one category's data key versions (numbers only).
+
+    ``ended_through`` and ``ended``: versions whose values can no longer be read, every one up
+    to ``ended_through`` (an erasure, a retention sweep) and ``ended`` above it (a refused
+    collection's own versions). ``allowed``: versions, not ended, under which values of
+    allowed collections were encrypted (or a held value re-encrypted); an erasure request
+    destroys them too, whatever versions it names, since those values came before it."""
+
+    ended_through: int = 0
+    ended: tuple[int, ...] = ()
+    allowed: tuple[int, ...] = ()
+
+    def is_ended(self, version: int) -> bool:
+        return version <= self.ended_through or version in self.ended
+
+    def allowing(self, version: int) -> KeyVersions:
+        """These versions with ``version`` that of an allowed value too."""
+        if version in self.allowed:
+            return self
+        return replace(self, allowed=tuple(sorted((*self.allowed, version))))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.ended_through:
+            out["through"] = self.ended_through
+        if self.ended:
+            out["ended"] = list(self.ended)
+        if self.allowed:
+            out["allowed"] = list(self.allowed)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> KeyVersions:
+        return cls(
+            int(data.get("through", 0)),
+            tuple(sorted(int(v) for v in data.get("ended", ()))),
+            tuple(sorted(int(v) for v in data.get("allowed", ()))),
+        )
+
+
+_NO_VERSIONS = KeyVersions()
+
+
+def _held_only(collection: Collection | None) -> KeyVersions:
+    """What the state knows of versions when a held value's is the only one."""
+    if collection is None:
+        return _NO_VERSIONS
+    return KeyVersions(allowed=(collection.key_version,))
+
+
+@dataclass(frozen=True, slots=True)
 class SubjectState:
     """What the pipeline knows about one subject, keyed by ``subject_ref``. No personal data:
     category and purpose names, key generations, instants and policy versions only.
@@ -67,6 +119,8 @@ class SubjectState:
     consent: Mapping[str, bool] = field(default_factory=dict)
     erased: Mapping[str, Erased] = field(default_factory=dict)
     held: Mapping[str, Held] = field(default_factory=dict)
+    keys: Mapping[str, KeyVersions] = field(default_factory=dict)
+    """Per category, the data key versions ended and those of allowed values."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form (for a Faust table); :meth:`from_dict` reads it back."""
@@ -89,6 +143,11 @@ class SubjectState:
             "held": {
                 category: {"basis": item.basis, "until": item.until}
                 for category, item in self.held.items()
+            },
+            "keys": {  # the common case, the held value's version alone, is left implied
+                category: item.to_dict()
+                for category, item in self.keys.items()
+                if item != _held_only(self.collected.get(category))
             },
         }
 
@@ -118,6 +177,15 @@ class SubjectState:
                 str(category): Held(str(item["basis"]), str(item["until"]))
                 for category, item in data.get("held", {}).items()
             }
+            keys = {  # absent: only the held value's version (or states written before)
+                category: _held_only(collection) for category, collection in collected.items()
+            }
+            keys.update(
+                {
+                    str(category): KeyVersions.from_dict(item)
+                    for category, item in data.get("keys", {}).items()
+                }
+            )
         except StateError:
             raise
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
@@ -125,7 +193,10 @@ class SubjectState:
         for category, erasure in erased.items():
             if erasure.reason_code not in ERASURE_REASONS:
                 raise StateError(f"erased.{category}: unknown reason {erasure.reason_code!r}")
-        return cls(collected, consent, erased, held)
+        return cls(collected, consent, erased, held, keys)
+
+    def versions(self, category: str) -> KeyVersions:
+        return self.keys.get(category) or _NO_VERSIONS
 
     def consent_given(self, purpose: str, default: bool = True) -> bool:
         return self.consent.get(purpose, default)

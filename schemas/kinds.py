@@ -48,10 +48,17 @@ class EventKind:
     body_record: str
     """The Avro record of the body: its branch of the ``CustomerEvent`` body union."""
     judged_as: Judgement
+    set_by_publisher: tuple[str, ...] = ()
+    """Body fields of the record on the bus that the publisher fills in (never in the input)."""
 
     @property
     def field_names(self) -> frozenset[str]:
         return frozenset(field.name for field in self.fields)
+
+    @property
+    def record_field_names(self) -> frozenset[str]:
+        """The body's fields on the bus: the input's and those the publisher sets."""
+        return self.field_names | frozenset(self.set_by_publisher)
 
     @property
     def carries_values(self) -> bool:
@@ -103,6 +110,8 @@ KINDS: Final[Mapping[str, EventKind]] = MappingProxyType(
                 ),
                 "lifecycle.DeletionRequested",
                 "erasure",
+                # the key versions the request ends: see streams.publisher
+                ("key_versions_ended",),
             ),
             EventKind(
                 CONSENT_CHANGED,

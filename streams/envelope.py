@@ -64,6 +64,19 @@ def decrypt_bytes(
         ) from exc
 
 
+def opens(key: DataKey, event_id: str, subject_ref: str, value: dict[str, Any]) -> bool:
+    """Whether ``key`` decrypts ``value`` of that event and subject (the plaintext is dropped)."""
+    try:
+        key.aead.decrypt(
+            value["nonce"],
+            value["ciphertext"],
+            associated_data(event_id, subject_ref, value["category"]),
+        )
+    except (InvalidTag, ValueError):  # ValueError: a nonce that is not 12 bytes
+        return False
+    return True
+
+
 def reveal(keystore: KeyStore, event_id: str, subject_ref: str, value: dict[str, Any]) -> str:
     """Like :func:`decrypt_value`, but shows :data:`SHREDDED` for a destroyed key."""
     try:

@@ -15,6 +15,21 @@ Lines are handled in chunks: one key-store round trip fetches (or creates) every
 chunk needs, then each event is encrypted, Avro-encoded and handed to an idempotent
 confluent-kafka producer (``acks=all``). :meth:`Publisher.flush` waits for every delivery report
 and raises :class:`~streams.exceptions.PublishError` if the broker refused any record.
+
+Keys follow each customer's order of events (docs/erasure.md):
+
+* Before a chunk is encrypted, the key-revocation listener has applied every revocation and
+  rotation published before the chunk began, so no value is encrypted under a version another
+  publisher ended or destroyed before then.
+* An erasure request ends the current key versions of the categories it covers (every
+  category, and ``subject_id``, when it names none) before it is sent: the store reserves the
+  next version number, every process drops the ended versions from its cache (a ``rotated``
+  record on ``privacy.key-revocations``, acknowledged before the request is produced), and the
+  request names the versions it ends (``key_versions_ended``). Values before it in the
+  customer's order are under those versions or older; values after it, under newer ones.
+* A collection the policy refuses (a stateless check: see :class:`CollectionScreen`) is
+  encrypted under versions of its own (:meth:`~streams.keys.KeyStore.isolated_keys`), so the
+  worker destroys exactly those and nothing another value needs.
 """
 
 from __future__ import annotations
@@ -24,28 +39,44 @@ import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, Message
 
 from core.logging import get_logger
-from schemas.kinds import KINDS
+from schemas.kinds import DELETION_REQUESTED, KINDS
 from streams import clients
 from streams.clients import DELIVERY_TIMEOUT_MS
 from streams.codec import Codec
 from streams.envelope import encrypt_value
 from streams.events import InputEvent, Vocabulary, parse_line, shown_name
-from streams.exceptions import PublishError, ValidationError
-from streams.keys import IDENTITY_CATEGORY, KeyStore
-from streams.revocations import RevocationListener
+from streams.exceptions import KeyStoreError, PublishError, ValidationError
+from streams.keys import IDENTITY_CATEGORY, DataKey, KeyStore
+from streams.revocations import RevocationListener, revocation_record
 from streams.sourceauth import SourceCredential, SourceCredentials, seal
-from streams.topics import CUSTOMER_EVENTS
+from streams.topic_admin import ensure_topic
+from streams.topics import CUSTOMER_EVENTS, KEY_REVOCATIONS
 
 log = get_logger(__name__)
 
 CHUNK = 2_000
 WITHHELD_KEY_VERSION = 0
 """``key_version`` of a value the policy forbade collecting: no key, no ciphertext."""
+
+
+REVOCATIONS_WAIT = 10.0
+"""Seconds a chunk waits for the revocation listener to catch up before the publisher drops
+every cached key instead (the store then says what is current: slower, never wrong)."""
+
+
+class CollectionScreen(Protocol):
+    """Says, before a collection is published, whether the worker will refuse it.
+
+    A collection's decision depends only on the policy in force at its ``occurred_at``, its
+    channel, purposes, categories and the actor's role, never on the customer's history, so
+    the publisher can tell (``processors.rules.RefusalScreen`` asks the decision engine)."""
+
+    def refuses(self, event: InputEvent) -> bool: ...
 
 
 @dataclass(slots=True)
@@ -82,9 +113,12 @@ class Publisher:
         listen_for_revocations: bool = True,
         delivery_timeout_ms: int = DELIVERY_TIMEOUT_MS,
         credentials: SourceCredentials | None = None,
+        screen: CollectionScreen | None = None,
     ) -> None:
         self._producer = clients.producer(client_config, delivery_timeout_ms=delivery_timeout_ms)
         self._flush_timeout = delivery_timeout_ms / 1000 + 10
+        self._client_config = client_config
+        self._revocations_topic_checked = False
         self._revocations: RevocationListener | None = None
         if listen_for_revocations:  # never encrypt under a key another process shredded
             self._revocations = RevocationListener(client_config, codec, keystore).start()
@@ -92,6 +126,9 @@ class Publisher:
         self._codec = codec
         self._vocabulary = vocabulary
         self._topic = topic
+        self._screen = screen
+        """None: every collection is encrypted under the current keys (a refused one then
+        costs the worker a rotation when the customer holds a value of its category)."""
         self._failed: list[str] = []
         self._delivered = 0
         self._credentials = credentials
@@ -158,19 +195,58 @@ class Publisher:
     def _send_chunk(self, events: list[InputEvent]) -> None:
         if not events:
             return
+        self._catch_up_with_revocations()
         refs = {e.subject_id: self._keys.subject_ref(e.subject_id) for e in events}
+        start = 0
+        for index, event in enumerate(events):
+            if event.kind == DELETION_REQUESTED:  # keys change after it: a segment ends
+                self._send_segment(events[start : index + 1], refs)
+                start = index + 1
+        self._send_segment(events[start:], refs)
+
+    def _catch_up_with_revocations(self) -> None:
+        if self._revocations is None:
+            return
+        try:
+            self._revocations.caught_up(REVOCATIONS_WAIT)
+        except KeyStoreError as exc:
+            log.warning("revocations.behind", error=str(exc), cached_keys="dropped")
+            self._keys.forget_all()
+
+    def _send_segment(self, events: list[InputEvent], refs: dict[str, str]) -> None:
+        """Encrypt and produce ``events``: none is an erasure request but maybe the last."""
+        if not events:
+            return
+        refused = {
+            index
+            for index, event in enumerate(events)
+            if KINDS[event.kind].carries_values
+            and self._screen is not None
+            and self._screen.refuses(event)
+        }
         pairs = [(refs[e.subject_id], IDENTITY_CATEGORY) for e in events]
-        pairs += [(refs[e.subject_id], c) for e in events for c in e.data]
+        pairs += [
+            (refs[e.subject_id], c)
+            for i, e in enumerate(events)
+            if i not in refused
+            for c in e.data
+        ]
         keys = self._keys.encryption_keys(pairs)
+        isolated: dict[tuple[str, str], DataKey] = {}
+        if refused:
+            isolated = self._keys.isolated_keys(
+                (refs[events[i].subject_id], c) for i in sorted(refused) for c in events[i].data
+            )
         published_at = datetime.now(UTC)
         credentials = self._credentials
-        for event in events:
+        for index, event in enumerate(events):
             ref = refs[event.subject_id]
             kind = KINDS[event.kind]
             body: dict[str, Any] = dict(event.body)
             if kind.carries_values:
+                under = isolated if index in refused else keys
                 body["data"] = [
-                    encrypt_value(keys[(ref, category)], event.event_id, value)
+                    encrypt_value(under[(ref, category)], event.event_id, value)
                     for category, value in event.data.items()
                 ] + [
                     {
@@ -181,6 +257,8 @@ class Publisher:
                     }
                     for category in event.withheld
                 ]
+            elif event.kind == DELETION_REQUESTED:
+                body["key_versions_ended"] = self._end_current_versions(ref, event)
             record = {
                 "event_id": event.event_id,
                 "kind": event.kind,
@@ -206,9 +284,47 @@ class Publisher:
                 value = seal(value, credential)
             self._produce(event.event_id, ref.encode(), value)
 
+    def _end_current_versions(self, ref: str, request: InputEvent) -> dict[str, int]:
+        """Before an erasure request goes out: end the current key versions of what it covers
+        (``subject_id`` too: the worker may destroy it), tell every process, and return the
+        versions ended, which the request names. A request that covers every category names
+        every category of the policy, 0 for those without a key: a key created later (by a
+        concurrent publisher) is then still known to come after the request. Everything
+        produced so far is acknowledged first (the rotation record with it): a process that
+        starts a chunk after the request was acknowledged has applied the rotation."""
+        covered: list[str] | None = request.body.get("categories")
+        ended = self._keys.rotate(ref, None if covered is None else [*covered, IDENTITY_CATEGORY])
+        if covered is None:
+            ended = {
+                **dict.fromkeys(sorted(self._vocabulary.categories), 0),
+                IDENTITY_CATEGORY: 0,
+                **ended,
+            }
+        notice = revocation_record(ref, ended, rotated=True)
+        if not self._revocations_topic_checked:  # a write must not create it with N partitions
+            ensure_topic(self._client_config, KEY_REVOCATIONS)
+            self._revocations_topic_checked = True
+        clients.produce(
+            self._producer,
+            KEY_REVOCATIONS,
+            self._codec.encode("lifecycle.KeyRevocation", notice, KEY_REVOCATIONS),
+            ref.encode(),
+            on_delivery=functools.partial(self._on_rotation_delivery, request.event_id),
+        )
+        self.flush()
+        return ended
+
     def _produce(self, event_id: str, key: bytes, value: bytes) -> None:
         report = functools.partial(self._on_delivery, event_id)
         clients.produce(self._producer, self._topic, value, key, on_delivery=report)
+
+    def _on_rotation_delivery(
+        self, event_id: str, error: KafkaError | None, _message: Message
+    ) -> None:
+        if error is not None:
+            self._failed.append(
+                f"the key rotation before event_id {event_id} (not sent): {error.str()}"
+            )
 
     def _on_delivery(self, event_id: str, error: KafkaError | None, _message: Message) -> None:
         if error is not None:

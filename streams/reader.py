@@ -117,6 +117,13 @@ class TopicReader:
         finally:
             self._consumer.close()
 
+    def fetched_end(self, partition: int) -> int:
+        """The end of ``partition`` as the last fetch reported it (no request to the broker)."""
+        _low, high = self._consumer.get_watermark_offsets(
+            TopicPartition(self.topic, partition), cached=True
+        )
+        return int(high)
+
     def close(self) -> None:
         """Close the consumer without reading (when :meth:`messages` is never iterated)."""
         self._consumer.close()

@@ -71,8 +71,7 @@ def apply_topics(
             future.result(timeout=timeout)
             outcome[name] = f"created ({wanted[name]} partitions)"
         except Exception as exc:
-            error = exc.args[0] if exc.args else None
-            if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+            if _already_exists(exc):
                 existing.add(name)  # created meanwhile: check it like the others
             else:
                 raise BrokerError(f"could not create topic {name}: {exc}") from exc
@@ -101,6 +100,32 @@ def apply_topics(
     if problems:
         raise TopicsMismatchError(problems, ordered)
     return ordered
+
+
+def ensure_topic(client_config: Mapping[str, str], name: str, timeout: float = 30.0) -> None:
+    """Create the one-partition topic ``name`` with the contract's settings unless it exists.
+
+    For a process that writes to it before ``lifecycle topics apply`` ran (a publisher racing
+    the first worker): the broker would otherwise create it on the first write with its
+    default partition count, which a one-partition topic must not have."""
+    spec = next(spec for spec in TOPICS if spec.name == name)
+    if spec.partitioned:
+        raise ValueError(f"{name} is partitioned: its partition count is a setting")
+    admin = clients.admin(client_config)
+    if name in admin.list_topics(timeout=timeout).topics:
+        return
+    new = NewTopic(name, num_partitions=1, config=topic_config(spec, None))
+    try:
+        admin.create_topics([new], request_timeout=timeout)[name].result(timeout=timeout)
+    except Exception as exc:
+        if not _already_exists(exc):
+            raise BrokerError(f"could not create topic {name}: {exc}") from exc
+
+
+def _already_exists(exc: BaseException) -> bool:
+    """Whether a topic creation failed only because the topic exists (created meanwhile)."""
+    error = exc.args[0] if exc.args else None
+    return isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS
 
 
 @dataclass(slots=True)

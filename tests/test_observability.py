@@ -44,6 +44,7 @@ CONTRACT_REASON_CODES = {
     "source_unauthenticated",
     "source_not_authorized",
 }
+ADDED_REASON_CODES = {"value_unreadable"}  # documented in the policy files' reason_codes
 CONTRACT_KINDS = {"collected", "used", "shared", "deletion_requested", "consent_changed"}
 SUBJECT_REF = "5f" * 32  # what a subject_ref looks like: it must never reach a scrape
 
@@ -174,7 +175,9 @@ def test_every_reason_code_and_kind_is_exported_at_zero_before_any_traffic(
     kinds = {dict(labels)["kind"] for labels in series(samples, "lifecycle_events_consumed_total")}
     assert kinds == CONTRACT_KINDS
     decisions = series(samples, "lifecycle_decisions_total")
-    assert {dict(labels)["reason_code"] for labels in decisions} == CONTRACT_REASON_CODES
+    assert {dict(labels)["reason_code"] for labels in decisions} == (
+        CONTRACT_REASON_CODES | ADDED_REASON_CODES
+    )
     assert set(decisions.values()) == {0.0}
 
 
@@ -233,7 +236,7 @@ def test_label_values_outside_the_vocabulary_are_counted_as_other_never_exported
     allowed = {
         "kind": CONTRACT_KINDS | {"retention_sweep", OTHER},
         "decision": {"allow", "deny", OTHER},
-        "reason_code": CONTRACT_REASON_CODES | {OTHER},
+        "reason_code": CONTRACT_REASON_CODES | ADDED_REASON_CODES | {OTHER},
         "source_topic": {"customer.events", "privacy.decisions", OTHER},
         "status": {"completed", "nothing_held", "refused", OTHER},
         "topic": {OTHER},

@@ -5,8 +5,10 @@ Personal values are shown only as ciphertext lengths, unless ``--decrypt`` is gi
 operator who holds the master key and the key store (the same ``LIFECYCLE_*`` settings as the
 workers): then values and ``subject_id`` are decrypted, every decryption asking the key store
 whether the key still exists, and a value whose key was shredded reads
-:data:`streams.envelope.SHREDDED`. A record that does not decode is reported by partition and
-offset, and the tail carries on.
+:data:`streams.envelope.SHREDDED`, unless the pipeline holds that very value re-encrypted (a
+refused collection destroyed a key version it shared: the vault's copy is shown, so the tail
+agrees with the ledger and the access report on what is held). A record that does not decode
+is reported by partition and offset, and the tail carries on.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from core.errors import LifecycleError
 from core.settings import load_settings
 from lifecycle.cli.base import bus, reading_options
 from lifecycle.runtime import Runtime
+from sinks.vault import Vault
 from streams.codec import Codec
 from streams.envelope import SHREDDED, decrypt_value
 from streams.exceptions import DecodeError, KeyShreddedError, WrongMasterKeyError
@@ -65,6 +68,8 @@ class Opener:
 
     keystore: KeyStore
     counts: TailCounts = field(default_factory=TailCounts)
+    vault: Vault | None = None
+    """Where held values live (None: values whose key is gone always read shredded)."""
 
     def open(self, event_id: str, subject_ref: str, value: dict[str, Any]) -> str:
         """The plaintext, or a stated placeholder: never raises for one bad value."""
@@ -75,6 +80,10 @@ class Opener:
         except KeyShreddedError:
             if not self._key_existed(subject_ref, value["category"], value["key_version"]):
                 return NO_SUCH_KEY
+            held = self._held_copy(event_id, subject_ref, value["category"])
+            if held is not None:
+                self.counts.decrypted += 1
+                return held
             self.counts.shredded += 1
             return SHREDDED
         except (DecodeError, WrongMasterKeyError) as exc:
@@ -83,6 +92,21 @@ class Opener:
             return f"[undecryptable: {type(exc).__name__}]"
         self.counts.decrypted += 1
         return plaintext
+
+    def _held_copy(self, event_id: str, subject_ref: str, category: str) -> str | None:
+        """This event's value of ``category`` as the pipeline holds it, re-encrypted under
+        another key version; None when it holds another event's value, or none."""
+        if self.vault is None:
+            return None
+        for held in self.vault.held(subject_ref):
+            if held.category == category and held.event_id == event_id:
+                try:
+                    return decrypt_value(
+                        self.keystore, event_id, subject_ref, held.encrypted_value()
+                    )
+                except (KeyShreddedError, DecodeError):
+                    return None
+        return None
 
     def _key_existed(self, subject_ref: str, category: str, version: int) -> bool:
         return any(
@@ -365,7 +389,7 @@ def tail_command(
     stop = _stop_on_signals()
     with bus(load_settings()) as live:
         runtime = Runtime(live)
-        opener = Opener(runtime.keystore) if decrypt else None
+        opener = Opener(runtime.keystore, vault=Vault(runtime.engine)) if decrypt else None
         subject_ref = runtime.keystore.subject_ref(subject_id) if subject_id else None
         reveals = None
         if decrypt:

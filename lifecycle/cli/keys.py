@@ -53,26 +53,19 @@ def keys_reshred(since: datetime | None) -> None:
     """Destroy again every key that privacy.key-revocations says was destroyed: run after
     restoring the key store from a backup, before any worker or publisher starts.
 
-    Each revocation destroys the keys of its customer and categories created before it, so a
-    key made after the erasure (a later collection) is kept. Safe to repeat."""
-    from streams.revocations import REPLAYED, read_revocations
+    Each revocation destroys again exactly the key versions it names (older records: the keys
+    of its customer and categories created before it), so a key made after the erasure (a
+    later collection) is kept; a rotation destroyed nothing and is skipped. Safe to repeat."""
+    from streams.revocations import REPLAYED, read_revocations, replay
 
     settings = load_settings()
     runtime = Runtime(settings)
     revocations = destroyed = 0
     for record in read_revocations(settings.kafka_client_config(), runtime.codec):
-        revoked_at = record["revoked_at"]
-        if since is not None and revoked_at < since:
+        if since is not None and record["revoked_at"] < since:
             continue
         revocations += 1
-        destroyed += len(
-            runtime.keystore.shred(
-                record["subject_ref"],
-                record["categories"] or None,
-                REPLAYED,
-                created_before=revoked_at,
-            )
-        )
+        destroyed += replay(runtime.keystore, record, REPLAYED)
     click.echo(
         f"replayed {revocations} revocations: {destroyed} categories' keys destroyed again",
         err=True,

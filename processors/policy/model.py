@@ -10,7 +10,7 @@ from __future__ import annotations
 import calendar
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -307,6 +307,9 @@ class Policy:
     retentions: Mapping[str, Retention]
     request_clock: RequestClock | None = None
     """The clock on customers' requests; None in a version that states none."""
+    reason_codes: Mapping[str, Citation] = field(default_factory=dict)
+    """Reason codes the pipeline added to the contract's, each with the sentence of the
+    policy it rests on (``reason_codes:`` in the file, optional)."""
 
     def retention(self, category: str) -> Retention:
         """The retention rule of ``category`` (KeyError naming it when the policy has none)."""

@@ -67,7 +67,7 @@ _TOP_REQUIRED = (
     "prohibited_collections",
     "retention",
 )
-_TOP_OPTIONAL = ("notes", "request_clock")
+_TOP_OPTIONAL = ("notes", "request_clock", "reason_codes")
 
 
 class _Invalid(Exception):
@@ -244,6 +244,15 @@ class PolicyReader:
         request_clock = (
             self._request_clock(top["request_clock"]) if "request_clock" in top else None
         )
+        reason_codes: dict[str, Citation] = {}
+        if "reason_codes" in top:
+            reason_codes = self.each(
+                self.named_entries(top["reason_codes"], "reason_codes"),
+                "reason_codes",
+                lambda _name, node, path: self.cites(
+                    self.mapping(node, path, ("cites",))["cites"], path
+                ),
+            )
         if self.problems:
             raise _Invalid()
         self._contract(categories, purposes, prohibited, roles, channels, recipients, collections)
@@ -265,6 +274,7 @@ class PolicyReader:
             prohibited_collections=MappingProxyType(collections),
             retentions=MappingProxyType(retentions),
             request_clock=request_clock,
+            reason_codes=MappingProxyType(reason_codes),
         )
 
     def _version(self, node: Any) -> str:

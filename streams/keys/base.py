@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -15,6 +15,10 @@ KEY_LEN = 32
 
 IDENTITY_CATEGORY = "subject_id"
 """The reserved category whose key encrypts ``subject_id`` itself."""
+
+SKIPPED = "version_skipped"
+"""The shred reason of a version number reserved without a key: the newest version then has no
+key, so the next value of the pair gets a newer one (see :meth:`KeyStore.rotate`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +62,25 @@ class KeyRecord:
     shred_reason: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Versions:
+    """Some versions of one category's data key: every one up to ``through`` (0: none by
+    range), and ``exactly`` these."""
+
+    through: int = 0
+    exactly: frozenset[int] = frozenset()
+
+    def __contains__(self, version: object) -> bool:
+        return isinstance(version, int) and (version <= self.through or version in self.exactly)
+
+    def __bool__(self) -> bool:
+        return self.through > 0 or bool(self.exactly)
+
+
+VersionRef = tuple[str, str, int]
+"""(subject_ref, category, version): one data key version."""
+
+
 class KeyStore(Protocol):
     """Where data keys live. Every process that encrypts or decrypts holds one."""
 
@@ -67,10 +90,30 @@ class KeyStore(Protocol):
         """The current key of each (subject_ref, category), created when there is none."""
         ...
 
+    def isolated_keys(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], DataKey]:
+        """A new version of each pair that never becomes current: only the caller's values
+        are encrypted under it."""
+        ...
+
+    def rotate(self, subject_ref: str, categories: Iterable[str] | None) -> dict[str, int]:
+        """End the current version of ``categories`` (every category of the subject when
+        None) without destroying it: later values get a newer version. Category -> the
+        newest version ended (0: the category had none)."""
+        ...
+
     def decryption_key(
         self, subject_ref: str, category: str, version: int, *, check_live: bool = True
     ) -> DataKey:
         """The key a value was encrypted with; :class:`KeyShreddedError` once destroyed."""
+        ...
+
+    def decryption_keys(self, versions: Iterable[VersionRef]) -> dict[VersionRef, DataKey]:
+        """The keys of ``versions`` that the store holds live now (the others are missing:
+        destroyed, or never made by this store)."""
+        ...
+
+    def made_versions(self, versions: Iterable[VersionRef]) -> set[VersionRef]:
+        """Those of ``versions`` this store made, live or destroyed since."""
         ...
 
     def shred(
@@ -85,8 +128,19 @@ class KeyStore(Protocol):
         ``created_before`` when given; the categories shredded."""
         ...
 
+    def shred_versions(
+        self, subject_ref: str, selection: Mapping[str, Versions], reason: str
+    ) -> dict[str, list[int]]:
+        """Destroy exactly the live versions ``selection`` names (category -> versions);
+        category -> the versions this call destroyed."""
+        ...
+
     def keys_of(self, subject_ref: str) -> list[KeyRecord]: ...
 
     def forget(self, subject_ref: str, categories: Iterable[str] | None = None) -> None:
         """Drop cached keys (another process shredded them)."""
+        ...
+
+    def forget_all(self) -> None:
+        """Drop every cached key (whatever was revoked, the store says what lives)."""
         ...

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from streams.keys.base import KeyRecord, Shredding
+from streams.keys.base import SKIPPED, KeyRecord, Shredding, VersionRef, Versions
 from streams.keys.wrapping import EnvelopeKeyStore, live_chunks
 
 
@@ -39,9 +39,41 @@ class MemoryKeyStore(EnvelopeKeyStore):
         for ref, cat, version, wrapped in rows:
             self._rows.setdefault((ref, cat, version), [wrapped, datetime.now(UTC), None, None])
 
+    def _insert_versions(self, rows: Sequence[tuple[str, str, int, bytes | None]]) -> bool:
+        if any(row[:3] in self._rows for row in rows):
+            return False
+        now = datetime.now(UTC)
+        for ref, cat, version, wrapped in rows:
+            skipped = wrapped is None
+            self._rows[(ref, cat, version)] = [
+                wrapped,
+                now,
+                now if skipped else None,
+                SKIPPED if skipped else None,
+            ]
+        return True
+
     def _load_wrapped(self, subject_ref: str, category: str, version: int) -> bytes | None:
         row = self._rows.get((subject_ref, category, version))
         return None if row is None else row[0]  # type: ignore[return-value]
+
+    def _load_versions(self, versions: Sequence[VersionRef]) -> dict[VersionRef, bytes | None]:
+        return {
+            ref: self._rows[ref][0]  # type: ignore[misc]
+            for ref in versions
+            if ref in self._rows
+        }
+
+    def _destroy_versions(
+        self, subject_ref: str, selection: Mapping[str, Versions], reason: str
+    ) -> dict[str, list[int]]:
+        destroyed: dict[str, list[int]] = {}
+        for (ref, cat, version), row in sorted(self._rows.items()):
+            chosen = ref == subject_ref and cat in selection and version in selection[cat]
+            if chosen and row[0] is not None:
+                row[0], row[2], row[3] = None, datetime.now(UTC), reason
+                destroyed.setdefault(cat, []).append(version)
+        return destroyed
 
     def _destroy(self, shredding: Shredding) -> list[str]:
         categories, before = shredding.categories, shredding.created_before

@@ -8,19 +8,19 @@ from the file and its write-ahead log.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, and_, select, update
+from sqlalchemy import Engine, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from core.db import create_tables
 from core.logging import get_logger
 from streams.exceptions import KeyStoreError
-from streams.keys.base import KeyRecord, Shredding
+from streams.keys.base import SKIPPED, KeyRecord, Shredding, VersionRef, Versions
 from streams.keys.master import load_master_key
 from streams.keys.rotation import rotate_master_key
 from streams.keys.tables import WRAPPED_KEY_COLUMNS, data_keys, keystore_meta, metadata
@@ -84,17 +84,7 @@ class SqlKeyStore(EnvelopeKeyStore):
         return out
 
     def _insert_keys(self, rows: Sequence[tuple[str, str, int, bytes]]) -> None:
-        now = datetime.now(UTC)
-        values = [
-            {
-                "subject_ref": ref,
-                "category": cat,
-                "version": version,
-                "wrapped_key": wrapped,
-                "created_at": now,
-            }
-            for ref, cat, version, wrapped in rows
-        ]
+        values = _key_rows(rows)
         try:
             with self._engine.begin() as conn:  # the common case: one transaction for all
                 conn.execute(data_keys.insert(), values)
@@ -107,6 +97,33 @@ class SqlKeyStore(EnvelopeKeyStore):
                     conn.execute(data_keys.insert(), row)
             except IntegrityError:
                 continue
+
+    def _insert_versions(self, rows: Sequence[tuple[str, str, int, bytes | None]]) -> bool:
+        values = _key_rows(rows)
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(data_keys.insert(), values)
+        except IntegrityError:
+            return False
+        return True
+
+    def _load_versions(self, versions: Sequence[VersionRef]) -> dict[VersionRef, bytes | None]:
+        out: dict[VersionRef, bytes | None] = {}
+        with self._engine.connect() as conn:
+            for start in range(0, len(versions), 500):
+                chunk = versions[start : start + 500]
+                wanted = set(chunk)
+                rows = conn.execute(
+                    select(*WRAPPED_KEY_COLUMNS)
+                    # plain INs, as in _load_current (the primary key's index)
+                    .where(data_keys.c.subject_ref.in_({ref for ref, _, _ in chunk}))
+                    .where(data_keys.c.category.in_({cat for _, cat, _ in chunk}))
+                    .where(data_keys.c.version.in_({version for _, _, version in chunk}))
+                )
+                for ref, cat, version, wrapped in rows:
+                    if (ref, cat, version) in wanted:
+                        out[(ref, cat, version)] = wrapped
+        return out
 
     def _load_wrapped(self, subject_ref: str, category: str, version: int) -> bytes | None:
         with self._engine.connect() as conn:
@@ -171,6 +188,43 @@ class SqlKeyStore(EnvelopeKeyStore):
             self._wipe_soon()
         return shredded
 
+    def _destroy_versions(
+        self, subject_ref: str, selection: Mapping[str, Versions], reason: str
+    ) -> dict[str, list[int]]:
+        chosen = [
+            and_(
+                data_keys.c.category == category,
+                or_(
+                    data_keys.c.version <= versions.through,
+                    data_keys.c.version.in_(sorted(versions.exactly)),
+                ),
+            )
+            for category, versions in selection.items()
+        ]
+        live = and_(
+            data_keys.c.subject_ref == subject_ref,
+            data_keys.c.wrapped_key.is_not(None),
+            or_(*chosen),
+        )
+        destroyed: dict[str, list[int]] = {}
+        with self._engine.begin() as conn:
+            found = conn.execute(
+                select(data_keys.c.category, data_keys.c.version)
+                .where(live)
+                .order_by(data_keys.c.category, data_keys.c.version)
+            ).all()
+            for category, version in found:
+                destroyed.setdefault(category, []).append(version)
+            if found:
+                conn.execute(
+                    update(data_keys)
+                    .where(live)
+                    .values(wrapped_key=None, shredded_at=datetime.now(UTC), shred_reason=reason)
+                )
+        if destroyed and self._engine.dialect.name == "sqlite":
+            self._wipe_soon()
+        return destroyed
+
     def _wipe_soon(self) -> None:
         """Overwrite the old pages in the main file and empty the write-ahead log, so no copy
         of a shredded wrapped key survives on disk (secure_delete zeroes freed content).
@@ -224,6 +278,24 @@ class SqlKeyStore(EnvelopeKeyStore):
         """Re-wrap every live data key (and the store's own keys) under the current master key;
         how many were re-wrapped (see :func:`streams.keys.rotation.rotate_master_key`)."""
         return rotate_master_key(self, self._engine, batch)
+
+
+def _key_rows(rows: Sequence[tuple[str, str, int, bytes | None]]) -> list[dict[str, Any]]:
+    """``data_keys`` rows for new versions; one without a wrapped key reserves its number
+    (:data:`~streams.keys.base.SKIPPED`)."""
+    now = datetime.now(UTC)
+    return [
+        {
+            "subject_ref": ref,
+            "category": cat,
+            "version": version,
+            "wrapped_key": wrapped,
+            "created_at": now,
+            "shredded_at": now if wrapped is None else None,
+            "shred_reason": SKIPPED if wrapped is None else None,
+        }
+        for ref, cat, version, wrapped in rows
+    ]
 
 
 def open_keystore(

@@ -8,7 +8,8 @@ import hmac
 import os
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 
 from cryptography.exceptions import InvalidTag
@@ -16,7 +17,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy.exc import SQLAlchemyError
 
 from streams.exceptions import KeyShreddedError, KeyStoreError, WrongMasterKeyError
-from streams.keys.base import KEY_LEN, DataKey, KeyRecord, Shredding
+from streams.keys.base import KEY_LEN, DataKey, KeyRecord, Shredding, VersionRef, Versions
 from streams.keys.cache import KeyCache
 
 _KEK_CHECK_PLAINTEXT = b"lifecycle key-check value v1"
@@ -31,6 +32,24 @@ categories: see :mod:`streams.keys.cache`)."""
 
 
 WARM_CHUNK = 20_000
+_RACES = 20
+"""Attempts at reserving version numbers that other processes keep taking first."""
+
+
+class _Forgotten:
+    """The customers whose cached keys were dropped while a read of the store ran."""
+
+    __slots__ = ("everyone", "refs")
+
+    def __init__(self) -> None:
+        self.refs: set[str] = set()
+        self.everyone = False
+
+    def add(self, subject_ref: str) -> None:
+        self.refs.add(subject_ref)
+
+    def __contains__(self, subject_ref: object) -> bool:
+        return self.everyone or subject_ref in self.refs
 
 
 class EnvelopeKeyStore(ABC):
@@ -48,9 +67,10 @@ class EnvelopeKeyStore(ABC):
         self._keks = (self._kek, *(AESGCM(key) for key in previous_master_keys))
         self._lock = threading.RLock()
         self._cache = KeyCache(cache_size)
-        self._warming: set[str] | None = None
-        """While :meth:`warm` runs: the customers forgotten meanwhile (it must not cache them
-        from what it read before)."""
+        self._watchers: list[_Forgotten] = []
+        """One set per read of the store in progress (a lookup, :meth:`warm`): the customers
+        forgotten meanwhile, which it must not cache from what it read before (a rotation or
+        a shred heard between the read and the caching would be undone)."""
         self.cache_hits = 0
         self.cache_misses = 0
         self._pseudonym_key = self._open()
@@ -75,7 +95,21 @@ class EnvelopeKeyStore(ABC):
         """Insert new key versions; silently skip ones another process created first."""
 
     @abstractmethod
+    def _insert_versions(self, rows: Sequence[tuple[str, str, int, bytes | None]]) -> bool:
+        """Insert all of ``rows`` or none (False: another process took one of the versions
+        first). A row without a wrapped key reserves its version number (:data:`SKIPPED`)."""
+
+    @abstractmethod
     def _load_wrapped(self, subject_ref: str, category: str, version: int) -> bytes | None: ...
+
+    @abstractmethod
+    def _load_versions(self, versions: Sequence[VersionRef]) -> dict[VersionRef, bytes | None]:
+        """The wrapped key (None: shredded) of each of ``versions`` the store has a row for."""
+
+    @abstractmethod
+    def _destroy_versions(
+        self, subject_ref: str, selection: Mapping[str, Versions], reason: str
+    ) -> dict[str, list[int]]: ...
 
     @abstractmethod
     def _iter_live(self, chunk: int) -> Iterable[list[tuple[str, str, int, bytes]]]:
@@ -159,6 +193,18 @@ class EnvelopeKeyStore(ABC):
         if not missing:
             return result
         self.cache_misses += len(missing)
+        with self._watching() as forgotten:
+            self._fill_current(missing, result, forgotten)
+        return result
+
+    def _fill_current(
+        self,
+        missing: list[tuple[str, str]],
+        result: dict[tuple[str, str], DataKey],
+        forgotten: _Forgotten,
+    ) -> None:
+        """The current keys of ``missing`` into ``result`` (created where there is none), and
+        into the cache unless their customer was forgotten while the store was read."""
         try:
             found = self._load_current(missing)
             new_rows: list[tuple[str, str, int, bytes]] = []
@@ -191,9 +237,82 @@ class EnvelopeKeyStore(ABC):
                     version,
                     self._unwrap(wrapped, self.key_label(*pair, version)),
                 )
-                self._cache.put_current(*pair, version, key.secret)
+                if pair[0] not in forgotten:
+                    self._cache.put_current(*pair, version, key.secret)
                 result[pair] = key
-        return result
+
+    @contextmanager
+    def _watching(self) -> Iterator[_Forgotten]:
+        """Collects the customers forgotten while the block runs."""
+        forgotten = _Forgotten()
+        with self._lock:
+            self._watchers.append(forgotten)
+        try:
+            yield forgotten
+        finally:
+            with self._lock:
+                self._watchers.remove(forgotten)
+
+    def isolated_keys(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], DataKey]:
+        """A new version of each pair that never becomes current, so that only the caller's
+        values are encrypted under it (a collection the policy will refuse: destroying its
+        key then destroys nothing else). It is created together with the next version number
+        reserved without a key, in one transaction: whoever reads the pair's current key
+        afterwards finds that one newest, without a key, and creates a newer one."""
+        wanted = list(dict.fromkeys(pairs))
+        if not wanted:
+            return {}
+        try:
+            for _attempt in range(_RACES):
+                found = self._load_current(wanted)
+                rows: list[tuple[str, str, int, bytes | None]] = []
+                keys: dict[tuple[str, str], DataKey] = {}
+                for pair in wanted:
+                    version = found.get(pair, (0, None))[0] + 1
+                    secret = AESGCM.generate_key(256)
+                    rows.append(
+                        (*pair, version, self._wrap(secret, self.key_label(*pair, version)))
+                    )
+                    rows.append((*pair, version + 1, None))
+                    keys[pair] = DataKey(pair[0], pair[1], version, secret)
+                if self._insert_versions(rows):
+                    return keys
+        except SQLAlchemyError as exc:
+            raise KeyStoreError(f"key store unavailable: {type(exc).__name__}") from exc
+        raise KeyStoreError("isolated key versions were taken by other processes every time")
+
+    def rotate(self, subject_ref: str, categories: Iterable[str] | None) -> dict[str, int]:
+        """End the current version of ``categories`` (every category the subject has a key
+        of, its ``subject_id`` key included, when None) without destroying anything: the
+        next version number is reserved without a key, so whoever encrypts a value of the
+        pair next creates a newer version. Category -> the newest version ended (0: none
+        existed; also named, so that a version created later is never mistaken for one
+        before). The cached keys of those categories are dropped here; other processes drop
+        theirs when they hear of it (see :mod:`streams.revocations`)."""
+        wanted = None if categories is None else sorted(set(categories))
+        try:
+            for _attempt in range(_RACES):
+                latest: dict[str, KeyRecord] = {}
+                for record in self.keys_of(subject_ref):
+                    if (
+                        record.category not in latest
+                        or record.version > latest[record.category].version
+                    ):
+                        latest[record.category] = record
+                targets = sorted(latest) if wanted is None else wanted
+                ended: dict[str, int] = {}
+                reserved: list[tuple[str, str, int, bytes | None]] = []
+                for category in targets:
+                    newest = latest.get(category)
+                    ended[category] = 0 if newest is None else newest.version
+                    if newest is not None and newest.shredded_at is None:
+                        reserved.append((subject_ref, category, newest.version + 1, None))
+                if not reserved or self._insert_versions(reserved):
+                    self.forget(subject_ref, targets)
+                    return ended
+        except SQLAlchemyError as exc:
+            raise KeyStoreError(f"key store unavailable: {type(exc).__name__}") from exc
+        raise KeyStoreError("key versions were taken by other processes at every rotation attempt")
 
     def decryption_key(
         self, subject_ref: str, category: str, version: int, *, check_live: bool = True
@@ -229,6 +348,55 @@ class EnvelopeKeyStore(ABC):
             self._cache.put(subject_ref, category, version, key.secret)
         return key
 
+    def decryption_keys(self, versions: Iterable[VersionRef]) -> dict[VersionRef, DataKey]:
+        """The keys of ``versions`` the store holds live now; the others are left out
+        (destroyed, or never made by this store). The store is always asked (one query per
+        500), as :meth:`decryption_key` does; the cache only saves unwrapping."""
+        wanted = list(dict.fromkeys(versions))
+        if not wanted:
+            return {}
+        try:
+            found = self._load_versions(wanted)
+        except SQLAlchemyError as exc:
+            raise KeyStoreError(f"key store unavailable: {type(exc).__name__}") from exc
+        out: dict[VersionRef, DataKey] = {}
+        for ref, wrapped in found.items():
+            if wrapped is None:
+                continue
+            with self._lock:
+                secret = self._cache.get(*ref)
+            if secret is None:
+                secret = self._unwrap(wrapped, self.key_label(*ref))
+            out[ref] = DataKey(ref[0], ref[1], ref[2], secret)
+        return out
+
+    def made_versions(self, versions: Iterable[VersionRef]) -> set[VersionRef]:
+        wanted = list(dict.fromkeys(versions))
+        if not wanted:
+            return set()
+        try:
+            return set(self._load_versions(wanted))
+        except SQLAlchemyError as exc:
+            raise KeyStoreError(f"key store unavailable: {type(exc).__name__}") from exc
+
+    def shred_versions(
+        self, subject_ref: str, selection: Mapping[str, Versions], reason: str
+    ) -> dict[str, list[int]]:
+        """Destroy exactly the live versions ``selection`` names; category -> the versions
+        this call destroyed (a version destroyed before is not named again)."""
+        wanted = {category: versions for category, versions in selection.items() if versions}
+        if not wanted:
+            return {}
+        self.forget(subject_ref, wanted)
+        try:
+            destroyed = self._destroy_versions(subject_ref, wanted, reason)
+        except SQLAlchemyError as exc:
+            raise KeyStoreError(
+                f"key store unavailable, nothing shredded: {type(exc).__name__}"
+            ) from exc
+        self.forget(subject_ref, wanted)
+        return destroyed
+
     def shred(
         self,
         subject_ref: str,
@@ -251,8 +419,14 @@ class EnvelopeKeyStore(ABC):
     def forget(self, subject_ref: str, categories: Iterable[str] | None = None) -> None:
         with self._lock:
             self._cache.forget(subject_ref, categories)
-            if self._warming is not None:
-                self._warming.add(subject_ref)
+            for forgotten in self._watchers:
+                forgotten.add(subject_ref)
+
+    def forget_all(self) -> None:
+        with self._lock:
+            self._cache = KeyCache(self._cache.max_subjects)
+            for forgotten in self._watchers:
+                forgotten.everyone = True
 
     def warm(self, *, stop: threading.Event | None = None) -> int:
         """Fill the cache with the store's current keys (until it is full), so that traffic
@@ -263,9 +437,11 @@ class EnvelopeKeyStore(ABC):
         here, a revocation heard from another process) is not cached from what was read
         before.
         """
+        with self._watching() as forgotten:
+            return self._warm(forgotten, stop)
+
+    def _warm(self, forgotten: _Forgotten, stop: threading.Event | None) -> int:
         cached = 0
-        with self._lock:
-            self._warming = set()
         try:
             for rows in self._iter_live(WARM_CHUNK):
                 unwrapped = [
@@ -273,7 +449,7 @@ class EnvelopeKeyStore(ABC):
                     for ref, cat, version, wrapped in rows
                 ]
                 with self._lock:
-                    forgotten, cache = self._warming, self._cache
+                    cache = self._cache
                     for ref, cat, version, secret in unwrapped:
                         if ref in forgotten or cache.current(ref, cat) is not None:
                             continue  # forgotten meanwhile, or cached by a lookup: newer
@@ -285,9 +461,6 @@ class EnvelopeKeyStore(ABC):
                     break
         except SQLAlchemyError as exc:
             raise KeyStoreError(f"key store unavailable: {type(exc).__name__}") from exc
-        finally:
-            with self._lock:
-                self._warming = None
         return cached
 
 

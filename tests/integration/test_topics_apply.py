@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from streams.broker import EmbeddedBroker
-from streams.topics import AUDIT, CUSTOMER_EVENTS, TOPICS, topic_config
+from streams.topics import AUDIT, CUSTOMER_EVENTS, KEY_REVOCATIONS, TOPICS, topic_config
 
 from fixtures.broker import run_cli
 
@@ -129,3 +129,22 @@ def test_replicated_topics_require_two_in_sync_copies() -> None:
     assert "min.insync.replicas" not in topic_config(audit, 1)
     assert "min.insync.replicas" not in topic_config(audit, None)  # the broker's default
     assert topic_config(audit, 3)["retention.ms"] == "-1"
+
+
+def test_an_erasure_published_before_topics_apply_makes_a_one_partition_revocations_topic(
+    env: dict[str, str], bare_broker: str
+) -> None:
+    """The publisher's key rotation is the first write to privacy.key-revocations when no
+    worker has applied the topics yet: the broker must not make it with its default count."""
+    request = b'{"kind": "deletion_requested", "subject_id": "C-1", "source": "crm", '
+    request += b'"actor": {"id": "po", "role": "privacy_officer"}, "request_id": "REQ-1"}\n'
+
+    published = run_cli(env, "publish", "-", stdin=request)
+
+    assert published.returncode == 0, published.stderr.decode()
+    topics = AdminClient({"bootstrap.servers": bare_broker}).list_topics(timeout=10).topics
+    assert len(topics[KEY_REVOCATIONS].partitions) == 1
+    assert configs_of(bare_broker, KEY_REVOCATIONS)["retention.ms"] == "-1"
+    code, states, stderr = apply(env)
+    assert code == 0, stderr
+    assert states[KEY_REVOCATIONS] == "unchanged"

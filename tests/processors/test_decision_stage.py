@@ -20,7 +20,7 @@ from processors.decisions import DecisionStage
 from processors.metrics import Metrics
 from sinks.vault import Vault
 from streams.app import create_app
-from streams.keys import SqlKeyStore, open_keystore
+from streams.keys import SqlKeyStore, Versions, open_keystore
 from streams.outbox import Outbox
 from streams.revocations import RevocationListener
 
@@ -71,10 +71,12 @@ def test_a_shred_retried_after_the_vault_failed_still_revokes_the_keys_everywher
 
     monkeypatch.setattr(Vault, "release", release_failing_once)
     try:
-        shredded = asyncio.run(stage.stage.shred(REF, ["email"], "subject_erased"))
+        shredded = asyncio.run(
+            stage.stage.shred(REF, {"email": Versions(before.version)}, "subject_erased")
+        )
         stage.outbox.flush_now(30)
 
-        assert len(calls) == 2 and shredded == []  # the retry found nothing left to destroy
+        assert len(calls) == 2 and shredded == {}  # the retry found nothing left to destroy
         assert [k.shredded_at is not None for k in publisher.keys_of(REF)] == [True]
         deadline = time.monotonic() + 15
         while listener.heard == 0 and time.monotonic() < deadline:

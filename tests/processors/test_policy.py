@@ -73,6 +73,7 @@ def citations(policy: Policy) -> list[Citation]:
         *policy.effective_from_cites.every(),
         *(citation for rule in rules for citation in rule.cites.every()),
         *(clock.cites.every() if clock is not None else ()),
+        *(citation for cites in policy.reason_codes.values() for citation in cites.every()),
     ]
 
 

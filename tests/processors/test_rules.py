@@ -14,12 +14,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.erasure import apply_erasure, expired, mark_erased, plan_erasure, rekeyed
+from processors.erasure import (
+    apply_erasure,
+    end_versions,
+    erasure_versions,
+    expired,
+    mark_erased,
+    plan_erasure,
+    rekeyed,
+)
 from processors.exceptions import EventError, StateError
 from processors.policy import load_policies
-from processors.reasons import REASON_CODES, RETENTION_EXPIRED, SUBJECT_ERASED
-from processors.rules import Verdict, apply, decide
-from processors.state import Collection, SubjectState
+from processors.reasons import REASON_CODES, RETENTION_EXPIRED, SUBJECT_ERASED, VALUE_UNREADABLE
+from processors.rules import RefusalScreen, Verdict, apply, decide, refuse_unreadable
+from processors.state import Collection, KeyVersions, SubjectState
+from streams.events import validate
 
 REPO_POLICY = Path(__file__).resolve().parents[2] / "policy"
 BOOK = load_policies(REPO_POLICY)
@@ -680,3 +689,119 @@ def test_a_value_the_publisher_withheld_is_never_recorded_as_collected() -> None
     )
     verdict = Verdict("allow", "allowed", "test", "2026-01-01", ("name", "email"))
     assert set(apply(item, verdict, SubjectState()).collected) == {"name"}
+
+
+# --------------------------------------------------------------------------- key versions
+
+
+def test_allowed_collections_record_their_key_versions_and_refused_ones_nothing() -> None:
+    state = run(
+        [
+            collected(["email"], ["billing"], key_version=1),
+            collected(["email"], ["billing"], key_version=4, at=LATER),  # another producer's
+            collected(["email"], ["sale"], key_version=6, at=LATER),  # refused
+        ]
+    )
+    assert state.versions("email") == KeyVersions(allowed=(1, 4))
+    assert state.collected["email"].key_version == 4
+
+
+def test_an_erasure_reaches_the_versions_it_names_and_every_allowed_one_before_it() -> None:
+    state = run(
+        [
+            collected(["email"], ["billing"], key_version=1),
+            collected(["email"], ["billing"], key_version=5, at=LATER),
+        ]
+    )
+    # named: up to 2, and 5 (an allowed value before the request, under a newer version)
+    assert erasure_versions(state, "email", 2, newest=7) == (2, (5,))
+    # naming none: every version the store has now
+    assert erasure_versions(state, "email", None, newest=7) == (7, ())
+    # a category never collected: only what the request names
+    assert erasure_versions(state, "fax", 0, newest=3) == (0, ())
+
+
+def test_ended_versions_are_kept_and_allowed_ones_they_cover_dropped() -> None:
+    state = run([collected(["email"], ["billing"], key_version=3)])
+    refused = end_versions(state, {}, {"email": [5], "name": [2]})
+    assert refused.versions("email") == KeyVersions(0, (5,), (3,))
+    assert refused.versions("name").is_ended(2) and not refused.versions("name").is_ended(1)
+    erased = end_versions(refused, {"email": 4}, {})
+    assert erased.versions("email") == KeyVersions(4, (5,), ())
+    assert erased.versions("email").is_ended(1) and not erased.versions("email").is_ended(6)
+    later = end_versions(erased, {"email": 6}, {})
+    assert later.versions("email") == KeyVersions(6, (), ())
+
+
+def test_key_versions_round_trip_through_json_and_the_common_case_is_left_implied() -> None:
+    plain = run([collected(["email", "name"], ["billing"], key_version=2)])
+    assert plain.to_dict()["keys"] == {}  # the held value's version alone: implied
+    assert SubjectState.from_dict(json.loads(json.dumps(plain.to_dict()))) == plain
+    busy = end_versions(
+        run([collected(["email"], ["billing"], key_version=7)], plain), {"name": 2}, {"fax": [3]}
+    )
+    data = json.loads(json.dumps(busy.to_dict()))
+    assert data["keys"] == {
+        "email": {"allowed": [2, 7]},
+        "name": {"through": 2},
+        "fax": {"ended": [3]},
+    }
+    assert SubjectState.from_dict(data) == busy
+    older = dict(data)
+    del older["keys"]  # written before versions were kept: the held versions are implied
+    assert SubjectState.from_dict(older).versions("email") == KeyVersions(allowed=(7,))
+
+
+def test_an_unreadable_value_refuses_the_collection_citing_the_policy() -> None:
+    item = collected(["email", "name"], ["billing"])
+    allowed = decide(item, SubjectState(), BOOK)
+
+    refused = refuse_unreadable(allowed, {"email": "key version 3 was destroyed"}, BOOK)
+
+    assert (refused.decision, refused.reason_code) == ("deny", VALUE_UNREADABLE)
+    assert VALUE_UNREADABLE in REASON_CODES
+    assert refused.rule.startswith("reason_codes.value_unreadable [RETENTION OF DATA]: ")
+    assert "email: key version 3 was destroyed" in refused.rule
+    assert refused.categories == ("email", "name")
+    assert apply(item, refused, SubjectState()) == SubjectState()  # nothing held
+
+
+@pytest.mark.parametrize(
+    ("fields", "refused"),
+    [
+        ({"purposes": ["billing"]}, False),
+        ({"purposes": ["sale"]}, True),  # prohibited purpose
+        ({"purposes": ["billing"], "role": "web_admin", "data": {"banking": "x"}}, True),
+        (
+            {
+                "purposes": ["transaction_processing"],
+                "channel": "online_tendering",
+                "data": {"credit_card": "x", "name": "y"},
+            },
+            True,
+        ),  # prohibited collection
+    ],
+)
+def test_the_publishers_screen_foresees_exactly_the_refused_collections(
+    fields: dict[str, Any], refused: bool
+) -> None:
+    line = {
+        "kind": "collected",
+        "subject_id": "C-1",
+        "source": "web",
+        "occurred_at": T0.isoformat(),
+        "actor": {"id": "a", "role": fields.get("role", "system")},
+        "channel": fields.get("channel", "web_form"),
+        "purposes": fields["purposes"],
+        "data": fields.get("data", {"email": "x@example.org"}),
+    }
+    event_ = validate(line, BOOK.vocabulary())
+    assert RefusalScreen(BOOK).refuses(event_) is refused
+    verdict = decide(decoded(event_), SubjectState(), BOOK)
+    assert verdict.allowed is not refused  # the worker's verdict, without any state
+
+
+def decoded(event_: Any) -> dict[str, Any]:
+    from processors.explain import decoded_event
+
+    return decoded_event(event_)

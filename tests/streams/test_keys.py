@@ -6,6 +6,7 @@ import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +17,7 @@ from streams.keys import (
     EnvelopeKeyStore,
     MemoryKeyStore,
     SqlKeyStore,
+    Versions,
     load_master_key,
     open_keystore,
 )
@@ -166,3 +168,127 @@ def test_unwrapped_keys_are_cached_within_a_bound(tmp_path: Path) -> None:
     assert len(store._cache) == 10
     store.encryption_keys([(refs[-1], "name")])
     assert store.cache_hits == 1
+
+
+# --------------------------------------------------------------------------- several versions
+
+
+def test_a_rotation_ends_the_current_version_without_destroying_it(
+    keystore: EnvelopeKeyStore,
+) -> None:
+    ref = keystore.subject_ref("C-1")
+    before = keystore.encryption_keys([(ref, "email"), (ref, "name")])
+    old_email = encrypt_value(before[(ref, "email")], "ev-1", "old@example.org")
+
+    ended = keystore.rotate(ref, ["email", "telephone"])
+
+    assert ended == {"email": before[(ref, "email")].version, "telephone": 0}
+    after = keystore.encryption_keys([(ref, "email"), (ref, "name")])
+    assert after[(ref, "email")].version > ended["email"]  # values after it: a newer version
+    assert after[(ref, "name")] == before[(ref, "name")]  # a category not rotated: unchanged
+    assert decrypt_value(keystore, "ev-1", ref, old_email) == "old@example.org"  # still live
+    live = {(k.category, k.version) for k in keystore.keys_of(ref) if k.shredded_at is None}
+    assert ("email", old_email["key_version"]) in live
+
+
+def test_rotating_every_category_names_each_one_the_subject_has_a_key_of(
+    keystore: EnvelopeKeyStore,
+) -> None:
+    ref = keystore.subject_ref("C-1")
+    keys = keystore.encryption_keys([(ref, "email"), (ref, "name"), (ref, "subject_id")])
+    keystore.shred(ref, ["name"], "subject_erased")
+
+    ended = keystore.rotate(ref, None)
+
+    assert ended == {
+        category: keys[(ref, category)].version for category in ("email", "name", "subject_id")
+    }
+    # the shredded one needed no reserved number: its next key is newer anyway
+    fresh = keystore.encryption_keys([(ref, "name"), (ref, "email")])
+    assert fresh[(ref, "name")].version == ended["name"] + 1
+    assert fresh[(ref, "email")].version == ended["email"] + 2  # one number was reserved
+
+
+def test_an_isolated_key_never_becomes_current_and_destroying_it_spares_the_others(
+    keystore: EnvelopeKeyStore,
+) -> None:
+    ref = keystore.subject_ref("C-1")
+    current = keystore.encryption_keys([(ref, "email")])[(ref, "email")]
+    kept = encrypt_value(current, "ev-1", "kept@example.org")
+
+    isolated = keystore.isolated_keys([(ref, "email")])[(ref, "email")]
+    refused = encrypt_value(isolated, "ev-2", "refused@example.org")
+
+    assert isolated.version > current.version
+    other_process_current = keystore.encryption_keys([(ref, "email")])[(ref, "email")]
+    assert other_process_current.version == current.version  # cached: still the old one
+    keystore.forget(ref)
+    newer = keystore.encryption_keys([(ref, "email")])[(ref, "email")]
+    assert newer.version not in (current.version, isolated.version)  # never the isolated one
+    later = encrypt_value(newer, "ev-3", "later@example.org")
+
+    destroyed = keystore.shred_versions(
+        ref, {"email": Versions(exactly=frozenset({isolated.version}))}, "role_not_authorized"
+    )
+
+    assert destroyed == {"email": [isolated.version]}
+    assert reveal(keystore, "ev-2", ref, refused) == SHREDDED
+    assert decrypt_value(keystore, "ev-1", ref, kept) == "kept@example.org"
+    assert decrypt_value(keystore, "ev-3", ref, later) == "later@example.org"
+
+
+def test_shredding_versions_up_to_one_spares_the_newer_ones_and_names_only_what_it_destroyed(
+    keystore: EnvelopeKeyStore,
+) -> None:
+    ref = keystore.subject_ref("C-1")
+    first = keystore.encryption_keys([(ref, "email")])[(ref, "email")]
+    before = encrypt_value(first, "ev-1", "before@example.org")
+    ended = keystore.rotate(ref, ["email"])["email"]
+    second = keystore.encryption_keys([(ref, "email")])[(ref, "email")]
+    after = encrypt_value(second, "ev-2", "after@example.org")
+
+    assert keystore.shred_versions(ref, {"email": Versions(through=ended)}, "subject_erased") == {
+        "email": [first.version]
+    }
+    assert keystore.shred_versions(ref, {"email": Versions(through=ended)}, "subject_erased") == {}
+
+    assert reveal(keystore, "ev-1", ref, before) == SHREDDED
+    assert decrypt_value(keystore, "ev-2", ref, after) == "after@example.org"
+    assert keystore.encryption_keys([(ref, "email")])[(ref, "email")] == second
+
+
+def test_decryption_keys_answers_only_the_versions_the_store_holds_live(
+    keystore: EnvelopeKeyStore,
+) -> None:
+    ref = keystore.subject_ref("C-1")
+    live = keystore.encryption_keys([(ref, "email")])[(ref, "email")]
+    gone = keystore.encryption_keys([(ref, "name")])[(ref, "name")]
+    keystore.shred(ref, ["name"], "subject_erased")
+
+    found = keystore.decryption_keys(
+        [(ref, "email", live.version), (ref, "name", gone.version), (ref, "fax", 7)]
+    )
+
+    assert found == {(ref, "email", live.version): live}
+
+
+def test_a_key_read_while_its_customer_is_forgotten_is_used_but_not_cached(
+    tmp_path: Path,
+) -> None:
+    """A rotation heard between a lookup's read of the store and its caching must not leave
+    the ended version cached for later values."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'k.sqlite'}")
+    master = load_master_key(tmp_path / "master.key")
+
+    class HeardMeanwhile(SqlKeyStore):
+        def _load_current(self, pairs: Any) -> Any:
+            found = super()._load_current(pairs)
+            for ref, _ in pairs:
+                self.forget(ref)  # the revocation listener's thread, at this moment
+            return found
+
+    store = HeardMeanwhile(engine, master)
+    ref = store.subject_ref("C-1")
+    key = store.encryption_keys([(ref, "email")])[(ref, "email")]
+
+    assert key.version == 1 and store._cache.current(ref, "email") is None

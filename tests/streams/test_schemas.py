@@ -49,6 +49,8 @@ def sample(schema: Any, name: str = "", named: dict[str, Any] | None = None) -> 
         return {f["name"]: sample(f["type"], f["name"], named) for f in schema["fields"]}
     if kind == "array":
         return [sample(schema["items"], name, named)]
+    if kind == "map":
+        return {f"{name}-key": sample(schema["values"], name, named)}
     if kind == "enum":
         return schema["symbols"][0]
     if kind == "long" and schema.get("logicalType") == "timestamp-millis":
@@ -146,3 +148,30 @@ def test_a_new_required_field_without_default_is_detected_as_incompatible(
         _, _, data = written_with(HISTORY_DIR / f"lifecycle.Decision.{version}.avsc")
         with pytest.raises(DecodeError, match="tariff_zone"):
             breaking.decode("lifecycle.Decision", data)
+
+
+def test_requests_and_revocations_written_before_key_versions_existed_decode_as_before() -> None:
+    """Records from producers that name no key versions: the worker then destroys every live
+    version of the categories (as it always did) and ``keys reshred`` replays by time."""
+    codec = SingleObjectCodec()
+    _, record, _ = written_with(HISTORY_DIR / "lifecycle.CustomerEvent.v1.avsc")
+    record["body"] = {"request_id": "REQ-1", "categories": None}
+    old = json.loads((HISTORY_DIR / "lifecycle.CustomerEvent.v1.avsc").read_text())
+    parsed = fastavro.parse_schema(old, _write_hint=False)
+    body = io.BytesIO()
+    record["kind"] = "deletion_requested"
+    fastavro.schemaless_writer(
+        body, parsed, {**record, "body": ("lifecycle.DeletionRequested", record["body"])}
+    )
+    data = SINGLE_OBJECT_MAGIC + fingerprint(parsed) + body.getvalue()
+
+    decoded = codec.decode("lifecycle.CustomerEvent", data)
+
+    assert decoded["body"] == {"request_id": "REQ-1", "categories": None, "key_versions_ended": {}}
+    _, _, revocation = written_with(HISTORY_DIR / "lifecycle.KeyRevocation.v1.avsc")
+    old_revocation = codec.decode("lifecycle.KeyRevocation", revocation)
+    assert (old_revocation["through"], old_revocation["versions"], old_revocation["rotated"]) == (
+        {},
+        {},
+        False,
+    )
