@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from streams.broker import EmbeddedBroker
-from streams.topics import apply_topics
+from streams.topic_admin import apply_topics
 
 from fixtures.broker import LIFECYCLE, REPO, WorkerProcess, pipeline_env, run_cli
 

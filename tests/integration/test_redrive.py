@@ -20,8 +20,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from core.settings import load_settings
 from lifecycle.runtime import Runtime
 from processors.deadletters import REDRIVE_OF
+from streams.partitioning import home_partition
 from streams.publisher import Publisher
-from streams.topics import CUSTOMER_EVENTS, DEAD_LETTERS, home_partition
+from streams.topics import CUSTOMER_EVENTS, DEAD_LETTERS
 
 from fixtures.broker import Workers, read_topic, run_cli
 from integration.scenario import PERSONAL, event, lines
