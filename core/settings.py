@@ -117,7 +117,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         topic_partitions=_whole_number(env, "LIFECYCLE_PARTITIONS", 4, least=1),
         fetch_wait_ms=_whole_number(env, "LIFECYCLE_FETCH_WAIT_MS", FETCH_WAIT_MS, least=0),
         key_cache=_whole_number(env, "LIFECYCLE_KEY_CACHE", KEY_CACHE, least=1),
-        key_cache_warm=_switch(env, "LIFECYCLE_KEY_CACHE_WARM"),
+        key_cache_warm=switch(env, "LIFECYCLE_KEY_CACHE_WARM"),
         publish_timeout_ms=_whole_number(env, "LIFECYCLE_PUBLISH_TIMEOUT_MS", 120_000, least=1),
         replication=_whole_number(env, "LIFECYCLE_REPLICATION", 0, least=1) or None,
         event_loop=_choice(env, "LIFECYCLE_EVENT_LOOP", EVENT_LOOPS),
@@ -149,7 +149,8 @@ def _optional_path(env: dict[str, str], name: str) -> Path | None:
     return Path(raw) if raw else None
 
 
-def _switch(env: dict[str, str], name: str) -> bool:
+def switch(env: dict[str, str], name: str) -> bool:
+    """A 1/0 (true/false, yes/no, on/off) setting; unset is off."""
     raw = (env.get(name) or "").strip().lower()
     if raw in ("", "0", "false", "no", "off"):
         return False

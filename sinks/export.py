@@ -58,21 +58,26 @@ def _jsonl_writer(out: IO[bytes]) -> Writer:
     return write
 
 
+def csv_cell(value: Any) -> Any:
+    """A record's field as a CSV cell: lists as ``a;b``, a mapping as compact JSON, null as
+    an empty cell."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ";".join(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    return value
+
+
 def _csv_writer(out: IO[bytes]) -> Writer:
     """Lists as ``a;b``, the erasure record as compact JSON, null as an empty cell."""
     line = io.StringIO()
     rows = csv.writer(line)
 
-    def cell(value: Any) -> Any:
-        if value is None:
-            return ""
-        if isinstance(value, list):
-            return ";".join(value)
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, dict):
-            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
-        return value
+    cell = csv_cell
 
     def emit(cells: list[Any]) -> None:
         rows.writerow(cells)

@@ -29,7 +29,7 @@ from lifecycle.console.web import Console, Refused, console_of, render, signed_i
 from sinks.chain import VerifyReport
 from sinks.checkpoints import load_public_key, public_key_path
 from sinks.exceptions import SinkError
-from sinks.export import EXPORT_FIELDS
+from sinks.export import EXPORT_FIELDS, csv_cell
 from sinks.ledger import iter_records, verify
 
 log = get_logger(__name__)
@@ -172,18 +172,6 @@ def verify_status(request: Request) -> Any:
     return render(request, "_verify.html", run=_current_run(console_of(request)))
 
 
-def _cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, list):
-        return ";".join(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
-    return value
-
-
 @router.get("/audit/export")
 def export(
     request: Request, format: str = "jsonl", since: str | None = None, until: str | None = None
@@ -206,7 +194,7 @@ def export(
         writer.writerow(EXPORT_FIELDS)
         for entry in entries:
             exported = entry.as_export()
-            writer.writerow([_cell(exported[name]) for name in EXPORT_FIELDS])
+            writer.writerow([csv_cell(exported[name]) for name in EXPORT_FIELDS])
             yield line.getvalue().encode()
             line.seek(0)
             line.truncate()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from core.errors import ConfigurationError
 from core.secretfiles import create_secret_file
-from core.settings import Settings
+from core.settings import Settings, switch
 
 SESSION_KEY_BYTES = 32
 
@@ -67,7 +67,7 @@ def load_console_settings(
         session_max_hours=_whole(env, "LIFECYCLE_CONSOLE_SESSION_MAX_HOURS", 12),
         lockout_failures=_whole(env, "LIFECYCLE_CONSOLE_LOCKOUT_FAILURES", 5),
         lockout_minutes=_whole(env, "LIFECYCLE_CONSOLE_LOCKOUT_MINUTES", 15),
-        secure_cookies=_switch(env, "LIFECYCLE_CONSOLE_SECURE_COOKIES"),
+        secure_cookies=switch(env, "LIFECYCLE_CONSOLE_SECURE_COOKIES"),
     )
 
 
@@ -82,12 +82,3 @@ def _whole(env: dict[str, str], name: str, default: int) -> int:
     if value < 1:
         raise ConfigurationError(f"{name} must be at least 1, got {value}")
     return value
-
-
-def _switch(env: dict[str, str], name: str) -> bool:
-    raw = (env.get(name) or "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
-        return False
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    raise ConfigurationError(f"{name} must be 1 or 0 (true or false), got {raw!r}")
