@@ -266,12 +266,30 @@ def ledger_rows(env: Mapping[str, str]) -> list[dict[str, Any]]:
         engine.dispose()
 
 
+def request_times(events: Iterable[Message]) -> dict[tuple[str, str], list[datetime]]:
+    """(subject_ref, request_id) -> when each erasure request with that id was published."""
+    found: dict[tuple[str, str], list[datetime]] = defaultdict(list)
+    for message in events:
+        try:
+            record = CODEC.decode("lifecycle.CustomerEvent", message.value() or b"")
+        except DecodeError:  # dead-lettered: never decided, never confirmed
+            continue
+        request_id = record["body"].get("request_id")  # None: a body of another kind
+        if record["kind"] == "deletion_requested" and request_id:
+            found[(record["subject_ref"], request_id)].append(record["published_at"])
+    return found
+
+
 def confirmed_before_shredded(
-    env: Mapping[str, str], confirmations: Iterable[Message]
+    env: Mapping[str, str],
+    confirmations: Iterable[Message],
+    requests: Mapping[tuple[str, str], list[datetime]] | None = None,
 ) -> list[tuple[str, str]]:
     """(request_id, category) of every confirmed shred whose keys (those created before the
-    confirmation) were not all destroyed, in the key store, by its ``completed_at``: an
-    erasure confirmed before it happened (a database outage must delay the confirmation)."""
+    request was published: the keys of values before it; later ones protect values after it)
+    were not all destroyed, in the key store, by its ``completed_at``: an erasure confirmed
+    before it happened (a database outage must delay the confirmation). Without the request's
+    publication time, keys created before the confirmation count."""
     keys: dict[tuple[str, str], list[tuple[datetime, datetime | None]]] = defaultdict(list)
     engine = make_engine(load_settings(dict(env)).db_url)
     try:
@@ -291,10 +309,16 @@ def confirmed_before_shredded(
     for message in confirmations:
         record = CODEC.decode("lifecycle.DeletionConfirmation", message.value() or b"")
         done = record["completed_at"] + timedelta(milliseconds=1)  # kept to the millisecond
+        published = [
+            at
+            for at in (requests or {}).get((record["subject_ref"], record["request_id"]), [])
+            if at <= done
+        ]
+        before = max(published) + timedelta(milliseconds=1) if published else done
         for category in record["shredded_categories"]:
             versions = keys.get((record["subject_ref"], category), [])
-            if not any(created < done for created, _ in versions) or any(
-                created < done and (shredded is None or shredded > done)
+            if not any(created < before for created, _ in versions) or any(
+                created < before and (shredded is None or shredded > done)
                 for created, shredded in versions
             ):
                 late.append((record["request_id"], category))
@@ -452,7 +476,9 @@ def check_invariants(
         record = CODEC.decode("lifecycle.DeletionConfirmation", message.value() or b"")
         confirmed.add((record["request_id"], record["audit_seq"]))
     report.confirmations = len(confirmed)
-    report.confirmed_before_shredded = confirmed_before_shredded(env, confirmations.messages)
+    report.confirmed_before_shredded = confirmed_before_shredded(
+        env, confirmations.messages, request_times(events.messages)
+    )
     report.confirmations_missing += sorted(proven - confirmed)
     report.confirmations_unexpected = sorted(confirmed - proven)
 
