@@ -34,7 +34,7 @@ from streams.broker import EmbeddedBroker
 from streams.topic_admin import apply_topics
 from streams.topics import CUSTOMER_EVENTS
 
-from fixtures.broker import LIFECYCLE, REPO, WorkerProcess, read_topic, run_cli
+from fixtures.broker import LIFECYCLE, REPO, WorkerProcess, pipeline_env, read_topic, run_cli
 
 os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not look for a driver
 
@@ -102,13 +102,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("console-browser")
     with EmbeddedBroker() as broker:
         apply_topics({"bootstrap.servers": broker.bootstrap}, 4)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("LIFECYCLE_", "KAFKA_"))}
-        env.update(
-            KAFKA_BOOTSTRAP=broker.bootstrap,
-            LIFECYCLE_DATA_DIR=str(tmp / "data"),
-            LIFECYCLE_METRICS_PORT="0",
-            PYTHONUNBUFFERED="1",
-        )
+        env = pipeline_env(broker.bootstrap, tmp / "data")  # its sources registered, with secrets
         for name, role in ((OFFICER, "privacy_officer"), (ANALYST, "analyst")):
             added = run_cli(env, "console", "user", "add", name, "--role", role,
                             stdin=PASSWORD.encode())  # fmt: skip

@@ -38,7 +38,7 @@ def demo_and_examples_are_authenticated(
     """The demo registered its sources and signs as them (its stray erasure from billing is
     refused ``source_not_authorized``); an operator publishes the examples signed from the
     registry the demo filled."""
-    worker.wait_for_log('"source_not_authorized"', timeout=120)  # round 7 of the demo
+    worker.wait_for_log("source_not_authorized 1", timeout=120)  # round 7 of the demo
     examples = REPO / "examples" / "events.jsonl"
     published = run_cli(
         {**env, "KAFKA_BOOTSTRAP": bootstrap}, "publish", "--sign-from-registry", str(examples)
@@ -85,7 +85,7 @@ def test_up_demo_runs_its_own_broker_decides_and_stops_it_on_sigterm(tmp_path: P
         host, port = announced.group(1).rsplit(":", 1)
         assert host == "127.0.0.1"
         assert (tmp_path / "data" / "broker.log").exists()
-        demo_and_examples_are_authenticated(env, announced["bootstrap"], worker)
+        demo_and_examples_are_authenticated(env, announced.group(1), worker)
     finally:
         code = worker.stop(signal.SIGTERM, timeout=60)
 

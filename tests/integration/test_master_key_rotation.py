@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from core.settings import load_settings
 from streams.codec import SingleObjectCodec
 
 from fixtures.broker import Workers, audit_records, run_cli
@@ -20,7 +21,8 @@ def test_rotating_the_master_key_under_running_workers_loses_nothing(
     workers: Workers, lifecycle_env: dict[str, str], broker: str, tmp_path: Path
 ) -> None:
     codec = SingleObjectCodec()
-    old, new = tmp_path / "old.key", tmp_path / "new.key"
+    # the key store the fixture made (its registered sources included) is under the old key
+    old, new = load_settings(lifecycle_env).master_key_file, tmp_path / "new.key"
     on_old = {**lifecycle_env, "LIFECYCLE_MASTER_KEY_FILE": str(old)}
     on_both = {**on_old, "LIFECYCLE_MASTER_KEY_FILE": str(new)}
     on_both["LIFECYCLE_PREVIOUS_MASTER_KEY_FILE"] = str(old)

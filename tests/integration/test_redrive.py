@@ -77,6 +77,7 @@ def encode_like_our_publisher(env: dict[str, str], broker: str) -> list[tuple[by
         runtime.codec,
         runtime.policy.vocabulary(),
         topic=STAGING,
+        credentials=runtime.source_credentials,
     )
     try:
         for record in FOREIGN:
