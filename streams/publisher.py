@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -49,7 +50,7 @@ from streams import clients
 from streams.clients import DELIVERY_TIMEOUT_MS
 from streams.codec import Codec
 from streams.envelope import encrypt_value
-from streams.events import InputEvent, Vocabulary, parse_line, shown_name
+from streams.events import InputEvent, Vocabulary, read_line, shown_name, validate
 from streams.exceptions import KeyStoreError, PublishError, ValidationError
 from streams.keys import IDENTITY_CATEGORY, DataKey, KeyStore
 from streams.revocations import RevocationListener, revocation_record
@@ -99,6 +100,53 @@ class PublishReport:
         return not self.errors
 
 
+@dataclass(frozen=True, slots=True)
+class Share:
+    """One of ``jobs`` processes publishing the same lines: it publishes the customers whose
+    ``subject_id`` falls to ``index`` (:func:`share_of`), so each customer's events are
+    produced by one process, in their order. A line without a readable ``subject_id`` (which
+    the publisher refuses) falls to a share by its line number, so it is reported once."""
+
+    index: int
+    jobs: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.jobs:
+            raise ValueError(f"share {self.index} of {self.jobs} jobs")
+
+    def holds(self, lineno: int, value: Any) -> bool:
+        """Whether line ``lineno`` (its decoded JSON value, or why it could not be read)
+        falls to this share."""
+        subject_id = value.get("subject_id") if isinstance(value, dict) else None
+        if isinstance(subject_id, str):
+            return share_of(subject_id, self.jobs) == self.index
+        return (lineno - 1) % self.jobs == self.index
+
+
+def share_of(subject_id: str, jobs: int) -> int:
+    """The share (0 to ``jobs`` - 1) that publishes the customer ``subject_id``: the same in
+    every process (CRC-32, not Python's salted ``hash``)."""
+    return zlib.crc32(subject_id.encode(errors="surrogatepass")) % jobs
+
+
+def _owned_lines(
+    numbered: Iterable[tuple[int, str | bytes]], share: Share | None
+) -> Iterator[tuple[int, Any]]:
+    """(line number, JSON value or the ValidationError saying why the line cannot be read) of
+    each non-blank line ``share`` holds (every one without a share). Each line is decoded
+    once, here: a share must read a line to know whose it is."""
+    for lineno, line in numbered:
+        if not line.strip():
+            continue
+        value: Any
+        try:
+            value = read_line(line)
+        except ValidationError as exc:
+            value = exc
+        if share is None or share.holds(lineno, value):
+            yield lineno, value
+
+
 class Publisher:
     """Publishes customer-data events onto ``customer.events``."""
 
@@ -143,8 +191,6 @@ class Publisher:
 
     def publish(self, event: dict[str, Any]) -> str:
         """Validate and publish one event given as a dict of the input format; its event_id."""
-        from streams.events import validate
-
         valid = validate(event, self._vocabulary)
         if self._credentials is not None:
             self._credentials.refresh()
@@ -168,20 +214,29 @@ class Publisher:
 
     # -- many lines ------------------------------------------------------------------------
 
-    def publish_lines(self, lines: Iterable[str | bytes], *, flush: bool = True) -> PublishReport:
-        """Publish JSON lines; invalid ones are reported (line number, field) and skipped."""
+    def publish_lines(
+        self,
+        lines: Iterable[str | bytes],
+        *,
+        flush: bool = True,
+        share: Share | None = None,
+    ) -> PublishReport:
+        """Publish JSON lines; invalid ones are reported (line number, field) and skipped.
+        With ``share``, only the lines that share holds (see :class:`Share`); line numbers
+        are still those of ``lines``."""
         report = PublishReport()
-        numbered: Iterator[tuple[int, str | bytes]] = enumerate(lines, start=1)
-        while chunk := list(itertools.islice(numbered, CHUNK)):
+        owned = _owned_lines(enumerate(lines, start=1), share)
+        vocabulary = self._vocabulary
+        while chunk := list(itertools.islice(owned, CHUNK)):
             valid: list[InputEvent] = []
             now = datetime.now(UTC)
             if self._credentials is not None:
                 self._credentials.refresh()
-            for lineno, line in chunk:
-                if not line.strip():
-                    continue
+            for lineno, value in chunk:
                 try:
-                    event = parse_line(line, self._vocabulary, now=now)
+                    if isinstance(value, ValidationError):
+                        raise value
+                    event = validate(value, vocabulary, now=now)
                     self._credential(event)
                     valid.append(event)
                 except ValidationError as exc:

@@ -1,0 +1,137 @@
+"""``lifecycle publish FILE --jobs N``: a file published by several processes keeps each
+customer's events in their order on the bus, accounts for every line as one process does
+(refused lines by number, in line order, and the same summary and exit status), and gives no
+line to two processes."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from streams.codec import SingleObjectCodec
+from streams.publisher import Share, share_of
+from streams.topics import CUSTOMER_EVENTS
+
+from fixtures.broker import read_topic, run_cli
+
+CODEC = SingleObjectCodec()
+CUSTOMERS = [f"C-{20_000 + n}" for n in range(8)]
+
+
+def _event(customer: str, number: int) -> dict[str, Any]:
+    common = {
+        "event_id": f"jobs-{customer}-{number:03d}",
+        "occurred_at": f"2026-03-01T10:{number % 60:02d}:00+00:00",
+        "subject_id": customer,
+    }
+    if number == 0:
+        return {
+            **common,
+            "kind": "collected",
+            "source": "web",
+            "actor": {"id": "web-portal", "role": "system"},
+            "channel": "web_form",
+            "purposes": ["billing"],
+            "data": {"name": f"Name of {customer}", "email": f"{customer}@example.org"},
+        }
+    return {
+        **common,
+        "kind": "used",
+        "source": "billing",
+        "actor": {"id": "clerk-1", "role": "billing_clerk"},
+        "categories": ["email"],
+        "purpose": "billing",
+    }
+
+
+def _document() -> tuple[list[str], dict[int, str]]:
+    """The file's lines (customers interleaved, some lines bad) and the refusal expected for
+    each bad line number."""
+    lines: list[str] = []
+    refused: dict[int, str] = {}
+    for number in range(12):
+        for customer in CUSTOMERS:
+            lines.append(json.dumps(_event(customer, number)))
+        if number == 3:
+            lines.append('{"kind": "used", "subject_id": ')
+            refused[len(lines)] = "(line): malformed JSON"
+        if number == 5:
+            bad = {**_event(CUSTOMERS[1], 99), "categories": ["emial"]}
+            lines.append(json.dumps(bad))
+            refused[len(lines)] = "categories[0]: unknown category 'emial'"
+            lines.append("")  # a blank line: skipped, not refused
+        if number == 7:
+            missing = {k: v for k, v in _event(CUSTOMERS[2], 98).items() if k != "subject_id"}
+            lines.append(json.dumps(missing))
+            refused[len(lines)] = "subject_id: is required"
+            bad = {**_event(CUSTOMERS[6], 97), "purpose": "sale!"}
+            lines.append(json.dumps(bad))
+            refused[len(lines)] = "purpose: unknown purpose"
+    return lines, refused
+
+
+def _refusals(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("line ")]
+
+
+def test_two_jobs_keep_each_customers_order_and_account_for_every_line_as_one_process(
+    lifecycle_env: dict[str, str], broker: str, tmp_path: Path
+) -> None:
+    lines, refused = _document()
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    assert {share_of(customer, 2) for customer in CUSTOMERS} == {0, 1}  # both jobs publish
+
+    result = run_cli(lifecycle_env, "publish", str(path), "--jobs", "2", timeout=180)
+    stderr = result.stderr.decode()
+    assert result.returncode == 1, stderr
+    shown = _refusals(stderr)
+    assert [int(line.split(":")[0].removeprefix("line ")) for line in shown] == sorted(refused)
+    for line, message in zip(shown, [refused[n] for n in sorted(refused)], strict=True):
+        assert message in line
+    good = 12 * len(CUSTOMERS)
+    assert f"published {good}, refused {len(refused)}" in stderr
+
+    records = read_topic(broker, CUSTOMER_EVENTS, min_count=good, timeout=60)
+    assert len(records) == good
+    customer_of = {
+        json.loads(line)["event_id"]: json.loads(line)["subject_id"]
+        for line in lines
+        if line.startswith("{") and line.endswith("}") and "subject_id" in json.loads(line)
+    }
+    by_ref: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
+    for record in records:
+        event = CODEC.decode("lifecycle.CustomerEvent", record.value())
+        by_ref[event["subject_ref"]].append(
+            (record.partition(), record.offset(), event["event_id"])
+        )
+    assert len(by_ref) == len(CUSTOMERS)
+    for placed in by_ref.values():
+        assert len({partition for partition, _, _ in placed}) == 1  # one partition a customer
+        on_the_bus = [event_id for _, _, event_id in sorted(placed)]
+        customer = customer_of[on_the_bus[0]]
+        in_the_file = [f"jobs-{customer}-{number:03d}" for number in range(12)]
+        assert on_the_bus == in_the_file
+
+    # one process says exactly the same about the same file
+    single = run_cli(lifecycle_env, "publish", str(path), "--jobs", "1")
+    assert single.returncode == result.returncode
+    assert _refusals(single.stderr.decode()) == shown
+    assert f"published {good}, refused {len(refused)}" in single.stderr.decode()
+
+
+def test_every_line_falls_to_exactly_one_share_and_a_customer_always_to_the_same() -> None:
+    lines, _refused = _document()
+    for jobs in (1, 2, 3, 5):
+        shares = [Share(index, jobs) for index in range(jobs)]
+        for number, line in enumerate(lines, start=1):
+            try:
+                value: Any = json.loads(line)
+            except ValueError:
+                value = None
+            holders = [share.index for share in shares if share.holds(number, value)]
+            assert len(holders) == 1, (jobs, number)
+            if isinstance(value, dict) and isinstance(value.get("subject_id"), str):
+                assert holders == [share_of(value["subject_id"], jobs)]
