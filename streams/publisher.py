@@ -37,7 +37,7 @@ from __future__ import annotations
 import functools
 import itertools
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -49,7 +49,8 @@ from schemas.kinds import DELETION_REQUESTED, KINDS
 from streams import clients
 from streams.clients import DELIVERY_TIMEOUT_MS
 from streams.codec import Codec
-from streams.envelope import encrypt_value
+from streams.envelope import ValueSealer
+from streams.event_writer import CustomerEventWriter
 from streams.events import InputEvent, Vocabulary, read_line, shown_name, validate
 from streams.exceptions import KeyStoreError, PublishError, ValidationError
 from streams.keys import IDENTITY_CATEGORY, DataKey, KeyStore
@@ -172,6 +173,12 @@ class Publisher:
             self._revocations = RevocationListener(client_config, codec, keystore).start()
         self._keys = keystore
         self._codec = codec
+        writer = CustomerEventWriter.for_codec(codec, topic)
+        self._encode: Callable[[dict[str, Any]], bytes] = (
+            writer.encode
+            if writer is not None
+            else functools.partial(codec.encode, "lifecycle.CustomerEvent", topic=topic)
+        )
         self._vocabulary = vocabulary
         self._topic = topic
         self._screen = screen
@@ -251,7 +258,8 @@ class Publisher:
         if not events:
             return
         self._catch_up_with_revocations()
-        refs = {e.subject_id: self._keys.subject_ref(e.subject_id) for e in events}
+        subject_ref = self._keys.subject_ref
+        refs = {subject: subject_ref(subject) for subject in {e.subject_id for e in events}}
         start = 0
         for index, event in enumerate(events):
             if event.kind == DELETION_REQUESTED:  # keys change after it: a segment ends
@@ -272,13 +280,16 @@ class Publisher:
         """Encrypt and produce ``events``: none is an erasure request but maybe the last."""
         if not events:
             return
-        refused = {
-            index
-            for index, event in enumerate(events)
-            if KINDS[event.kind].carries_values
-            and self._screen is not None
-            and self._screen.refuses(event)
-        }
+        screen = self._screen
+        refused = (
+            set()
+            if screen is None
+            else {
+                index
+                for index, event in enumerate(events)
+                if KINDS[event.kind].carries_values and screen.refuses(event)
+            }
+        )
         pairs = [(refs[e.subject_id], IDENTITY_CATEGORY) for e in events]
         pairs += [
             (refs[e.subject_id], c)
@@ -294,14 +305,17 @@ class Publisher:
             )
         published_at = datetime.now(UTC)
         credentials = self._credentials
+        encode, produce = self._encode, self._produce
+        seal_value = ValueSealer().seal
         for index, event in enumerate(events):
             ref = refs[event.subject_id]
+            event_id = event.event_id
             kind = KINDS[event.kind]
             body: dict[str, Any] = dict(event.body)
             if kind.carries_values:
                 under = isolated if index in refused else keys
                 body["data"] = [
-                    encrypt_value(under[(ref, category)], event.event_id, value)
+                    seal_value(under[(ref, category)], event_id, value)
                     for category, value in event.data.items()
                 ] + [
                     {
@@ -315,29 +329,26 @@ class Publisher:
             elif event.kind == DELETION_REQUESTED:
                 body["key_versions_ended"] = self._end_current_versions(ref, event)
             record = {
-                "event_id": event.event_id,
+                "event_id": event_id,
                 "kind": event.kind,
                 "occurred_at": event.occurred_at,
                 "published_at": published_at,
                 "source": event.source,
                 "subject_ref": ref,
-                "subject": encrypt_value(
-                    keys[(ref, IDENTITY_CATEGORY)], event.event_id, event.subject_id
-                ),
+                "subject": seal_value(keys[(ref, IDENTITY_CATEGORY)], event_id, event.subject_id),
                 "actor": {"id": event.actor_id, "role": event.actor_role},
                 # the union's branch named (fastavro's tuple notation): otherwise fastavro tries
-                # the body against every branch to find the one it fits, a large part of the
-                # encoding's cost
+                # the body against every branch to find the one it fits
                 "body": (kind.body_record, body),
                 "auth": None,
             }
-            value = self._codec.encode("lifecycle.CustomerEvent", record, self._topic)
+            value = encode(record)
             if credentials is not None:
                 credential = credentials.get(event.source)
                 if credential is None:  # the file changed since the line was checked
-                    raise PublishError(f"event_id {event.event_id}: no secret for its source")
+                    raise PublishError(f"event_id {event_id}: no secret for its source")
                 value = seal(value, credential)
-            self._produce(event.event_id, ref.encode(), value)
+            produce(ref.encode(), value)
 
     def _end_current_versions(self, ref: str, request: InputEvent) -> dict[str, int]:
         """Before an erasure request goes out: end the current key versions of what it covers
@@ -369,9 +380,13 @@ class Publisher:
         self.flush()
         return ended
 
-    def _produce(self, event_id: str, key: bytes, value: bytes) -> None:
-        report = functools.partial(self._on_delivery, event_id)
-        clients.produce(self._producer, self._topic, value, key, on_delivery=report)
+    def _produce(self, key: bytes, value: bytes) -> None:
+        try:  # the common case without the general helper's copies
+            self._producer.produce(self._topic, value, key, on_delivery=self._on_delivery)
+        except BufferError:  # the local queue is full: the helper serves deliveries meanwhile
+            clients.produce(self._producer, self._topic, value, key, on_delivery=self._on_delivery)
+            return
+        self._producer.poll(0)
 
     def _on_rotation_delivery(
         self, event_id: str, error: KafkaError | None, _message: Message
@@ -381,11 +396,20 @@ class Publisher:
                 f"the key rotation before event_id {event_id} (not sent): {error.str()}"
             )
 
-    def _on_delivery(self, event_id: str, error: KafkaError | None, _message: Message) -> None:
+    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:
-            self._failed.append(f"event_id {event_id}: {error.str()}")
+            self._failed.append(f"event_id {self._event_id_of(message)}: {error.str()}")
         else:
             self._delivered += 1
+
+    def _event_id_of(self, message: Message) -> str:
+        """The event id of a record this publisher produced (read back only when its
+        delivery failed: one callback for every record, rather than one made per record)."""
+        try:
+            record = self._codec.decode("lifecycle.CustomerEvent", message.value() or b"")
+        except Exception:
+            return "(unreadable)"
+        return str(record["event_id"])
 
     def flush(self, timeout: float | None = None) -> int:
         """Wait for every delivery report; the count delivered so far. Raises PublishError
