@@ -93,7 +93,7 @@ def _publish_here(
     settings: Settings, source: BinaryIO, sign_from_registry: bool
 ) -> tuple[PublishReport, str | None]:
     """Publish in this process; (report, delivery failure or None)."""
-    from lifecycle.publish_jobs import file_credentials, registry_credentials
+    from lifecycle.publish_jobs import file_credentials, registry_credentials, settle_collector
     from streams.exceptions import PublishError
     from streams.publisher import PublishReport
 
@@ -105,6 +105,7 @@ def _publish_here(
         publisher = runtime.publisher(
             delivery_timeout_ms=live.publish_timeout_ms, credentials=credentials
         )
+        settle_collector()
         try:
             report = publisher.publish_lines(source, flush=False)
             publisher.flush()
