@@ -126,7 +126,7 @@ class _Unusual(Exception):
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MEMO_MAX = 4096
-_MILLIS_TEXT = tuple(f".{n:03d}Z" for n in range(1000))
+_MILLIS_TEXT = tuple(b".%03dZ" % n for n in range(1000))
 _JSON_AS_IT_IS = cast(
     Callable[[bytes], "re.Match[bytes] | None"], re.compile(rb"[ !#-\[\]-~]*").fullmatch
 )
@@ -188,7 +188,7 @@ class AuditRecordReader:
 
     def __init__(self) -> None:
         self._moments: dict[bytes, bytes] = {}  # varint -> its text
-        self._seconds: dict[int, str] = {}  # whole second -> its text
+        self._seconds: dict[int, bytes] = {}  # whole second -> its text
         self._middles: dict[bytes, Middle] = {}  # bytes from source to policy_version
         self._texts: dict[bytes, bytes] = {}  # a short text's bytes (length first) -> JSON
 
@@ -211,18 +211,31 @@ class AuditRecordReader:
     def _moment(self, varint: bytes) -> bytes:
         """A timestamp-millis (its varint bytes) as the canonical encoding's UTC text."""
         known = self._moments.get(varint)
-        if known is None:
-            if len(self._moments) >= _MEMO_MAX:
-                self._moments.clear()
+        if known is not None:
+            return known
+        if len(self._moments) >= _MEMO_MAX:
+            self._moments.clear()
+        if len(varint) == 6:  # 2001..2112, unrolled: most times are seen once
+            b0, b1, b2, b3, b4, b5 = varint
+            raw = (
+                (b0 & 0x7F)
+                | (b1 & 0x7F) << 7
+                | (b2 & 0x7F) << 14
+                | (b3 & 0x7F) << 21
+                | (b4 & 0x7F) << 28
+                | b5 << 35
+            )
+            second, millis = divmod((raw >> 1) ^ -(raw & 1), 1000)
+        else:
             second, millis = divmod(_long(varint, 0)[0], 1000)
-            whole = self._seconds.get(second)
-            if whole is None:
-                if len(self._seconds) >= _MEMO_MAX:
-                    self._seconds.clear()
-                moment = _EPOCH + timedelta(seconds=second)
-                whole = self._seconds[second] = moment.isoformat()[:-6]  # no "+00:00"
-            # as utc_text(_EPOCH + timedelta(milliseconds=...)), without formatting each time
-            known = self._moments[varint] = (whole + _MILLIS_TEXT[millis]).encode()
+        whole = self._seconds.get(second)
+        if whole is None:
+            if len(self._seconds) >= _MEMO_MAX:
+                self._seconds.clear()
+            moment = _EPOCH + timedelta(seconds=second)
+            whole = self._seconds[second] = moment.isoformat()[:-6].encode()  # no "+00:00"
+        # as utc_text(_EPOCH + timedelta(milliseconds=...)), without formatting each time
+        known = self._moments[varint] = whole + _MILLIS_TEXT[millis]
         return known
 
     def _read(self, data: bytes) -> Read:
