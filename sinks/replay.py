@@ -178,8 +178,8 @@ class AuditRecordReader:
     filled into a template from the value's own bytes. The fields from ``source`` to
     ``policy_version`` lie together in the value and repeat from record to record (the same
     decisions under the same rules): their JSON is remembered by their bytes, which end where
-    the four numbers the value ends with begin, found reading backwards from the end (only a
-    varint's last byte is below 0x80, and so is the last byte of the text before them). A
+    the four numbers the value ends with begin, found backwards from the end (only a varint's
+    last byte is below 0x80, and so is the last byte of the text before them). A
     region is remembered only when it reads to exactly its end, so a value whose region is
     not one of those is read in full (and declined when it does not read).
     """
@@ -260,16 +260,33 @@ class AuditRecordReader:
         if not (_JSON_AS_IT_IS(event_id) and _JSON_AS_IT_IS(kind)):
             raise _Unusual
         subject_ref, at = _hash_text(data, end)
-        # from the end: erasure (null), source_offset, source_partition, decided_at, occurred_at
-        last = len(data) - 1
-        if data[last]:
+        # From the end: erasure (null), source_offset, source_partition, decided_at and
+        # occurred_at, each varint ending at the next byte below 0x80 found backwards
+        if data[-1]:
             raise _Unusual  # an erasure: the codec's path
-        offset_at = _varint_start(data, last - 1)
-        partition_at = _varint_start(data, offset_at - 1)
-        decided_at = _varint_start(data, partition_at - 1)
-        occurred_at = _varint_start(data, decided_at - 1)
-        if occurred_at < at:
+        base = max(at, len(data) - _TAIL_MOST)
+        ends = data[base:].translate(_VARINT_ENDS)  # 0 where a byte is below 0x80
+        end = len(ends) - 1  # the erasure's byte
+        find = ends.rfind
+        offset_end = end - 1
+        if ends[offset_end]:
             raise _Unusual
+        partition_end = find(b"\0", 0, offset_end)
+        decided_end = find(b"\0", 0, partition_end)
+        occurred_end = find(b"\0", 0, decided_end)
+        middle_end = find(b"\0", 0, occurred_end)
+        if (
+            middle_end < 0
+            or offset_end - partition_end > 9
+            or partition_end - decided_end > 9
+            or decided_end - occurred_end > 9
+            or occurred_end - middle_end > 9
+        ):
+            raise _Unusual  # a varint longer than 63 bits, or no room for the fields before
+        occurred_at = base + middle_end + 1
+        decided_at = base + occurred_end + 1
+        partition_at = base + decided_end + 1
+        offset_at = base + partition_end + 1
         middle = data[at:occurred_at]
         known = self._middles.get(middle)
         if known is None:
@@ -395,17 +412,11 @@ _VARINT_END = cast(
 )
 
 
-def _varint_start(data: bytes, last: int) -> int:
-    """Where the varint whose last byte is at ``last`` starts (reading backwards: only a
-    varint's last byte is below 0x80); at most 9 bytes, as :data:`_VARINT_END` reads."""
-    if last < 0 or data[last] & 0x80:
-        raise _Unusual
-    first = last
-    while first > 0 and data[first - 1] & 0x80:
-        first -= 1
-        if last - first >= 9:
-            raise _Unusual
-    return first
+_VARINT_ENDS = bytes(0 if byte < 0x80 else 1 for byte in range(256))
+"""``bytes.translate`` table: 0 where a byte ends a varint (below 0x80), 1 elsewhere."""
+_TAIL_MOST = 4 * 9 + 2
+"""Bytes at the end of a value that hold its last four varints (at most 9 bytes each, as
+:data:`_VARINT_END` reads), its null erasure and the last byte before them."""
 
 
 def _long(data: bytes, at: int) -> tuple[int, int]:
