@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -124,27 +125,55 @@ class Share:
         return (lineno - 1) % self.jobs == self.index
 
 
-def share_of(subject_id: str, jobs: int) -> int:
-    """The share (0 to ``jobs`` - 1) that publishes the customer ``subject_id``: the same in
-    every process (CRC-32, not Python's salted ``hash``)."""
-    return zlib.crc32(subject_id.encode(errors="surrogatepass")) % jobs
+def share_of(subject_id: str | bytes, jobs: int) -> int:
+    """The share (0 to ``jobs`` - 1) that publishes the customer ``subject_id`` (text, or its
+    UTF-8 bytes): the same in every process (CRC-32, not Python's salted ``hash``)."""
+    if isinstance(subject_id, str):
+        subject_id = subject_id.encode(errors="surrogatepass")
+    return zlib.crc32(subject_id) % jobs
+
+
+_SUBJECT_KEY = re.compile(rb'"subject_id"\s*:')
+_PLAIN_TEXT = re.compile(rb'\s*"([^"\\]*)"')
+
+
+def _plain_subject(line: str | bytes) -> bytes | None:
+    """The ``subject_id`` of a line, without decoding it, when the line holds no escape at
+    all and names ``subject_id`` once, followed by a string; else None (the line must be
+    decoded). Without escapes every key is written as it is and no string holds a quote, so
+    a valid event's own ``subject_id`` is that one match (a line whose only match is nested
+    names no ``subject_id`` of its own, and is refused wherever it falls)."""
+    if not isinstance(line, bytes) or b"\\" in line:
+        return None
+    keys = list(itertools.islice(_SUBJECT_KEY.finditer(line), 2))
+    if len(keys) != 1:
+        return None
+    value = _PLAIN_TEXT.match(line, keys[0].end())
+    return None if value is None else value.group(1)
 
 
 def _owned_lines(
     numbered: Iterable[tuple[int, str | bytes]], share: Share | None
 ) -> Iterator[tuple[int, Any]]:
     """(line number, JSON value or the ValidationError saying why the line cannot be read) of
-    each non-blank line ``share`` holds (every one without a share). Each line is decoded
-    once, here: a share must read a line to know whose it is."""
+    each non-blank line ``share`` holds (every one without a share). A line that names its
+    customer plainly falls to a share without being decoded (another share's line is passed
+    over unread); any other is decoded first, then placed (:meth:`Share.holds`). Every
+    process places every line the same way."""
     for lineno, line in numbered:
         if not line.strip():
             continue
+        subject = None
+        if share is not None:
+            subject = _plain_subject(line)
+            if subject is not None and share_of(subject, share.jobs) != share.index:
+                continue  # another share's customer, not even decoded
         value: Any
         try:
             value = read_line(line)
         except ValidationError as exc:
             value = exc
-        if share is None or share.holds(lineno, value):
+        if share is None or subject is not None or share.holds(lineno, value):
             yield lineno, value
 
 
