@@ -18,9 +18,10 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from core.settings import Settings
 from streams.exceptions import PublishError
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from lifecycle.runtime import Runtime
     from streams.publisher import Publisher
     from streams.sourceauth import SourceCredentials
+
+T = TypeVar("T")
 
 Credentials = Callable[["Runtime"], "SourceCredentials | None"]
 """How a job finds the secrets it signs with, given its runtime: a module-level function, so
@@ -116,7 +119,7 @@ class PublishJobs:
         try:
             opened = [pool.submit(_open, settings, credentials) for pool in self._pools]
             for future in opened:
-                future.result()
+                _result(future, "while opening")
         except BaseException:
             self._shutdown()
             raise
@@ -128,7 +131,7 @@ class PublishJobs:
             pool.submit(_publish_share, str(path), None if self.jobs == 1 else Share(i, self.jobs))
             for i, pool in enumerate(self._pools)
         ]
-        outcomes = [future.result() for future in futures]
+        outcomes = [_result(future, "while publishing its share") for future in futures]
         merged = JobsOutcome()
         for outcome in outcomes:
             merged.report.published += outcome.report.published
@@ -142,9 +145,11 @@ class PublishJobs:
     def close(self) -> None:
         """Close every job's publisher (waiting for its deliveries) and end the processes."""
         try:
-            closing = [pool.submit(_close) for pool in self._pools]
-            for future in closing:
-                future.result()
+            for pool in self._pools:
+                try:
+                    pool.submit(_close).result()
+                except BrokenProcessPool:
+                    continue  # the job already ended (reported where it was noticed)
         finally:
             self._shutdown()
 
@@ -157,6 +162,16 @@ class PublishJobs:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+def _result(future: Future[T], doing: str) -> T:
+    """The job's answer; a job that ended abruptly (killed, out of memory) is a
+    :class:`PublishError`, as an unacknowledged record is: what it acknowledged stays
+    published (lines that carry their ``event_id`` can be published again safely)."""
+    try:
+        return future.result()
+    except BrokenProcessPool as exc:
+        raise PublishError(f"a publishing job ended abruptly {doing}: {exc}") from exc
 
 
 # --------------------------------------------------------------------------- in each job

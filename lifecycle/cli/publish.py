@@ -121,10 +121,15 @@ def _publish_in_jobs(
 ) -> tuple[PublishReport, str | None]:
     """Publish ``path`` on ``jobs`` processes; (merged report, first delivery failure)."""
     from lifecycle.publish_jobs import PublishJobs, file_credentials, registry_credentials
+    from streams.exceptions import PublishError
+    from streams.publisher import PublishReport
 
     with bus(settings) as live:
         _warn_unsigned(live, sign_from_registry)
         credentials = registry_credentials if sign_from_registry else file_credentials
-        with PublishJobs(live, jobs, credentials=credentials) as running:
-            outcome = running.publish_file(path)
+        try:
+            with PublishJobs(live, jobs, credentials=credentials) as running:
+                outcome = running.publish_file(path)
+        except PublishError as exc:  # a job ended abruptly
+            return PublishReport(), str(exc)
     return outcome.report, outcome.failure

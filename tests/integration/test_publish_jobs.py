@@ -6,11 +6,17 @@ line to two processes."""
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from core.settings import load_settings
+from lifecycle.publish_jobs import PublishJobs
 from streams.codec import SingleObjectCodec
+from streams.exceptions import PublishError
 from streams.publisher import Share, _owned_lines, share_of
 from streams.topics import CUSTOMER_EVENTS
 
@@ -154,3 +160,15 @@ def test_every_line_falls_to_exactly_one_share_and_a_customer_always_to_the_same
                 continue
             if isinstance(value, dict) and isinstance(value.get("subject_id"), str):
                 assert owners[number] == [share_of(value["subject_id"], jobs)], (jobs, number)
+
+
+def _end_abruptly(_runtime: object) -> None:
+    os._exit(3)  # a job killed while it opens (spawned jobs import this module to call it)
+
+
+def test_a_job_that_ends_abruptly_is_a_publish_error_not_a_hang(
+    lifecycle_env: dict[str, str], broker: str
+) -> None:
+    settings = load_settings(lifecycle_env)
+    with pytest.raises(PublishError, match="a publishing job ended abruptly while opening"):
+        PublishJobs(settings, 2, credentials=_end_abruptly)  # type: ignore[arg-type]
