@@ -21,8 +21,9 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from core.logging import logging_settings
 from core.settings import Settings
 from streams.exceptions import PublishError
 from streams.publisher import PublishReport, Share
@@ -117,7 +118,8 @@ class PublishJobs:
         self.jobs = jobs
         self._pools = [ProcessPoolExecutor(1, mp_context=context) for _ in range(jobs)]
         try:
-            opened = [pool.submit(_open, settings, credentials) for pool in self._pools]
+            logs = logging_settings()  # the level and format this process logs with
+            opened = [pool.submit(_open, settings, credentials, logs) for pool in self._pools]
             for future in opened:
                 _result(future, "while opening")
         except BaseException:
@@ -180,12 +182,12 @@ _publisher: Publisher | None = None
 """This job's publisher (a job is a process of its own)."""
 
 
-def _open(settings: Settings, credentials: Credentials) -> None:
+def _open(settings: Settings, credentials: Credentials, log_settings: dict[str, Any]) -> None:
     global _publisher
     from core.logging import configure_logging
     from lifecycle.runtime import Runtime
 
-    configure_logging(os.environ.get("LIFECYCLE_LOG_LEVEL", "INFO").upper())
+    configure_logging(**log_settings)
     runtime = Runtime(settings).open()
     _publisher = runtime.publisher(
         delivery_timeout_ms=settings.publish_timeout_ms, credentials=credentials(runtime)
