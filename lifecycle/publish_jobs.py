@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from core.logging import logging_settings
 from core.settings import Settings
 from streams.exceptions import PublishError
-from streams.publisher import PublishReport, Share
+from streams.publisher import PublishReport, Share, plan_shares
 
 if TYPE_CHECKING:
     from lifecycle.runtime import Runtime
@@ -127,11 +127,16 @@ class PublishJobs:
             raise
 
     def publish_file(self, path: Path) -> JobsOutcome:
-        """Publish every line of ``path``, each customer's in one job; waits for every job and
-        every delivery report."""
+        """Publish every line of ``path``, each customer's in one job (the shares balanced
+        over the file by a first pass here: :func:`~streams.publisher.plan_shares`); waits for
+        every job and every delivery report."""
+        shares: list[Share | None] = [None]
+        if self.jobs > 1:
+            with open(path, "rb") as lines:
+                shares = list(plan_shares(lines, self.jobs))
         futures: list[Future[ShareOutcome]] = [
-            pool.submit(_publish_share, str(path), None if self.jobs == 1 else Share(i, self.jobs))
-            for i, pool in enumerate(self._pools)
+            pool.submit(_publish_share, str(path), share)
+            for pool, share in zip(self._pools, shares, strict=True)
         ]
         outcomes = [_result(future, "while publishing its share") for future in futures]
         merged = JobsOutcome()

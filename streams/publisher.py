@@ -38,7 +38,7 @@ import functools
 import itertools
 import re
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -104,33 +104,77 @@ class PublishReport:
 
 @dataclass(frozen=True, slots=True)
 class Share:
-    """One of ``jobs`` processes publishing the same lines: it publishes the customers whose
-    ``subject_id`` falls to ``index`` (:func:`share_of`), so each customer's events are
-    produced by one process, in their order. A line without a readable ``subject_id`` (which
-    the publisher refuses) falls to a share by its line number, so it is reported once."""
+    """One of ``jobs`` processes publishing the same lines: it publishes the customers that
+    fall to ``index``, so each customer's events are produced by one process, in their order.
+
+    A customer is known by the CRC-32 of its ``subject_id`` (:func:`customer_key`, the same in
+    every process): ``placed`` names the share of the busiest customers (a plan balanced over
+    the file, :func:`plan_shares`), and any other falls to its key modulo ``jobs``. A line
+    without a readable ``subject_id`` (which the publisher refuses) falls to a share by its
+    line number, so it is reported once. Only keys travel to a process, never a name."""
 
     index: int
     jobs: int
+    placed: Mapping[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 0 <= self.index < self.jobs:
             raise ValueError(f"share {self.index} of {self.jobs} jobs")
+
+    def owner(self, key: int) -> int:
+        """The share that publishes the customer whose key is ``key``."""
+        placed = self.placed.get(key)
+        return key % self.jobs if placed is None else placed
 
     def holds(self, lineno: int, value: Any) -> bool:
         """Whether line ``lineno`` (its decoded JSON value, or why it could not be read)
         falls to this share."""
         subject_id = value.get("subject_id") if isinstance(value, dict) else None
         if isinstance(subject_id, str):
-            return share_of(subject_id, self.jobs) == self.index
+            return self.owner(customer_key(subject_id)) == self.index
         return (lineno - 1) % self.jobs == self.index
 
 
-def share_of(subject_id: str | bytes, jobs: int) -> int:
-    """The share (0 to ``jobs`` - 1) that publishes the customer ``subject_id`` (text, or its
-    UTF-8 bytes): the same in every process (CRC-32, not Python's salted ``hash``)."""
+def customer_key(subject_id: str | bytes) -> int:
+    """The CRC-32 of a ``subject_id`` (text, or its UTF-8 bytes): the same in every process
+    (not Python's salted ``hash``)."""
     if isinstance(subject_id, str):
         subject_id = subject_id.encode(errors="surrogatepass")
-    return zlib.crc32(subject_id) % jobs
+    return zlib.crc32(subject_id)
+
+
+def share_of(subject_id: str | bytes, jobs: int) -> int:
+    """The share of a customer without a plan: its key modulo ``jobs``."""
+    return customer_key(subject_id) % jobs
+
+
+PLACED_MOST = 4_096
+"""The busiest customers a plan places itself; the others fall to their key modulo the jobs."""
+
+
+def plan_shares(lines: Iterable[str | bytes], jobs: int) -> list[Share]:
+    """The ``jobs`` shares of ``lines``, balanced: traffic is skewed (a few customers send
+    much of it), so the busiest customers are placed one by one, each on the share with the
+    fewest lines so far, after the others have fallen to their key modulo ``jobs``."""
+    counts: dict[int, int] = {}
+    for line in lines:
+        if not line.strip():
+            continue
+        key = _line_key(line)
+        if key is not None:
+            counts[key] = counts.get(key, 0) + 1
+    busiest = sorted(counts, key=lambda k: (-counts[k], k))[:PLACED_MOST]
+    loads = [0] * jobs
+    for key, count in counts.items():
+        loads[key % jobs] += count
+    for key in busiest:
+        loads[key % jobs] -= counts[key]
+    placed: dict[int, int] = {}
+    for key in busiest:
+        least = min(range(jobs), key=lambda index: (loads[index], index))
+        placed[key] = least
+        loads[least] += counts[key]
+    return [Share(index, jobs, placed) for index in range(jobs)]
 
 
 _SUBJECT_KEY = re.compile(rb'"subject_id"\s*:')
@@ -152,6 +196,19 @@ def _plain_subject(line: str | bytes) -> bytes | None:
     return None if value is None else value.group(1)
 
 
+def _line_key(line: str | bytes) -> int | None:
+    """The customer key of a line as every share places it (None: placed by line number)."""
+    subject = _plain_subject(line)
+    if subject is not None:
+        return customer_key(subject)
+    try:
+        value = read_line(line)
+    except ValidationError:
+        return None
+    subject_id = value.get("subject_id") if isinstance(value, dict) else None
+    return customer_key(subject_id) if isinstance(subject_id, str) else None
+
+
 def _owned_lines(
     numbered: Iterable[tuple[int, str | bytes]], share: Share | None
 ) -> Iterator[tuple[int, Any]]:
@@ -166,7 +223,7 @@ def _owned_lines(
         subject = None
         if share is not None:
             subject = _plain_subject(line)
-            if subject is not None and share_of(subject, share.jobs) != share.index:
+            if subject is not None and share.owner(customer_key(subject)) != share.index:
                 continue  # another share's customer, not even decoded
         value: Any
         try:

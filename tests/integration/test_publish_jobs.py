@@ -11,13 +11,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from core.settings import load_settings
 from lifecycle.publish_jobs import PublishJobs
+from lifecycle.traffic import Traffic
 from streams.codec import SingleObjectCodec
 from streams.exceptions import PublishError
-from streams.publisher import Share, _owned_lines, share_of
+from streams.publisher import Share, _owned_lines, plan_shares, share_of
 from streams.topics import CUSTOMER_EVENTS
 
 from fixtures.broker import read_topic, run_cli
@@ -147,19 +149,39 @@ def test_every_line_falls_to_exactly_one_share_and_a_customer_always_to_the_same
     lines += TRICKY
     numbered = list(enumerate((line.encode() for line in lines), start=1))
     for jobs in (1, 2, 3, 5):
-        owners: dict[int, list[int]] = defaultdict(list)
-        for index in range(jobs):
-            for number, _value in _owned_lines(numbered, Share(index, jobs)):
-                owners[number].append(index)
-        assert sorted(owners) == [n for n, line in numbered if line.strip()], jobs
-        assert all(len(held) == 1 for held in owners.values()), jobs
-        for number, line in numbered:
-            try:
-                value: Any = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(value, dict) and isinstance(value.get("subject_id"), str):
-                assert owners[number] == [share_of(value["subject_id"], jobs)], (jobs, number)
+        for planned in (False, True):
+            shares = (
+                plan_shares((line for _, line in numbered), jobs)
+                if planned
+                else [Share(index, jobs) for index in range(jobs)]
+            )
+            owners: dict[int, list[int]] = defaultdict(list)
+            for share in shares:
+                for number, _value in _owned_lines(numbered, share):
+                    owners[number].append(share.index)
+            assert sorted(owners) == [n for n, line in numbered if line.strip()], jobs
+            assert all(len(held) == 1 for held in owners.values()), jobs
+            of_customer: dict[str, set[int]] = defaultdict(set)
+            for number, line in numbered:
+                try:
+                    value: Any = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(value, dict) and isinstance(value.get("subject_id"), str):
+                    of_customer[value["subject_id"]].update(owners[number])
+                    if not planned:
+                        assert owners[number] == [share_of(value["subject_id"], jobs)]
+            assert all(len(held) == 1 for held in of_customer.values()), (jobs, planned)
+
+
+def test_a_plan_balances_skewed_traffic_between_the_jobs() -> None:
+    # a few customers send much of the traffic (Zipf): split by key alone, one job gets more
+    lines = [orjson.dumps(event) for event in Traffic(10_000, seed=7).events(30_000)]
+    numbered = list(enumerate(lines, start=1))
+    for jobs in (2, 3):
+        sizes = [len(list(_owned_lines(numbered, share))) for share in plan_shares(lines, jobs)]
+        assert sum(sizes) == len(lines)
+        assert max(sizes) <= 1.02 * len(lines) / jobs, sizes
 
 
 def _end_abruptly(_runtime: object) -> None:
