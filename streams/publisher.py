@@ -11,6 +11,10 @@ source's secret (:class:`~streams.sourceauth.SourceCredentials`, usually read fr
 refused. A publisher given no credentials at all sends records without a MAC, which workers
 refuse unless they run with ``LIFECYCLE_AUTH_MODE=permit`` (a rollout).
 
+Several processes can publish one file (:class:`Share`, :func:`plan_shares`): each reads
+every line and publishes those of its customers, so a customer's events still come from one
+producer, in order.
+
 Lines are handled in chunks: one key-store round trip fetches (or creates) every data key a
 chunk needs, then each event is encrypted, Avro-encoded and handed to an idempotent
 confluent-kafka producer (``acks=all``). :meth:`Publisher.flush` waits for every delivery report
