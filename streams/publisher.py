@@ -42,6 +42,7 @@ import functools
 import itertools
 import re
 import zlib
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -115,11 +116,15 @@ class Share:
     every process): ``placed`` names the share of the busiest customers (a plan balanced over
     the file, :func:`plan_shares`), and any other falls to its key modulo ``jobs``. A line
     without a readable ``subject_id`` (which the publisher refuses) falls to a share by its
-    line number, so it is reported once. Only keys travel to a process, never a name."""
+    line number, so it is reported once. ``by_line``, when the plan gives it, is the share of
+    each line so placed (a byte a line, by line number), so a share passes over the others'
+    lines without reading them; a line past its end is placed by its key. Only keys and
+    share numbers travel to a process, never a name."""
 
     index: int
     jobs: int
     placed: Mapping[int, int] = field(default_factory=dict)
+    by_line: bytes | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.index < self.jobs:
@@ -159,12 +164,13 @@ PLACED_MOST = 4_096
 def plan_shares(lines: Iterable[str | bytes], jobs: int) -> list[Share]:
     """The ``jobs`` shares of ``lines``, balanced: traffic is skewed (a few customers send
     much of it), so the busiest customers are placed one by one, each on the share with the
-    fewest lines so far, after the others have fallen to their key modulo ``jobs``."""
+    fewest lines so far, after the others have fallen to their key modulo ``jobs``. Each
+    share is told where every line falls (``by_line``), up to 256 shares."""
+    keys = array("q")  # each line's customer key; -1: none (placed by line number)
     counts: dict[int, int] = {}
     for line in lines:
-        if not line.strip():
-            continue
-        key = _line_key(line)
+        key = _line_key(line) if line.strip() else None
+        keys.append(-1 if key is None else key)
         if key is not None:
             counts[key] = counts.get(key, 0) + 1
     busiest = sorted(counts, key=lambda k: (-counts[k], k))[:PLACED_MOST]
@@ -178,7 +184,13 @@ def plan_shares(lines: Iterable[str | bytes], jobs: int) -> list[Share]:
         least = min(range(jobs), key=lambda index: (loads[index], index))
         placed[key] = least
         loads[least] += counts[key]
-    return [Share(index, jobs, placed) for index in range(jobs)]
+    by_line = None
+    if jobs <= 256:
+        plan = Share(0, jobs, placed)
+        by_line = bytes(
+            plan.owner(key) if key >= 0 else number % jobs for number, key in enumerate(keys)
+        )
+    return [Share(index, jobs, placed, by_line) for index in range(jobs)]
 
 
 _SUBJECT_KEY = re.compile(rb'"subject_id"\s*:')
@@ -217,24 +229,33 @@ def _owned_lines(
     numbered: Iterable[tuple[int, str | bytes]], share: Share | None
 ) -> Iterator[tuple[int, Any]]:
     """(line number, JSON value or the ValidationError saying why the line cannot be read) of
-    each non-blank line ``share`` holds (every one without a share). A line that names its
-    customer plainly falls to a share without being decoded (another share's line is passed
-    over unread); any other is decoded first, then placed (:meth:`Share.holds`). Every
-    process places every line the same way."""
+    each non-blank line ``share`` holds (every one without a share). A line the plan placed
+    (``by_line``) is read only by its share; past the plan, a line that names its customer
+    plainly is placed without being decoded, and any other is decoded first, then placed
+    (:meth:`Share.holds`). Every process places every line the same way."""
+    by_line = b"" if share is None or share.by_line is None else share.by_line
+    planned = len(by_line)
     for lineno, line in numbered:
         if not line.strip():
             continue
-        subject = None
+        mine = share is None
         if share is not None:
-            subject = _plain_subject(line)
-            if subject is not None and share.owner(customer_key(subject)) != share.index:
-                continue  # another share's customer, not even decoded
+            if lineno <= planned:  # placed by the plan
+                if by_line[lineno - 1] != share.index:
+                    continue  # another share's line, not even read
+                mine = True
+            else:
+                subject = _plain_subject(line)
+                if subject is not None:
+                    if share.owner(customer_key(subject)) != share.index:
+                        continue  # another share's customer, not even decoded
+                    mine = True
         value: Any
         try:
             value = read_line(line)
         except ValidationError as exc:
             value = exc
-        if share is None or subject is not None or share.holds(lineno, value):
+        if mine or (share is not None and share.holds(lineno, value)):
             yield lineno, value
 
 

@@ -149,9 +149,12 @@ def test_every_line_falls_to_exactly_one_share_and_a_customer_always_to_the_same
     lines += TRICKY
     numbered = list(enumerate((line.encode() for line in lines), start=1))
     for jobs in (1, 2, 3, 5):
-        for planned in (False, True):
+        for planned in (False, True, "half"):  # half: the file grew after it was planned
+            planned_lines = [line for _, line in numbered]
+            if planned == "half":
+                planned_lines = planned_lines[: len(planned_lines) // 2]
             shares = (
-                plan_shares((line for _, line in numbered), jobs)
+                plan_shares(planned_lines, jobs)
                 if planned
                 else [Share(index, jobs) for index in range(jobs)]
             )
