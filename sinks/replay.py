@@ -242,8 +242,11 @@ class AuditRecordReader:
         if data[:10] != _HEADER:
             raise _Unusual
         seq, at = _long(data, 10)
-        prev_hash, at = _hash_text(data, at)
-        stored_hash, at = _hash_text(data, at)
+        # prev_hash and hash: 64 characters each (a two-byte length), checked with subject_ref
+        if data[at : at + 2] != _LENGTH_64 or data[at + 66 : at + 68] != _LENGTH_64:
+            raise _Unusual
+        prev_hash, stored_hash = data[at + 2 : at + 66], data[at + 68 : at + 132]
+        at += 132
         recorded_end = _VARINT_END(data, at).end()  # AttributeError: no end (caught below)
         recorded = self._moment(data[at:recorded_end])
         at = recorded_end
@@ -259,7 +262,12 @@ class AuditRecordReader:
         kind = data[at + 1 : end]
         if not (_JSON_AS_IT_IS(event_id) and _JSON_AS_IT_IS(kind)):
             raise _Unusual
-        subject_ref, at = _hash_text(data, end)
+        if data[end : end + 2] != _LENGTH_64:
+            raise _Unusual
+        subject_ref, at = data[end + 2 : end + 66], end + 66
+        hashes = prev_hash + stored_hash + subject_ref  # letters and digits, as they are
+        if len(hashes) != 192 or not hashes.isalnum():
+            raise _Unusual
         # From the end: erasure (null), source_offset, source_partition, decided_at and
         # occurred_at, each varint ending at the next byte below 0x80 found backwards
         if data[-1]:
@@ -406,6 +414,7 @@ class AuditRecordReader:
 
 
 _HEADER = SINGLE_OBJECT_MAGIC + AUDIT_RECORD_FINGERPRINT
+_LENGTH_64 = b"\x80\x01"  # the zig-zag varint of 64
 # Where the varint at a position ends (up to 63 bits); None (AttributeError on .end()) if not
 _VARINT_END = cast(
     Callable[[bytes, int], re.Match[bytes]], re.compile(rb"[\x80-\xff]{0,8}[\x00-\x7f]").match
@@ -441,17 +450,6 @@ def _long(data: bytes, at: int) -> tuple[int, int]:
         value |= (byte & 0x7F) << shift
         shift += 7
     return (value >> 1) ^ -(value & 1), at + 1
-
-
-def _hash_text(data: bytes, at: int) -> tuple[bytes, int]:
-    """A 64-character text of letters and digits (a hash, a pseudonym) at ``at``, and where it
-    ends."""
-    if data[at] != 0x80 or data[at + 1] != 1:
-        raise _Unusual
-    text = data[at + 2 : at + 66]
-    if len(text) != 64 or not text.isalnum():
-        raise _Unusual
-    return text, at + 66
 
 
 def _optional(
