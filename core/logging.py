@@ -144,6 +144,12 @@ def configure_logging(level: str = "INFO", *, json: bool | None = None) -> None:
     )
 
 
+def logging_settings() -> dict[str, Any]:
+    """The level and format :func:`configure_logging` last set in this process, as its keyword
+    arguments: a process it starts logs the same way."""
+    return dict(_SETTINGS)
+
+
 LIBRDKAFKA_LOGGER = "librdkafka"
 
 

@@ -11,7 +11,7 @@ the metrics all read this table. Adding a kind: an entry here, its Avro record b
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, Literal
 
@@ -50,20 +50,20 @@ class EventKind:
     judged_as: Judgement
     set_by_publisher: tuple[str, ...] = ()
     """Body fields of the record on the bus that the publisher fills in (never in the input)."""
+    field_names: frozenset[str] = field(init=False, repr=False, compare=False)
+    """The body's fields in the input."""
+    record_field_names: frozenset[str] = field(init=False, repr=False, compare=False)
+    """The body's fields on the bus: the input's and those the publisher sets."""
+    carries_values: bool = field(init=False, repr=False, compare=False)
+    """Whether the body holds personal values (encrypted field by field on the bus)."""
 
-    @property
-    def field_names(self) -> frozenset[str]:
-        return frozenset(field.name for field in self.fields)
-
-    @property
-    def record_field_names(self) -> frozenset[str]:
-        """The body's fields on the bus: the input's and those the publisher sets."""
-        return self.field_names | frozenset(self.set_by_publisher)
-
-    @property
-    def carries_values(self) -> bool:
-        """Whether the body holds personal values (encrypted field by field on the bus)."""
-        return any(field.form == "data" for field in self.fields)
+    def __post_init__(self) -> None:
+        # worked out once: every event's validation and publication asks
+        names = frozenset(body_field.name for body_field in self.fields)
+        object.__setattr__(self, "field_names", names)
+        object.__setattr__(self, "record_field_names", names | frozenset(self.set_by_publisher))
+        carries = any(body_field.form == "data" for body_field in self.fields)
+        object.__setattr__(self, "carries_values", carries)
 
 
 COLLECTED: Final = "collected"

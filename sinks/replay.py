@@ -21,7 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sinks.canonical import canonical_bytes, canonical_hash, flat_canonical_bytes
+from sinks.canonical import CANONICAL_KEYS, canonical_bytes, canonical_hash
 from sinks.chain import ChainFollower, ChainProblem, VerifyReport
 from sinks.stored import audit_record_row
 from streams.codec import SINGLE_OBJECT_MAGIC, Codec, SingleObjectCodec
@@ -125,33 +125,72 @@ class _Unusual(Exception):
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_VERDICTS = ("allow", "deny")  # the Verdict enum's symbols, in order
-_MOMENTS_MAX = 4096
-_MILLIS_TEXT = tuple(f".{n:03d}Z" for n in range(1000))
+_MEMO_MAX = 4096
+_MILLIS_TEXT = tuple(b".%03dZ" % n for n in range(1000))
+_JSON_AS_IT_IS = cast(
+    Callable[[bytes], "re.Match[bytes] | None"], re.compile(rb"[ !#-\[\]-~]*").fullmatch
+)
+r"""Text the canonical encoding writes as it is between quotes: printable ASCII but ``"`` and
+``\``."""
+
+Middle = tuple[bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes]
+"""The canonical JSON of the fields from ``source`` to ``policy_version`` (see
+:meth:`AuditRecordReader._middle`)."""
+
+
+def _template() -> bytes:
+    """The canonical encoding of a record without an erasure, as a ``%`` template: the keys
+    in the canonical order, each value a ``%s`` for its JSON (between quotes for the texts
+    read as they are), up to the closing brace."""
+    quoted = {
+        "decided_at",
+        "event_id",
+        "kind",
+        "occurred_at",
+        "prev_hash",
+        "recorded_at",
+        "subject_ref",
+    }
+    parts = []
+    for key in CANONICAL_KEYS:
+        value = b"null" if key == "erasure" else b'"%s"' if key in quoted else b"%s"
+        parts.append(b'"%s":%s' % (key.encode(), value))
+    return b"{" + b",".join(parts)
+
+
+_BODY = _template()
 
 
 class AuditRecordReader:
-    """Reads a ``privacy.audit`` value written with :data:`AUDIT_RECORD_FINGERPRINT` and no
+    r"""Reads a ``privacy.audit`` value written with :data:`AUDIT_RECORD_FINGERPRINT` and no
     erasure into the canonical encoding :func:`~sinks.canonical.canonical_bytes` would give for
     its stored row, hashes it as :func:`~sinks.canonical.row_hash` would, and makes its line.
 
-    Declines (returns None) anything else or anything unusual: another schema, an erasure,
-    text that is not ASCII, a text of 64 bytes or more (other than the 64-digit hashes and
-    pseudonym, and ``rule``), an array of 64 texts or more, an empty required text, a varint
-    longer than 63 bits, a non-canonical union, enum or boolean byte, a negative length, a
-    time out of range, trailing or missing bytes. The caller then takes the codec's path, so
-    a declined record is checked (or refused) exactly as before.
+    Declines (returns None) anything else or anything unusual: another schema, an erasure, a
+    text holding anything but printable ASCII other than ``"`` and ``\``, a text of 64 bytes
+    or more (other than ``rule``, and the 64-character hashes and pseudonym, which must be
+    letters and digits), an array of 64 texts or more, an empty required text, a varint longer
+    than 63 bits, a non-canonical union, enum or boolean byte, a negative length, a time out
+    of range, trailing or missing bytes. The caller then takes the codec's path, so a declined
+    record is checked (or refused) exactly as before.
 
-    Texts are cut from the value decoded as Latin-1, which is its UTF-8 decoding when they are
-    ASCII; that is checked once per record, on the canonical bytes (any other character would
-    be encoded there as non-ASCII UTF-8).
+    The texts it accepts are written as they are between quotes, so the canonical encoding is
+    filled into a template from the value's own bytes. The fields from ``source`` to
+    ``policy_version`` lie together in the value and repeat from record to record (the same
+    decisions under the same rules): their JSON is remembered by their bytes, which end where
+    the four numbers the value ends with begin, found backwards from the end (only a varint's
+    last byte is below 0x80, and so is the last byte of the text before them). A
+    region is remembered only when it reads to exactly its end, so a value whose region is
+    not one of those is read in full (and declined when it does not read).
     """
 
-    __slots__ = ("_moments", "_seconds")
+    __slots__ = ("_middles", "_moments", "_seconds", "_texts")
 
     def __init__(self) -> None:
-        self._moments: dict[bytes, str] = {}  # varint -> text
-        self._seconds: dict[int, str] = {}  # whole second -> text
+        self._moments: dict[bytes, bytes] = {}  # varint -> its text
+        self._seconds: dict[int, bytes] = {}  # whole second -> its text
+        self._middles: dict[bytes, Middle] = {}  # bytes from source to policy_version
+        self._texts: dict[bytes, bytes] = {}  # a short text's bytes (length first) -> JSON
 
     @classmethod
     def for_codec(cls, codec: Codec) -> AuditRecordReader | None:
@@ -169,141 +208,224 @@ class AuditRecordReader:
         except (_Unusual, IndexError, OverflowError, AttributeError):
             return None  # AttributeError: a varint that does not end (no match)
 
-    def _moment(self, varint: bytes) -> str:
+    def _moment(self, varint: bytes) -> bytes:
         """A timestamp-millis (its varint bytes) as the canonical encoding's UTC text."""
         known = self._moments.get(varint)
-        if known is None:
-            if len(self._moments) >= _MOMENTS_MAX:
-                self._moments.clear()
-            if len(varint) == 6:  # 2001..2112, unrolled
-                b0, b1, b2, b3, b4, b5 = varint
-                raw = (
-                    (b0 & 0x7F)
-                    | (b1 & 0x7F) << 7
-                    | (b2 & 0x7F) << 14
-                    | (b3 & 0x7F) << 21
-                    | (b4 & 0x7F) << 28
-                    | b5 << 35
-                )
-                second, millis = divmod((raw >> 1) ^ -(raw & 1), 1000)
-            else:
-                second, millis = divmod(_long(varint, 0)[0], 1000)
-            whole = self._seconds.get(second)
-            if whole is None:
-                if len(self._seconds) >= _MOMENTS_MAX:
-                    self._seconds.clear()
-                moment = _EPOCH + timedelta(seconds=second)
-                whole = self._seconds[second] = moment.isoformat()[:-6]  # no "+00:00"
-            # as utc_text(_EPOCH + timedelta(milliseconds=...)), without formatting each time
-            known = whole + _MILLIS_TEXT[millis]
-            self._moments[varint] = known
+        if known is not None:
+            return known
+        if len(self._moments) >= _MEMO_MAX:
+            self._moments.clear()
+        if len(varint) == 6:  # 2001..2112, unrolled: most times are seen once
+            b0, b1, b2, b3, b4, b5 = varint
+            raw = (
+                (b0 & 0x7F)
+                | (b1 & 0x7F) << 7
+                | (b2 & 0x7F) << 14
+                | (b3 & 0x7F) << 21
+                | (b4 & 0x7F) << 28
+                | b5 << 35
+            )
+            second, millis = divmod((raw >> 1) ^ -(raw & 1), 1000)
+        else:
+            second, millis = divmod(_long(varint, 0)[0], 1000)
+        whole = self._seconds.get(second)
+        if whole is None:
+            if len(self._seconds) >= _MEMO_MAX:
+                self._seconds.clear()
+            moment = _EPOCH + timedelta(seconds=second)
+            whole = self._seconds[second] = moment.isoformat()[:-6].encode()  # no "+00:00"
+        # as utc_text(_EPOCH + timedelta(milliseconds=...)), without formatting each time
+        known = self._moments[varint] = whole + _MILLIS_TEXT[millis]
         return known
 
-    def _moment_at(self, data: bytes, at: int) -> tuple[str, int]:
-        """The timestamp at ``at`` as text, and where it ends."""
-        known = self._moments.get(data[at : at + 6])  # a 6-byte varint (2001..2112) seen before
-        if known is not None:
-            return known, at + 6
-        end = _VARINT_END(data, at).end()
-        return self._moment(data[at:end]), end
-
     def _read(self, data: bytes) -> Read:
-        # Field by field in the schema's order: this runs once per record. A text shorter
-        # than 64 bytes has a one-byte length (even: zig-zag), 64 is 0x80 0x01.
         if data[:10] != _HEADER:
             raise _Unusual
-        text = data.decode("latin-1")
-        moment = self._moment_at
         seq, at = _long(data, 10)
-        prev_hash, at = _hash_text(data, text, at)
-        stored_hash, at = _hash_text(data, text, at)
-        recorded_text, at = moment(data, at)
-        event_id, at = _short_text(data, text, at)
-        kind, at = _short_text(data, text, at)
-        subject_ref, at = _hash_text(data, text, at)
-        source, at = _short_text(data, text, at)
-        categories: list[str]
-        if data[at] == 2 and not data[at + 1] & 0x81 and not data[at + 2 + (data[at + 1] >> 1)]:
-            end = at + 2 + (data[at + 1] >> 1)  # one category: usually
-            categories, at = [text[at + 2 : end]], end + 1
-        else:
-            categories, at = _short_texts(data, text, at)
-        purpose, at = _optional_text(data, text, at)
-        purposes: list[str]
-        if data[at] == 0:  # usually
-            purposes, at = [], at + 1
-        else:
-            purposes, at = _short_texts(data, text, at)
+        # prev_hash and hash: 64 characters each (a two-byte length), checked with subject_ref
+        if data[at : at + 2] != _LENGTH_64 or data[at + 66 : at + 68] != _LENGTH_64:
+            raise _Unusual
+        prev_hash, stored_hash = data[at + 2 : at + 66], data[at + 68 : at + 132]
+        at += 132
+        recorded_end = _VARINT_END(data, at).end()  # AttributeError: no end (caught below)
+        recorded = self._moment(data[at:recorded_end])
+        at = recorded_end
+        length = data[at]  # event_id, kind: short texts, written as they are
+        if length & 0x81 or not length:
+            raise _Unusual
+        end = at + 1 + (length >> 1)
+        event_id = data[at + 1 : end]
+        length = data[end]
+        if length & 0x81 or not length:
+            raise _Unusual
+        at, end = end, end + 1 + (length >> 1)
+        kind = data[at + 1 : end]
+        if not (_JSON_AS_IT_IS(event_id) and _JSON_AS_IT_IS(kind)):
+            raise _Unusual
+        if data[end : end + 2] != _LENGTH_64:
+            raise _Unusual
+        subject_ref, at = data[end + 2 : end + 66], end + 66
+        hashes = prev_hash + stored_hash + subject_ref  # letters and digits, as they are
+        if len(hashes) != 192 or not hashes.isalnum():
+            raise _Unusual
+        # From the end: erasure (null), source_offset, source_partition, decided_at and
+        # occurred_at, each varint ending at the next byte below 0x80 found backwards
+        if data[-1]:
+            raise _Unusual  # an erasure: the codec's path
+        base = max(at, len(data) - _TAIL_MOST)
+        ends = data[base:].translate(_VARINT_ENDS)  # 0 where a byte is below 0x80
+        end = len(ends) - 1  # the erasure's byte
+        find = ends.rfind
+        offset_end = end - 1
+        if ends[offset_end]:
+            raise _Unusual
+        partition_end = find(b"\0", 0, offset_end)
+        decided_end = find(b"\0", 0, partition_end)
+        occurred_end = find(b"\0", 0, decided_end)
+        middle_end = find(b"\0", 0, occurred_end)
+        if (
+            middle_end < 0
+            or offset_end - partition_end > 9
+            or partition_end - decided_end > 9
+            or decided_end - occurred_end > 9
+            or occurred_end - middle_end > 9
+        ):
+            raise _Unusual  # a varint longer than 63 bits, or no room for the fields before
+        occurred_at = base + middle_end + 1
+        decided_at = base + occurred_end + 1
+        partition_at = base + decided_end + 1
+        offset_at = base + partition_end + 1
+        middle = data[at:occurred_at]
+        known = self._middles.get(middle)
+        if known is None:
+            known = self._middle(middle)
+        (
+            actor_role,
+            categories,
+            consent_granted,
+            decision,
+            policy_version,
+            purpose,
+            purposes,
+            reason_code,
+            recipient,
+            rule,
+            source,
+        ) = known
+        body = _BODY % (
+            actor_role,
+            categories,
+            consent_granted,
+            self._moment(data[decided_at:partition_at]),
+            decision,
+            event_id,
+            kind,
+            self._moment(data[occurred_at:decided_at]),
+            policy_version,
+            prev_hash,
+            purpose,
+            purposes,
+            reason_code,
+            recipient,
+            recorded,
+            rule,
+            b"%d" % seq,
+            source,
+            b"%d" % _long(data, offset_at)[0],
+            b"%d" % _long(data, partition_at)[0],
+            subject_ref,
+        )
+        stored = stored_hash.decode()
+        return (
+            b'%s,"hash":"%s"}' % (body, stored_hash),  # replay_line
+            seq,
+            prev_hash.decode(),
+            stored,
+            canonical_hash(body + b"}"),
+        )
+
+    def _middle(self, data: bytes) -> Middle:
+        """The canonical JSON of ``source`` .. ``policy_version``, whose encoding is all of
+        ``data`` (remembered by it)."""
+        text = self._text
+        source, at = text(data, 0)
+        categories, at = _texts(data, at, text)
+        purpose, at = _optional(data, at, text)
+        purposes, at = _texts(data, at, text)
         byte = data[at]
         if byte == 0:
-            granted, at = None, at + 1
+            granted, at = b"null", at + 1
         elif byte == 2 and data[at + 1] < 2:
-            granted, at = data[at + 1] == 1, at + 2
+            granted, at = (b"true" if data[at + 1] else b"false"), at + 2
         else:
             raise _Unusual
-        recipient, at = _optional_text(data, text, at)
-        actor_role, at = _optional_text(data, text, at)
+        recipient, at = _optional(data, at, text)
+        actor_role, at = _optional(data, at, text)
         byte = data[at]
         if byte != 0 and byte != 2:
             raise _Unusual
-        verdict, at = _VERDICTS[byte >> 1], at + 1
-        reason_code, at = _short_text(data, text, at)
+        decision, at = (b'"deny"' if byte else b'"allow"'), at + 1
+        reason_code, at = text(data, at)
         length, at = _long(data, at)  # rule: often 64 bytes or more
-        if length < 0:
+        if length <= 0:
+            raise _Unusual  # empty or negative: the codec's path says what is wrong
+        rule = data[at : at + length]
+        if len(rule) != length or not _JSON_AS_IT_IS(rule):
             raise _Unusual
-        rule, at = text[at : at + length], at + length
-        policy_version, at = _short_text(data, text, at)
-        occurred_text, at = moment(data, at)
-        decided_text, at = moment(data, at)
-        source_partition, at = _long(data, at)
-        source_offset, at = _long(data, at)
-        if data[at] != 0 or at + 1 != len(data):  # an erasure, or bytes missing or left over
-            raise _Unusual
-        if not (
-            event_id and kind and subject_ref and source and reason_code and rule and policy_version
-        ):
-            raise _Unusual  # the codec's path says which field
-        record = {
-            "seq": seq,
-            "event_id": event_id,
-            "kind": kind,
-            "subject_ref": subject_ref,
-            "source": source,
-            "categories": categories,
-            "purpose": purpose,
-            "purposes": purposes,
-            "consent_granted": granted,
-            "recipient": recipient,
-            "actor_role": actor_role,
-            "decision": verdict,
-            "reason_code": reason_code,
-            "rule": rule,
-            "policy_version": policy_version,
-            "occurred_at": occurred_text,
-            "decided_at": decided_text,
-            "source_partition": source_partition,
-            "source_offset": source_offset,
-            "erasure": None,
-            "recorded_at": recorded_text,
-            "prev_hash": prev_hash,
-        }
-        canonical = flat_canonical_bytes(record)  # the canonical keys, timestamps as text
-        if not (canonical.isascii() and stored_hash.isascii()):
-            raise _Unusual  # a text that was not ASCII: cut as Latin-1, it is wrong
-        return (
-            b'%s,"hash":"%s"}' % (canonical[:-1], stored_hash.encode()),  # replay_line
-            seq,
-            prev_hash,
-            stored_hash,
-            canonical_hash(canonical),
+        at += length
+        policy_version, at = text(data, at)
+        if at != len(data) or b'""' in (source, reason_code, policy_version):
+            raise _Unusual  # bytes left over, or an empty required text
+        known: Middle = (
+            actor_role,
+            categories,
+            granted,
+            decision,
+            policy_version,
+            purpose,
+            purposes,
+            reason_code,
+            recipient,
+            b'"%s"' % rule,
+            source,
         )
+        if len(self._middles) >= _MEMO_MAX:
+            self._middles.clear()
+        self._middles[data] = known
+        return known
+
+    def _text(self, data: bytes, at: int) -> tuple[bytes, int]:
+        """The JSON of the text shorter than 64 bytes at ``at``, and where it ends."""
+        length = data[at]
+        if length & 0x81:
+            raise _Unusual
+        end = at + 1 + (length >> 1)
+        if end > len(data):
+            raise _Unusual
+        raw = data[at:end]
+        known = self._texts.get(raw)
+        if known is None:
+            if not _JSON_AS_IT_IS(raw[1:]):
+                raise _Unusual
+            if len(self._texts) >= _MEMO_MAX:
+                self._texts.clear()
+            known = self._texts[raw] = b'"%s"' % raw[1:]
+        return known, end
 
 
 _HEADER = SINGLE_OBJECT_MAGIC + AUDIT_RECORD_FINGERPRINT
+_LENGTH_64 = b"\x80\x01"  # the zig-zag varint of 64
 # Where the varint at a position ends (up to 63 bits); None (AttributeError on .end()) if not
 _VARINT_END = cast(
     Callable[[bytes, int], re.Match[bytes]], re.compile(rb"[\x80-\xff]{0,8}[\x00-\x7f]").match
 )
+
+
+_VARINT_ENDS = bytes(0 if byte < 0x80 else 1 for byte in range(256))
+"""``bytes.translate`` table: 0 where a byte ends a varint (below 0x80), 1 elsewhere."""
+_TAIL_MOST = 4 * 9 + 2
+"""Bytes at the end of a value that hold its last four varints (at most 9 bytes each, as
+:data:`_VARINT_END` reads), its null erasure and the last byte before them."""
 
 
 def _long(data: bytes, at: int) -> tuple[int, int]:
@@ -330,47 +452,35 @@ def _long(data: bytes, at: int) -> tuple[int, int]:
     return (value >> 1) ^ -(value & 1), at + 1
 
 
-def _short_text(data: bytes, text: str, at: int) -> tuple[str, int]:
-    """A text shorter than 64 bytes at ``at``, cut from ``text``, and where it ends."""
-    byte = data[at]
-    if byte & 0x81:
-        raise _Unusual
-    end = at + 1 + (byte >> 1)
-    return text[at + 1 : end], end
-
-
-def _hash_text(data: bytes, text: str, at: int) -> tuple[str, int]:
-    """A 64-byte text (a hash, a pseudonym) at ``at``, and where it ends."""
-    if data[at] != 0x80 or data[at + 1] != 1:
-        raise _Unusual
-    return text[at + 2 : at + 66], at + 66
-
-
-def _optional_text(data: bytes, text: str, at: int) -> tuple[str | None, int]:
-    """A null or a text shorter than 64 bytes (an Avro union) at ``at``, and where it ends."""
+def _optional(
+    data: bytes, at: int, text: Callable[[bytes, int], tuple[bytes, int]]
+) -> tuple[bytes, int]:
+    """The JSON of a null or a text shorter than 64 bytes (an Avro union) at ``at``, and
+    where it ends."""
     byte = data[at]
     if byte == 0:
-        return None, at + 1
-    if byte != 2 or data[at + 1] & 0x81:
+        return b"null", at + 1
+    if byte != 2:
         raise _Unusual
-    end = at + 2 + (data[at + 1] >> 1)
-    return text[at + 2 : end], end
+    return text(data, at + 1)
 
 
-def _short_texts(data: bytes, text: str, at: int) -> tuple[list[str], int]:
-    """An Avro array of texts shorter than 64 bytes (blocks shorter than 64 items) at ``at``,
-    cut from ``text`` (see :class:`AuditRecordReader`), and where it ends."""
-    out: list[str] = []
+def _texts(
+    data: bytes, at: int, text: Callable[[bytes, int], tuple[bytes, int]]
+) -> tuple[bytes, int]:
+    """The JSON of an Avro array of texts shorter than 64 bytes (blocks shorter than 64
+    items) at ``at``, and where it ends."""
+    items: list[bytes] = []
     while True:
         count = data[at]
         at += 1
         if count == 0:
-            return out, at
+            return b"[" + b",".join(items) + b"]", at
         if count & 0x81:
             raise _Unusual
         for _ in range(count >> 1):
-            item, at = _short_text(data, text, at)
-            out.append(item)
+            item, at = text(data, at)
+            items.append(item)
 
 
 __all__ = ["AUDIT_RECORD_FINGERPRINT", "BATCH", "AuditRecordReader", "replay", "replay_line"]

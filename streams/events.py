@@ -233,9 +233,15 @@ def parse_line(
     line: str | bytes, vocabulary: Vocabulary, *, now: datetime | None = None
 ) -> InputEvent:
     """Parse and validate one JSON line."""
+    return validate(read_line(line), vocabulary, now=now)
+
+
+def read_line(line: str | bytes) -> Any:
+    """The JSON value on ``line`` (not validated yet); a :class:`ValidationError` says why the
+    line cannot be read (too long, malformed)."""
     if len(line) > MAX_LINE_BYTES:
         raise ValidationError("(line)", f"is {len(line)} bytes, the limit is {MAX_LINE_BYTES}")
-    return validate(decode_line(line), vocabulary, now=now)
+    return decode_line(line)
 
 
 def decode_line(line: str | bytes) -> Any:

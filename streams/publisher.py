@@ -11,6 +11,10 @@ source's secret (:class:`~streams.sourceauth.SourceCredentials`, usually read fr
 refused. A publisher given no credentials at all sends records without a MAC, which workers
 refuse unless they run with ``LIFECYCLE_AUTH_MODE=permit`` (a rollout).
 
+Several processes can publish one file (:class:`Share`, :func:`plan_shares`): each reads
+every line and publishes those of its customers, so a customer's events still come from one
+producer, in order.
+
 Lines are handled in chunks: one key-store round trip fetches (or creates) every data key a
 chunk needs, then each event is encrypted, Avro-encoded and handed to an idempotent
 confluent-kafka producer (``acks=all``). :meth:`Publisher.flush` waits for every delivery report
@@ -36,7 +40,10 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Iterable, Iterator
+import re
+import zlib
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -48,8 +55,9 @@ from schemas.kinds import DELETION_REQUESTED, KINDS
 from streams import clients
 from streams.clients import DELIVERY_TIMEOUT_MS
 from streams.codec import Codec
-from streams.envelope import encrypt_value
-from streams.events import InputEvent, Vocabulary, parse_line, shown_name
+from streams.envelope import ValueSealer
+from streams.event_writer import CustomerEventWriter
+from streams.events import InputEvent, Vocabulary, read_line, shown_name, validate
 from streams.exceptions import KeyStoreError, PublishError, ValidationError
 from streams.keys import IDENTITY_CATEGORY, DataKey, KeyStore
 from streams.revocations import RevocationListener, revocation_record
@@ -99,6 +107,158 @@ class PublishReport:
         return not self.errors
 
 
+@dataclass(frozen=True, slots=True)
+class Share:
+    """One of ``jobs`` processes publishing the same lines: it publishes the customers that
+    fall to ``index``, so each customer's events are produced by one process, in their order.
+
+    A customer is known by the CRC-32 of its ``subject_id`` (:func:`customer_key`, the same in
+    every process): ``placed`` names the share of the busiest customers (a plan balanced over
+    the file, :func:`plan_shares`), and any other falls to its key modulo ``jobs``. A line
+    without a readable ``subject_id`` (which the publisher refuses) falls to a share by its
+    line number, so it is reported once. ``by_line``, when the plan gives it, is the share of
+    each line so placed (a byte a line, by line number), so a share passes over the others'
+    lines without reading them; a line past its end is placed by its key. Only keys and
+    share numbers travel to a process, never a name."""
+
+    index: int
+    jobs: int
+    placed: Mapping[int, int] = field(default_factory=dict)
+    by_line: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.jobs:
+            raise ValueError(f"share {self.index} of {self.jobs} jobs")
+
+    def owner(self, key: int) -> int:
+        """The share that publishes the customer whose key is ``key``."""
+        placed = self.placed.get(key)
+        return key % self.jobs if placed is None else placed
+
+    def holds(self, lineno: int, value: Any) -> bool:
+        """Whether line ``lineno`` (its decoded JSON value, or why it could not be read)
+        falls to this share."""
+        subject_id = value.get("subject_id") if isinstance(value, dict) else None
+        if isinstance(subject_id, str):
+            return self.owner(customer_key(subject_id)) == self.index
+        return (lineno - 1) % self.jobs == self.index
+
+
+def customer_key(subject_id: str | bytes) -> int:
+    """The CRC-32 of a ``subject_id`` (text, or its UTF-8 bytes): the same in every process
+    (not Python's salted ``hash``)."""
+    if isinstance(subject_id, str):
+        subject_id = subject_id.encode(errors="surrogatepass")
+    return zlib.crc32(subject_id)
+
+
+def share_of(subject_id: str | bytes, jobs: int) -> int:
+    """The share of a customer without a plan: its key modulo ``jobs``."""
+    return customer_key(subject_id) % jobs
+
+
+PLACED_MOST = 4_096
+"""The busiest customers a plan places itself; the others fall to their key modulo the jobs."""
+
+
+def plan_shares(lines: Iterable[str | bytes], jobs: int) -> list[Share]:
+    """The ``jobs`` shares of ``lines``, balanced: traffic is skewed (a few customers send
+    much of it), so the busiest customers are placed one by one, each on the share with the
+    fewest lines so far, after the others have fallen to their key modulo ``jobs``. Each
+    share is told where every line falls (``by_line``), up to 256 shares."""
+    keys = array("q")  # each line's customer key; -1: none (placed by line number)
+    counts: dict[int, int] = {}
+    for line in lines:
+        key = _line_key(line) if line.strip() else None
+        keys.append(-1 if key is None else key)
+        if key is not None:
+            counts[key] = counts.get(key, 0) + 1
+    busiest = sorted(counts, key=lambda k: (-counts[k], k))[:PLACED_MOST]
+    loads = [0] * jobs
+    for key, count in counts.items():
+        loads[key % jobs] += count
+    for key in busiest:
+        loads[key % jobs] -= counts[key]
+    placed: dict[int, int] = {}
+    for key in busiest:
+        least = min(range(jobs), key=lambda index: (loads[index], index))
+        placed[key] = least
+        loads[least] += counts[key]
+    by_line = None
+    if jobs <= 256:
+        plan = Share(0, jobs, placed)
+        by_line = bytes(
+            plan.owner(key) if key >= 0 else number % jobs for number, key in enumerate(keys)
+        )
+    return [Share(index, jobs, placed, by_line) for index in range(jobs)]
+
+
+_SUBJECT_KEY = re.compile(rb'"subject_id"\s*:')
+_PLAIN_TEXT = re.compile(rb'\s*"([^"\\]*)"')
+
+
+def _plain_subject(line: str | bytes) -> bytes | None:
+    """The ``subject_id`` of a line, without decoding it, when the line holds no escape at
+    all and names ``subject_id`` once, followed by a string; else None (the line must be
+    decoded). Without escapes every key is written as it is and no string holds a quote, so
+    a valid event's own ``subject_id`` is that one match (a line whose only match is nested
+    names no ``subject_id`` of its own, and is refused wherever it falls)."""
+    if not isinstance(line, bytes) or b"\\" in line:
+        return None
+    keys = list(itertools.islice(_SUBJECT_KEY.finditer(line), 2))
+    if len(keys) != 1:
+        return None
+    value = _PLAIN_TEXT.match(line, keys[0].end())
+    return None if value is None else value.group(1)
+
+
+def _line_key(line: str | bytes) -> int | None:
+    """The customer key of a line as every share places it (None: placed by line number)."""
+    subject = _plain_subject(line)
+    if subject is not None:
+        return customer_key(subject)
+    try:
+        value = read_line(line)
+    except ValidationError:
+        return None
+    subject_id = value.get("subject_id") if isinstance(value, dict) else None
+    return customer_key(subject_id) if isinstance(subject_id, str) else None
+
+
+def _owned_lines(
+    numbered: Iterable[tuple[int, str | bytes]], share: Share | None
+) -> Iterator[tuple[int, Any]]:
+    """(line number, JSON value or the ValidationError saying why the line cannot be read) of
+    each non-blank line ``share`` holds (every one without a share). A line the plan placed
+    (``by_line``) is read only by its share; past the plan, a line that names its customer
+    plainly is placed without being decoded, and any other is decoded first, then placed
+    (:meth:`Share.holds`). Every process places every line the same way."""
+    by_line = b"" if share is None or share.by_line is None else share.by_line
+    planned = len(by_line)
+    for lineno, line in numbered:
+        if not line.strip():
+            continue
+        mine = share is None
+        if share is not None:
+            if lineno <= planned:  # placed by the plan
+                if by_line[lineno - 1] != share.index:
+                    continue  # another share's line, not even read
+                mine = True
+            else:
+                subject = _plain_subject(line)
+                if subject is not None:
+                    if share.owner(customer_key(subject)) != share.index:
+                        continue  # another share's customer, not even decoded
+                    mine = True
+        value: Any
+        try:
+            value = read_line(line)
+        except ValidationError as exc:
+            value = exc
+        if mine or (share is not None and share.holds(lineno, value)):
+            yield lineno, value
+
+
 class Publisher:
     """Publishes customer-data events onto ``customer.events``."""
 
@@ -124,6 +284,12 @@ class Publisher:
             self._revocations = RevocationListener(client_config, codec, keystore).start()
         self._keys = keystore
         self._codec = codec
+        writer = CustomerEventWriter.for_codec(codec, topic)
+        self._encode: Callable[[dict[str, Any]], bytes] = (
+            writer.encode
+            if writer is not None
+            else functools.partial(codec.encode, "lifecycle.CustomerEvent", topic=topic)
+        )
         self._vocabulary = vocabulary
         self._topic = topic
         self._screen = screen
@@ -143,8 +309,6 @@ class Publisher:
 
     def publish(self, event: dict[str, Any]) -> str:
         """Validate and publish one event given as a dict of the input format; its event_id."""
-        from streams.events import validate
-
         valid = validate(event, self._vocabulary)
         if self._credentials is not None:
             self._credentials.refresh()
@@ -168,20 +332,29 @@ class Publisher:
 
     # -- many lines ------------------------------------------------------------------------
 
-    def publish_lines(self, lines: Iterable[str | bytes], *, flush: bool = True) -> PublishReport:
-        """Publish JSON lines; invalid ones are reported (line number, field) and skipped."""
+    def publish_lines(
+        self,
+        lines: Iterable[str | bytes],
+        *,
+        flush: bool = True,
+        share: Share | None = None,
+    ) -> PublishReport:
+        """Publish JSON lines; invalid ones are reported (line number, field) and skipped.
+        With ``share``, only the lines that share holds (see :class:`Share`); line numbers
+        are still those of ``lines``."""
         report = PublishReport()
-        numbered: Iterator[tuple[int, str | bytes]] = enumerate(lines, start=1)
-        while chunk := list(itertools.islice(numbered, CHUNK)):
+        owned = _owned_lines(enumerate(lines, start=1), share)
+        vocabulary = self._vocabulary
+        while chunk := list(itertools.islice(owned, CHUNK)):
             valid: list[InputEvent] = []
             now = datetime.now(UTC)
             if self._credentials is not None:
                 self._credentials.refresh()
-            for lineno, line in chunk:
-                if not line.strip():
-                    continue
+            for lineno, value in chunk:
                 try:
-                    event = parse_line(line, self._vocabulary, now=now)
+                    if isinstance(value, ValidationError):
+                        raise value
+                    event = validate(value, vocabulary, now=now)
                     self._credential(event)
                     valid.append(event)
                 except ValidationError as exc:
@@ -196,7 +369,8 @@ class Publisher:
         if not events:
             return
         self._catch_up_with_revocations()
-        refs = {e.subject_id: self._keys.subject_ref(e.subject_id) for e in events}
+        subject_ref = self._keys.subject_ref
+        refs = {subject: subject_ref(subject) for subject in {e.subject_id for e in events}}
         start = 0
         for index, event in enumerate(events):
             if event.kind == DELETION_REQUESTED:  # keys change after it: a segment ends
@@ -217,13 +391,16 @@ class Publisher:
         """Encrypt and produce ``events``: none is an erasure request but maybe the last."""
         if not events:
             return
-        refused = {
-            index
-            for index, event in enumerate(events)
-            if KINDS[event.kind].carries_values
-            and self._screen is not None
-            and self._screen.refuses(event)
-        }
+        screen = self._screen
+        refused = (
+            set()
+            if screen is None
+            else {
+                index
+                for index, event in enumerate(events)
+                if KINDS[event.kind].carries_values and screen.refuses(event)
+            }
+        )
         pairs = [(refs[e.subject_id], IDENTITY_CATEGORY) for e in events]
         pairs += [
             (refs[e.subject_id], c)
@@ -239,14 +416,17 @@ class Publisher:
             )
         published_at = datetime.now(UTC)
         credentials = self._credentials
+        encode, produce = self._encode, self._produce
+        seal_value = ValueSealer().seal
         for index, event in enumerate(events):
             ref = refs[event.subject_id]
+            event_id = event.event_id
             kind = KINDS[event.kind]
             body: dict[str, Any] = dict(event.body)
             if kind.carries_values:
                 under = isolated if index in refused else keys
                 body["data"] = [
-                    encrypt_value(under[(ref, category)], event.event_id, value)
+                    seal_value(under[(ref, category)], event_id, value)
                     for category, value in event.data.items()
                 ] + [
                     {
@@ -260,29 +440,26 @@ class Publisher:
             elif event.kind == DELETION_REQUESTED:
                 body["key_versions_ended"] = self._end_current_versions(ref, event)
             record = {
-                "event_id": event.event_id,
+                "event_id": event_id,
                 "kind": event.kind,
                 "occurred_at": event.occurred_at,
                 "published_at": published_at,
                 "source": event.source,
                 "subject_ref": ref,
-                "subject": encrypt_value(
-                    keys[(ref, IDENTITY_CATEGORY)], event.event_id, event.subject_id
-                ),
+                "subject": seal_value(keys[(ref, IDENTITY_CATEGORY)], event_id, event.subject_id),
                 "actor": {"id": event.actor_id, "role": event.actor_role},
                 # the union's branch named (fastavro's tuple notation): otherwise fastavro tries
-                # the body against every branch to find the one it fits, a large part of the
-                # encoding's cost
+                # the body against every branch to find the one it fits
                 "body": (kind.body_record, body),
                 "auth": None,
             }
-            value = self._codec.encode("lifecycle.CustomerEvent", record, self._topic)
+            value = encode(record)
             if credentials is not None:
                 credential = credentials.get(event.source)
                 if credential is None:  # the file changed since the line was checked
-                    raise PublishError(f"event_id {event.event_id}: no secret for its source")
+                    raise PublishError(f"event_id {event_id}: no secret for its source")
                 value = seal(value, credential)
-            self._produce(event.event_id, ref.encode(), value)
+            produce(ref.encode(), value)
 
     def _end_current_versions(self, ref: str, request: InputEvent) -> dict[str, int]:
         """Before an erasure request goes out: end the current key versions of what it covers
@@ -314,9 +491,13 @@ class Publisher:
         self.flush()
         return ended
 
-    def _produce(self, event_id: str, key: bytes, value: bytes) -> None:
-        report = functools.partial(self._on_delivery, event_id)
-        clients.produce(self._producer, self._topic, value, key, on_delivery=report)
+    def _produce(self, key: bytes, value: bytes) -> None:
+        try:  # the common case without the general helper's copies
+            self._producer.produce(self._topic, value, key, on_delivery=self._on_delivery)
+        except BufferError:  # the local queue is full: the helper serves deliveries meanwhile
+            clients.produce(self._producer, self._topic, value, key, on_delivery=self._on_delivery)
+            return
+        self._producer.poll(0)
 
     def _on_rotation_delivery(
         self, event_id: str, error: KafkaError | None, _message: Message
@@ -326,11 +507,20 @@ class Publisher:
                 f"the key rotation before event_id {event_id} (not sent): {error.str()}"
             )
 
-    def _on_delivery(self, event_id: str, error: KafkaError | None, _message: Message) -> None:
+    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:
-            self._failed.append(f"event_id {event_id}: {error.str()}")
+            self._failed.append(f"event_id {self._event_id_of(message)}: {error.str()}")
         else:
             self._delivered += 1
+
+    def _event_id_of(self, message: Message) -> str:
+        """The event id of a record this publisher produced (read back only when its
+        delivery failed: one callback for every record, rather than one made per record)."""
+        try:
+            record = self._codec.decode("lifecycle.CustomerEvent", message.value() or b"")
+        except Exception:
+            return "(unreadable)"
+        return str(record["event_id"])
 
     def flush(self, timeout: float | None = None) -> int:
         """Wait for every delivery report; the count delivered so far. Raises PublishError

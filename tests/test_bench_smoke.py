@@ -14,7 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 EXPECTED_ROWS = {
-    "publish": 1,
+    "publish": 2,
     "decide": 3,
     "ledger": 1,
     "verify": 1,

@@ -155,8 +155,9 @@ def _walk(
 
     check, hash_of, checkpoint_at = checker.check, stored_values_hash, checkpoints.get
     repeat_seq = None if repeat is None else repeat[0]
-    tree = Frontier()  # the Merkle tree of the records checked so far
-    grow = tree.append_record
+    tree = Frontier()  # the Merkle tree of the records checked up to the last checkpoint
+    leaves: list[str] = []  # the hashes checked since: the tree takes them at a checkpoint
+    grow = leaves.append
     for values in result:
         seq, stored = values[_SEQ_AT], values[_HASH_AT]
         try:
@@ -172,6 +173,8 @@ def _walk(
         grow(stored)
         checkpoint = checkpoint_at(seq)
         if checkpoint is not None:
+            tree.extend_records(leaves)
+            leaves.clear()
             bad_signature = checkpoint_problem(checkpoint, key_ids)
             if bad_signature is not None:
                 return report(seq, bad_signature)

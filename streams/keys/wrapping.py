@@ -4,6 +4,7 @@ bounded cache of unwrapped keys (:mod:`streams.keys.cache`). Subclasses only sto
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import threading
@@ -74,6 +75,9 @@ class EnvelopeKeyStore(ABC):
         self.cache_hits = 0
         self.cache_misses = 0
         self._pseudonym_key = self._open()
+        # keyed once: each pseudonym is a copy fed the subject_id (cheaper than a one-shot
+        # HMAC, which keys a new context every time)
+        self._pseudonym = hmac.new(self._pseudonym_key, digestmod=hashlib.sha256)
 
     # -- storage (subclasses) -------------------------------------------------------------
 
@@ -176,7 +180,9 @@ class EnvelopeKeyStore(ABC):
     # -- public API ----------------------------------------------------------------------
 
     def subject_ref(self, subject_id: str) -> str:
-        return hmac.digest(self._pseudonym_key, subject_id.encode(), "sha256").hex()
+        keyed = self._pseudonym.copy()
+        keyed.update(subject_id.encode())
+        return keyed.hexdigest()
 
     def encryption_keys(self, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], DataKey]:
         result: dict[tuple[str, str], DataKey] = {}
