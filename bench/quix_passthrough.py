@@ -46,6 +46,7 @@ def main() -> None:
     )
     source = app.topic(SOURCE, key_deserializer="bytes", value_deserializer="bytes")
     out = app.topic(PASSTHROUGH, key_serializer="bytes", value_serializer="bytes")
+
     def forwarded_now(_value: Any, _key: Any, _timestamp: int, _headers: Any) -> int:
         return time.time_ns() // 1_000_000
 
