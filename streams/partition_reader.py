@@ -79,13 +79,21 @@ class PartitionReader:
 
     async def read(self, most: int, within: float) -> list[Message]:
         """Up to ``most`` records of the assigned partitions, each partition's in offset
-        order, waiting at most ``within`` seconds for them."""
+        order: those fetched already, or, when there are none, those that come first within
+        ``within`` seconds (as soon as one comes: a batch is never held back to fill up, it
+        grows by itself while the one before it is being decided)."""
         if not self._assigned:
             return []
         return await self._call(lambda: self._read(most, within))
 
     def _read(self, most: int, within: float) -> list[Message]:
-        messages = self._consumer.consume(most, within)
+        consumer = self._consumer
+        messages = consumer.consume(most, 0)
+        if not messages:
+            first = consumer.poll(within)
+            if first is None:
+                return []
+            messages = [first, *(consumer.consume(most - 1, 0) if most > 1 else [])]
         if all(message.error() is None for message in messages):
             return messages
         records = []
