@@ -5,12 +5,18 @@ Runs in its own virtual environment (:mod:`bench.quix_env`): Quix Streams pins a
 confluent-kafka than the pipeline's, so it imports nothing of the project. Prints ``FIRST``
 on stdout when the first record was processed (the records are all on the topic before it
 starts, so the benchmark takes its CPU from there), and runs until SIGTERM.
+
+Each record leaves stamped with the time it was forwarded, as the Faust workers' outputs are:
+Quix Streams would otherwise give it the timestamp of the record it read, and the benchmark's
+rate, taken from the output's timestamps, would be the rate those were published at.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
+from typing import Any
 
 from quixstreams import Application
 
@@ -40,7 +46,11 @@ def main() -> None:
     )
     source = app.topic(SOURCE, key_deserializer="bytes", value_deserializer="bytes")
     out = app.topic(PASSTHROUGH, key_serializer="bytes", value_serializer="bytes")
-    app.dataframe(source).to_topic(out)
+
+    def forwarded_now(_value: Any, _key: Any, _timestamp: int, _headers: Any) -> int:
+        return time.time_ns() // 1_000_000
+
+    app.dataframe(source).set_timestamp(forwarded_now).to_topic(out)
     app.run()
 
 

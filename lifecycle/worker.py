@@ -16,13 +16,14 @@ from lifecycle.observability import Health
 from lifecycle.runtime import Runtime
 from processors.audit_stage import LedgerService, LedgerStage
 from processors.decisions import DecisionStage
-from processors.intake import register_intake
+from processors.intake import Intake, register_intake
 from processors.metrics import Metrics
 from processors.progress import Progress
 from processors.retention import register_retention
 from sinks.ledger import open_audit_sink
 from streams.app import create_app
 from streams.outbox import Outbox
+from streams.partition_reader import PartitionReader
 from streams.topics import CUSTOMER_EVENTS
 
 log = get_logger(__name__)
@@ -32,13 +33,14 @@ LAG_INTERVAL = 10.0
 
 def register_decisions(
     app: faust.App, runtime: Runtime, metrics: Metrics
-) -> tuple[DecisionStage, Progress]:
-    """The intake agent and the decision stage behind it, on ``app``."""
+) -> tuple[DecisionStage, Progress, Intake]:
+    """The intake and the decision stage behind it, on ``app``."""
     settings = runtime.settings
     outbox = Outbox(settings.kafka_client_config())
-    progress = Progress(app, settings.kafka_consumer_config())
+    reader = PartitionReader(settings.kafka_consumer_config(), CUSTOMER_EVENTS, label="intake")
+    progress = Progress(app, settings.kafka_consumer_config(), reader)
     stage = DecisionStage(app, runtime, metrics, outbox, committed=progress.committed)
-    register_intake(
+    intake = register_intake(
         app,
         runtime.codec,
         runtime.keystore,
@@ -46,9 +48,10 @@ def register_decisions(
         metrics,
         outbox,
         progress,
+        reader,
         partitions=settings.topic_partitions,
     )
-    return stage, progress
+    return stage, progress, intake
 
 
 def build_worker(
@@ -57,7 +60,7 @@ def build_worker(
     metrics = metrics or Metrics(process_collector=False)
     health = health or Health()
     app = create_app(runtime.settings)
-    stage, progress = register_decisions(app, runtime, metrics)
+    stage, progress, intake = register_decisions(app, runtime, metrics)
     register_retention(app, stage, runtime.codec)
     sink = open_audit_sink(runtime.settings)
     ledger = LedgerStage(runtime, sink, metrics, group=f"{app.conf.id}-ledger")
@@ -77,12 +80,14 @@ def build_worker(
             consumer = app.consumer
             committed = progress.committed()
             # the high watermark of the latest fetch (no request; ListOffsets would be one
-            # per partition, and the embedded broker answers it short)
+            # per partition, and the embedded broker answers it short); the intake's reader
+            # fetches customer.events, not Faust's consumer
             metrics.consumer_lag(
                 {
                     (tp.topic, tp.partition): (
-                        committed.get(tp.partition) if tp.topic == CUSTOMER_EVENTS else None,
-                        consumer.highwater(tp),
+                        (committed.get(tp.partition), intake.highwater(tp.partition))
+                        if tp.topic == CUSTOMER_EVENTS
+                        else (None, consumer.highwater(tp))
                     )
                     for tp in consumer.assignment()
                 }

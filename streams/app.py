@@ -10,8 +10,10 @@ Settings that matter on the bus:
 * ``producer_partitioner``: aiokafka's default partitioner, but with the keys' murmur2 hashes
   remembered (:func:`streams.topics.key_partitioner`): every table update computed it in
   Python for the changelog's partition.
-* acks are manual in our agents (``noack_take`` + ``stream.ack`` once the effect is durable),
-  because Faust acks an event even when the agent body raised.
+* topics read below Faust (``LifecycleApp.read_apart``, the intake's ``customer.events``):
+  the consumer subscribes to them, so the group's assignment co-partitions them with the
+  tables, but pauses them in aiokafka on every assignment, so Faust's fetcher never delivers
+  their records; the intake reads them itself (:mod:`processors.intake`).
 * table recovery reads each changelog to the end a fetch reports (:mod:`streams.offsets`), not
   to the ListOffsets answer, which the embedded broker gives short by up to a record batch:
   with that answer a restarted or rebalanced worker would rebuild its tables without their
@@ -22,11 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import faust
 import structlog
+from aiokafka import TopicPartition
 from confluent_kafka import KafkaException
 from faust.transport.drivers import aiokafka as _faust_kafka
 from faust.types import TP
@@ -49,6 +52,20 @@ class _ConsumerThread(_faust_kafka.AIOKafkaConsumerThread):  # type: ignore[misc
 
     The intake does not rely on Faust's offset tracking, which a short wait makes less
     dependable after partitions move: see :mod:`processors.progress`."""
+
+    async def on_partitions_assigned(self, assigned: Iterable[TP], generation_id: int = 0) -> None:
+        # in the consumer's own thread, before Faust hears of the assignment: aiokafka then
+        # never fetches these partitions (Faust resumes only its own view of them)
+        apart = getattr(self.app, "read_apart", ())
+        held = [TopicPartition(tp.topic, tp.partition) for tp in assigned if tp.topic in apart]
+        if held:
+            self._ensure_consumer().pause(*held)
+        await super().on_partitions_assigned(assigned, generation_id)
+
+    def verify_event_path(self, now: float, tp: TP) -> None:
+        # a paused partition is never fetched: not a slow stream
+        if tp.topic not in getattr(self.app, "read_apart", ()):
+            super().verify_event_path(now, tp)
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
@@ -85,10 +102,34 @@ class _Transport(_faust_kafka.Transport):  # type: ignore[misc]
 
 class LifecycleApp(faust.App):  # type: ignore[misc]
     """``faust.App`` whose consumer finds partition ends with :func:`streams.offsets.end_offsets`
-    (``lifecycle_client_config`` is the librdkafka configuration it uses for that)."""
+    (``lifecycle_client_config`` is the librdkafka configuration it uses for that), and leaves
+    the records of :meth:`read_below` topics to whoever reads them."""
 
     lifecycle_client_config: dict[str, str] | None = None
     lifecycle_fetch_wait_ms: int | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.read_apart: set[str] = set()
+        self._before_stop: list[Callable[[], Awaitable[None]]] = []
+
+    def read_below(self, topic: str, before_stop: Callable[[], Awaitable[None]]) -> None:
+        """Subscribe the group to ``topic`` (its partitions are assigned with the tables'),
+        but never fetch its records: a reader of the caller's does, and ``before_stop`` is
+        awaited when the app stops, while the consumer is still in the group (for a last
+        commit)."""
+        self.read_apart.add(topic)
+        self._before_stop.append(before_stop)
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        for topic in sorted(self.read_apart):  # before the consumer starts, as agents do
+            self.topics.add(self.topic(topic, key_type=bytes, value_type=bytes, acks=False))
+
+    async def on_stop(self) -> None:
+        for hook in self._before_stop:
+            await hook()
+        await super().on_stop()
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)
