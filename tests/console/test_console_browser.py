@@ -39,6 +39,7 @@ from fixtures.broker import LIFECYCLE, REPO, WorkerProcess, pipeline_env, read_t
 os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not look for a driver
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -172,7 +173,10 @@ def wait_for(driver: WebDriver, css: str, text: str = "", timeout: float = 30) -
         shown = elements[0].text if elements else ""
         return bool(elements) and text in shown
 
-    WebDriverWait(driver, timeout).until(found, f"{css} never showed {text!r}")
+    # htmx swaps fragments in place: an element found may be replaced before it is read.
+    WebDriverWait(driver, timeout, ignored_exceptions=[StaleElementReferenceException]).until(
+        found, f"{css} never showed {text!r}"
+    )
     return shown
 
 
@@ -269,13 +273,13 @@ def test_an_officer_extends_a_request_and_its_due_date_moves(
     browser.find_element(By.CSS_SELECTOR, "input[name='kind'][value='access']").click()
     browser.find_element(By.ID, "file-erasure").click()
     due = wait_for(browser, "#due", "UTC")
-    assert "Ledger records" in browser.find_element(By.ID, "request-facts").text
+    assert "Ledger records" in wait_for(browser, "#request-facts")
     Select(browser.find_element(By.NAME, "reason")).select_by_value("number_of_requests")
     browser.find_element(By.NAME, "customer_told").click()
     browser.find_element(By.ID, "extend").click()
     extended = wait_for(browser, "#extended", "number of requests")
     assert f"by {OFFICER}" in extended
-    moved = browser.find_element(By.ID, "due").text
+    moved = wait_for(browser, "#due", "UTC")
     first = time.strptime(due, "%Y-%m-%d %H:%M UTC")
     second = time.strptime(moved, "%Y-%m-%d %H:%M UTC")
     assert (time.mktime(second) - time.mktime(first)) / 86_400 == pytest.approx(30, abs=0.05)
@@ -294,7 +298,7 @@ def test_a_reveal_shows_values_and_lands_on_the_ledger(stack: Stack, browser: We
     browser.find_element(By.ID, "reveal").click()
     recorded = wait_for(browser, "#reveal-recorded", "ledger record")
     seq = int(re.search(r"ledger record (\d+)", recorded).group(1))  # type: ignore[union-attr]
-    assert CUSTOMERS["C-5003"]["email"] in browser.find_element(By.ID, "held").text
+    assert CUSTOMERS["C-5003"]["email"] in wait_for(browser, "#held", "@")
     keep(browser, "customer-revealed", shows=["Revealed address, email, name", recorded])
     (record,) = [r for r in stack.records("values_revealed") if r["seq"] == seq]
     assert (record["recipient"], record["actor_role"], record["source"]) == (
