@@ -65,6 +65,7 @@ from sinks.entry import AuditEntry
 from sinks.ledger import AuditLedger
 from sinks.vault import HeldValue, Vault
 from streams.envelope import decrypt_value, encrypt_value, opens
+from streams.event_writer import DecisionWriter
 from streams.exceptions import DecodeError, KeyShreddedError, KeyStoreError
 from streams.keys import IDENTITY_CATEGORY, Versions
 from streams.outbox import Outbox
@@ -236,6 +237,7 @@ class DecisionStage:
         self.clock = runtime.clock
         """The time retention sweeps of this worker judge by (:mod:`processors.retention`)."""
         self._codec = runtime.codec
+        self._decisions = DecisionWriter.for_codec(self._codec, DECISIONS)
         self._book = runtime.policy
         self._keys = runtime.keystore
         self._vault = Vault(runtime.engine)
@@ -606,19 +608,26 @@ class DecisionStage:
         """Into the outbox: the decision, and a refusal for the privacy team too."""
         self._metrics.decided(record["decision"], record["reason_code"])
         key = record["subject_ref"].encode()
+        writer = self._decisions  # its bytes name no topic: one value serves both
+        value = (
+            writer.encode(record)
+            if writer is not None
+            else self._codec.encode("lifecycle.Decision", record, DECISIONS)
+        )
         if record["decision"] == "deny":
-            self._outbox.produce(
-                VIOLATIONS, self._codec.encode("lifecycle.Decision", record, VIOLATIONS), key
+            violation = (
+                value
+                if writer is not None
+                else self._codec.encode("lifecycle.Decision", record, VIOLATIONS)
             )
+            self._outbox.produce(VIOLATIONS, violation, key)
             log.info(
                 "decision.deny",
                 event_id=record["event_id"],
                 reason=record["reason_code"],
                 subject_ref=record["subject_ref"],
             )
-        self._outbox.produce(
-            DECISIONS, self._codec.encode("lifecycle.Decision", record, DECISIONS), key
-        )
+        self._outbox.produce(DECISIONS, value, key)
 
     # -- erasure ------------------------------------------------------------------------
 

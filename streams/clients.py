@@ -65,9 +65,11 @@ def produce(
     partition: int = -1,
     headers: Headers | None = None,
     on_delivery: DeliveryReport | None = None,
+    serve: bool = True,
 ) -> None:
     """Queue one record (``partition`` -1: the partitioner chooses); while the local queue is
-    full, serve deliveries until it has room."""
+    full, serve deliveries until it has room. ``serve``: serve the deliveries already
+    reported (a caller that flushes once per batch leaves them to the flush)."""
     listed: list[tuple[str, str | bytes | None]] | None = list(headers) if headers else None
     try:
         to.produce(topic, value, key, partition, headers=listed, on_delivery=on_delivery)
@@ -81,7 +83,8 @@ def produce(
             most=0.05,
             sleep=to.poll,
         )
-    to.poll(0)
+    if serve:
+        to.poll(0)
 
 
 def consumer(

@@ -1,14 +1,16 @@
-"""The publisher's writer of ``lifecycle.CustomerEvent`` values: the bytes
+"""Writers of the two records every event makes: the publisher's ``lifecycle.CustomerEvent``
+and the decision stage's ``lifecycle.Decision``, the bytes
 :class:`~streams.codec.SingleObjectCodec` gives, written field by field.
 
 fastavro interprets the schema for every record it writes (a dictionary lookup and a call per
-field and per union branch); this writer knows the one schema it was written for, so a record
-costs a few joins. It is used only for that schema (:data:`CUSTOMER_EVENT_FINGERPRINT`, which
-a test compares with ``schemas/``: a schema change must revisit it, and until then the codec
-writes every record), and declines anything it was not written for: a value of an unexpected
-type, a naive or out-of-range time, a number outside its Avro type, an ``auth`` already set.
-A declined record goes to the codec, which writes it or says what is wrong, so the bytes and
-the errors are the codec's in every case (the tests feed both the same records).
+field and per union branch); these writers know the one schema each was written for, so a
+record costs a few joins. Each is used only for that schema (:data:`CUSTOMER_EVENT_FINGERPRINT`,
+:data:`DECISION_FINGERPRINT`, which a test compares with ``schemas/``: a schema change must
+revisit the writer, and until then the codec writes every record), and declines anything it
+was not written for: a value of an unexpected type, a naive or out-of-range time, a number
+outside its Avro type, an ``auth`` already set, a decision's erasure outcome. A declined
+record goes to the codec, which writes it or says what is wrong, so the bytes and the errors
+are the codec's in every case (the tests feed both the same records).
 """
 
 from __future__ import annotations
@@ -22,8 +24,14 @@ from streams.codec import SINGLE_OBJECT_MAGIC, Codec, SingleObjectCodec
 CUSTOMER_EVENT_FINGERPRINT = bytes.fromhex("0e686e9ddb63152b")
 """CRC-64-AVRO fingerprint of the ``lifecycle.CustomerEvent`` schema this writer writes."""
 
+DECISION_FINGERPRINT = bytes.fromhex("48e66b3a684c317d")
+"""CRC-64-AVRO fingerprint of the ``lifecycle.Decision`` schema this module writes."""
+
 RECORD = "lifecycle.CustomerEvent"
+DECISION = "lifecycle.Decision"
 _HEADER = SINGLE_OBJECT_MAGIC + CUSTOMER_EVENT_FINGERPRINT
+_DECISION_HEADER = SINGLE_OBJECT_MAGIC + DECISION_FINGERPRINT
+_VERDICTS = {"allow": b"\x00", "deny": b"\x02"}
 _KINDS = ("collected", "used", "shared", "deletion_requested", "consent_changed")
 _BODIES = (
     "lifecycle.Collected",
@@ -101,6 +109,11 @@ def _millis(moment: datetime) -> bytes:
         raise _Unusual
     delta = moment - _EPOCH
     return _varint((delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000)
+
+
+def _optional(text: str | None) -> bytes:
+    """A ``["null", "string"]`` union."""
+    return _NULL if text is None else _SECOND_BRANCH + _string(text)
 
 
 def _strings(items: Any) -> bytes:
@@ -248,4 +261,75 @@ class CustomerEventWriter:
         )
 
 
-__all__ = ["CUSTOMER_EVENT_FINGERPRINT", "CustomerEventWriter"]
+class DecisionWriter:
+    """Writes ``lifecycle.Decision`` values as ``codec`` does (see the module); a decision
+    with an erasure outcome (one an erasure request or a sweep) is left to the codec."""
+
+    __slots__ = ("_codec", "_topic", "declined")
+
+    def __init__(self, codec: Codec, topic: str) -> None:
+        self._codec = codec
+        self._topic = topic
+        self.declined = 0
+        """Records left to the codec."""
+
+    @classmethod
+    def for_codec(cls, codec: Codec, topic: str) -> DecisionWriter | None:
+        """A writer when ``codec`` writes decisions the way this writer does."""
+        if not isinstance(codec, SingleObjectCodec):
+            return None
+        if codec.writer_fingerprint(DECISION) != DECISION_FINGERPRINT:
+            return None
+        return cls(codec, topic)
+
+    def encode(self, record: Mapping[str, Any]) -> bytes:
+        """The value of ``record``, with its header."""
+        try:
+            return self._write(record)
+        except (_Unusual, KeyError, TypeError, ValueError, AttributeError, OverflowError):
+            self.declined += 1
+            return self._codec.encode(DECISION, record, self._topic)
+
+    @staticmethod
+    def _write(record: Mapping[str, Any]) -> bytes:
+        if record["erasure"] is not None:
+            raise _Unusual
+        granted = record["consent_granted"]
+        if granted is None:
+            consent = _NULL
+        elif type(granted) is bool:
+            consent = b"\x02\x01" if granted else b"\x02\x00"
+        else:
+            raise _Unusual
+        return b"".join(
+            (
+                _DECISION_HEADER,
+                _string(record["event_id"]),
+                _string(record["kind"]),
+                _string(record["subject_ref"]),
+                _string(record["source"]),
+                _strings(record["categories"]),
+                _optional(record["purpose"]),
+                _strings(record["purposes"]),
+                consent,
+                _optional(record["recipient"]),
+                _optional(record["actor_role"]),
+                _VERDICTS[record["decision"]],
+                _string(record["reason_code"]),
+                _string(record["rule"]),
+                _string(record["policy_version"]),
+                _millis(record["occurred_at"]),
+                _millis(record["decided_at"]),
+                _int(record["source_partition"]),
+                _long(record["source_offset"]),
+                _NULL,  # erasure
+            )
+        )
+
+
+__all__ = [
+    "CUSTOMER_EVENT_FINGERPRINT",
+    "DECISION_FINGERPRINT",
+    "CustomerEventWriter",
+    "DecisionWriter",
+]

@@ -43,6 +43,7 @@ class Outbox:
             partition=partition,
             headers=headers,
             on_delivery=self._on_delivery,
+            serve=False,  # the batch's flush serves every delivery
         )
 
     def _on_delivery(self, error: KafkaError | None, _message: Message) -> None:

@@ -1,6 +1,6 @@
-"""The publisher's writer of customer events gives exactly the codec's bytes, for every kind and
-every value the schema allows, and leaves what it was not written for to the codec (whose
-bytes, or error, the caller then gets)."""
+"""The publisher's writer of customer events and the decision stage's writer of decisions give
+exactly the codec's bytes, for every kind and every value the schema allows, and leave what
+they were not written for to the codec (whose bytes, or error, the caller then gets)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.codec import SingleObjectCodec
-from streams.event_writer import CUSTOMER_EVENT_FINGERPRINT, CustomerEventWriter
+from streams.event_writer import (
+    CUSTOMER_EVENT_FINGERPRINT,
+    DECISION_FINGERPRINT,
+    CustomerEventWriter,
+    DecisionWriter,
+)
 from streams.exceptions import EncodeError
-from streams.topics import CUSTOMER_EVENTS
+from streams.topics import CUSTOMER_EVENTS, DECISIONS
 
 CODEC = SingleObjectCodec()
 RECORD = "lifecycle.CustomerEvent"
@@ -241,3 +246,145 @@ def test_a_codec_of_another_wire_format_gets_no_writer() -> None:
     registry = SchemaRegistryClient.new_client({"url": "mock://writer-test"})
     codec = ConfluentCodec("mock://writer-test", client=registry)
     assert CustomerEventWriter.for_codec(codec, CUSTOMER_EVENTS) is None
+    assert DecisionWriter.for_codec(codec, DECISIONS) is None
+
+
+# -- decisions ---------------------------------------------------------------------------
+
+DECISION = "lifecycle.Decision"
+
+
+def _decision_writer() -> DecisionWriter:
+    writer = DecisionWriter.for_codec(CODEC, DECISIONS)
+    assert writer is not None
+    return writer
+
+
+def _decision(**changes: Any) -> dict[str, Any]:
+    now = datetime(2026, 3, 1, 10, 0, 0, 123_456, tzinfo=UTC)
+    return {
+        "event_id": "ev-1",
+        "kind": "used",
+        "subject_ref": "a" * 64,
+        "source": "billing",
+        "categories": ["email"],
+        "purpose": "billing",
+        "purposes": [],
+        "consent_granted": None,
+        "recipient": None,
+        "actor_role": "billing_clerk",
+        "decision": "allow",
+        "reason_code": "allowed",
+        "rule": "uses.billing",
+        "policy_version": "1",
+        "occurred_at": now,
+        "decided_at": now + timedelta(milliseconds=5),
+        "source_partition": 3,
+        "source_offset": 1_234_567,
+        "erasure": None,
+        **changes,
+    }
+
+
+def test_the_decision_writer_was_written_for_the_current_decision_schema() -> None:
+    assert CODEC.writer_fingerprint(DECISION) == DECISION_FINGERPRINT
+
+
+_OPTIONAL_TEXT = st.none() | _TEXT
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    texts=st.lists(_TEXT, min_size=6, max_size=6),
+    categories=st.lists(_TEXT, max_size=70),
+    purposes=st.lists(_TEXT, max_size=5),
+    purpose=_OPTIONAL_TEXT,
+    recipient=_OPTIONAL_TEXT,
+    actor_role=_OPTIONAL_TEXT,
+    granted=st.none() | st.booleans(),
+    decision=st.sampled_from(["allow", "deny"]),
+    occurred_at=_TIMES,
+    decided_at=_TIMES,
+    partition=st.integers(-(2**31), 2**31 - 1),
+    offset=st.integers(-(2**63), 2**63 - 1),
+)
+def test_any_decision_the_schema_allows_is_written_as_the_codec_writes_it(
+    texts: list[str],
+    categories: list[str],
+    purposes: list[str],
+    purpose: str | None,
+    recipient: str | None,
+    actor_role: str | None,
+    granted: bool | None,
+    decision: str,
+    occurred_at: datetime,
+    decided_at: datetime,
+    partition: int,
+    offset: int,
+) -> None:
+    event_id, kind, source, reason_code, rule, policy_version = texts
+    record = _decision(
+        event_id=event_id,
+        kind=kind,
+        source=source,
+        categories=categories,
+        purpose=purpose,
+        purposes=purposes,
+        consent_granted=granted,
+        recipient=recipient,
+        actor_role=actor_role,
+        decision=decision,
+        reason_code=reason_code,
+        rule=rule,
+        policy_version=policy_version,
+        occurred_at=occurred_at,
+        decided_at=decided_at,
+        source_partition=partition,
+        source_offset=offset,
+    )
+    writer = _decision_writer()
+    try:
+        expected: bytes | None = CODEC.encode(DECISION, record)
+    except EncodeError:  # e.g. a lone surrogate in a text: the writer must say the same
+        expected = None
+    if expected is None:
+        with pytest.raises(EncodeError):
+            writer.encode(record)
+    else:
+        assert writer.encode(record) == expected
+        assert CODEC.decode(DECISION, expected)["event_id"] == event_id
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {
+            "erasure": {
+                "request_id": "r-1",
+                "status": "completed",
+                "shredded": ["email"],
+                "retained": [],
+            }
+        },
+        {"decided_at": datetime(2026, 3, 1, 10, 0)},  # no zone
+        {"decision": "maybe"},  # not a symbol of the enum
+        {"source_partition": 2**31},  # beyond an Avro int
+        {"consent_granted": 1},  # not a boolean
+    ],
+    ids=["erasure", "naive-time", "unknown-verdict", "int-overflow", "int-as-boolean"],
+)
+def test_what_the_decision_writer_was_not_written_for_goes_to_the_codec(
+    change: dict[str, Any],
+) -> None:
+    writer = _decision_writer()
+    record = _decision(**change)
+    try:
+        expected: bytes | None = CODEC.encode(DECISION, record)
+    except EncodeError:
+        expected = None
+    if expected is None:
+        with pytest.raises(EncodeError):
+            writer.encode(record)
+    else:
+        assert writer.encode(record) == expected
+    assert writer.declined == 1
