@@ -460,6 +460,7 @@ class Publisher:
                     raise PublishError(f"event_id {event_id}: no secret for its source")
                 value = seal(value, credential)
             produce(ref.encode(), value)
+        self._producer.poll(0)  # the segment's delivery reports so far, once
 
     def _end_current_versions(self, ref: str, request: InputEvent) -> dict[str, int]:
         """Before an erasure request goes out: end the current key versions of what it covers
@@ -496,8 +497,6 @@ class Publisher:
             self._producer.produce(self._topic, value, key, on_delivery=self._on_delivery)
         except BufferError:  # the local queue is full: the helper serves deliveries meanwhile
             clients.produce(self._producer, self._topic, value, key, on_delivery=self._on_delivery)
-            return
-        self._producer.poll(0)
 
     def _on_rotation_delivery(
         self, event_id: str, error: KafkaError | None, _message: Message
