@@ -42,14 +42,17 @@ def register_decisions(
     stage = DecisionStage(app, runtime, metrics, outbox, committed=progress.committed)
     intake = register_intake(
         app,
-        runtime.codec,
-        runtime.keystore,
-        stage.handle,
-        metrics,
-        outbox,
-        progress,
-        reader,
-        partitions=settings.topic_partitions,
+        Intake(
+            app,
+            runtime.codec,
+            runtime.keystore,
+            stage.handle,
+            metrics,
+            outbox,
+            progress,
+            reader,
+            partitions=settings.topic_partitions,
+        ),
     )
     return stage, progress, intake
 

@@ -154,7 +154,12 @@ def fail_loudly(what: str, exc: BaseException) -> None:
 
 class Intake(mode.Service):  # type: ignore[misc]  # mode is untyped here
     """Reads, decodes and hands on ``customer.events`` batches for as long as the app runs
-    (see the module docstring); made by :func:`register_intake`."""
+    (see the module docstring); wired into its app by :func:`register_intake`.
+
+    ``handle`` produces its outputs into ``outbox``, which is flushed (every output
+    acknowledged) before ``progress`` may commit the batch's offsets; ``reader`` reads the
+    partitions ``progress`` starts. ``partitions``: how many ``customer.events`` has when the
+    broker's metadata does not say. ``registry_patience``: see :func:`decode_event`."""
 
     def __init__(
         self,
@@ -324,36 +329,10 @@ class Intake(mode.Service):  # type: ignore[misc]  # mode is untyped here
         self._progress.done(admitted)
 
 
-def register_intake(
-    app: faust.App,
-    codec: Codec,
-    keystore: KeyStore,
-    handle: BatchHandler,
-    metrics: Metrics,
-    outbox: Outbox,
-    progress: Progress,
-    reader: PartitionReader,
-    *,
-    partitions: int,
-    registry_patience: float = REGISTRY_PATIENCE,
-) -> Intake:
-    """The intake of ``app`` (a :class:`~streams.app.LifecycleApp`); ``handle`` produces its
-    outputs into ``outbox``, which is flushed (every output acknowledged) before ``progress``
-    may commit the batch's offsets; ``reader`` reads the partitions ``progress`` starts.
-    ``partitions``: how many ``customer.events`` has when the broker's metadata does not say.
-    ``registry_patience``: see :func:`decode_event`."""
-    intake = Intake(
-        app,
-        codec,
-        keystore,
-        handle,
-        metrics,
-        outbox,
-        progress,
-        reader,
-        partitions=partitions,
-        registry_patience=registry_patience,
-    )
+def register_intake(app: faust.App, intake: Intake) -> Intake:
+    """``intake`` wired into ``app`` (a :class:`~streams.app.LifecycleApp`, the one it was
+    made for): it reads ``customer.events`` below Faust's consumer, starts and stops with the
+    app, gives up revoked partitions and starts reading once a rebalance is complete."""
     app.read_below(CUSTOMER_EVENTS, intake.drain)
     app.add_dependency(intake)
 
