@@ -90,8 +90,8 @@ def canonical_bytes(row: Mapping[str, Any]) -> bytes:
     )
 
 
-def stored_values_hash(values: Sequence[Any]) -> str:
-    """SHA-256 (lowercase hex) of a stored record given as its :data:`CANONICAL_KEYS` values in
+def stored_values_digest(values: Sequence[Any]) -> bytes:
+    """SHA-256 (the 32 raw bytes) of a stored record given as its :data:`CANONICAL_KEYS` values in
     that order followed by its stored ``hash`` (ignored): a row of ``verify``'s SELECT.
 
     The same bytes as :func:`canonical_bytes`; raises TypeError, KeyError or ValueError when
@@ -149,7 +149,12 @@ def stored_values_hash(values: Sequence[Any]) -> str:
                 "subject_ref": subject_ref,
             }
         )
-    ).hexdigest()
+    ).digest()
+
+
+def stored_values_hash(values: Sequence[Any]) -> str:
+    """:func:`stored_values_digest` as lowercase hex: the ``hash`` the record must have."""
+    return stored_values_digest(values).hex()
 
 
 def encode_canonical(document: dict[str, Any]) -> bytes:

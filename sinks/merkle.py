@@ -103,6 +103,29 @@ class Frontier:
             nodes.append(node)
         self.size = size
 
+    def append_tree(self, root: bytes, size: int) -> None:
+        """Add on the right a perfect subtree of ``size`` leaves (a power of two) given by its
+        root; the tree's size must be a multiple of ``size`` (the subtree starts aligned)."""
+        if size < 1 or size & (size - 1) or self.size % size:
+            raise ValueError(f"a subtree of {size} leaves cannot follow {self.size} leaves")
+        nodes = self.nodes
+        nodes.append(root)
+        self.size += size
+        merged = self.size // size
+        while not merged & 1:
+            right = nodes.pop()
+            nodes[-1] = _sha256(NODE_PREFIX + nodes[-1] + right).digest()
+            merged >>= 1
+
+    def root_with(self, right: bytes) -> bytes:
+        """The root of this tree followed by leaves whose own tree (folded as :meth:`root`
+        does) has root ``right``, when those leaves are fewer than the smallest perfect subtree
+        of this one, i.e. they start aligned (for a range of records hashed elsewhere)."""
+        root = right
+        for node in reversed(self.nodes):
+            root = node_hash(node, root)
+        return root
+
     def root(self) -> bytes:
         """The tree head's root hash."""
         if not self.nodes:
