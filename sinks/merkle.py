@@ -90,11 +90,15 @@ class Frontier:
         self.extend_records((record_hash,))
 
     def extend_records(self, record_hashes: Iterable[str]) -> None:
-        """Append the leaves of ledger records, given their hex hashes. One loop with no call
-        per leaf but SHA-256: it runs over every record of a verify and a checkpoint."""
-        nodes, size, sha256, from_hex = self.nodes, self.size, _sha256, bytes.fromhex
-        for record_hash in record_hashes:
-            node = sha256(LEAF_PREFIX + from_hex(record_hash)).digest()
+        """Append the leaves of ledger records, given their hex hashes."""
+        self.extend_record_digests(map(bytes.fromhex, record_hashes))
+
+    def extend_record_digests(self, digests: Iterable[bytes]) -> None:
+        """Append the leaves of ledger records, given their hashes as raw bytes. One loop with
+        no call per leaf but SHA-256: it runs over every record a checkpoint covers."""
+        nodes, size, sha256 = self.nodes, self.size, _sha256
+        for digest in digests:
+            node = sha256(LEAF_PREFIX + digest).digest()
             size += 1
             merged = size
             while not merged & 1:
