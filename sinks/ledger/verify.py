@@ -10,6 +10,7 @@ records up to it. The first problem found in that order is the one a single pass
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import os
 import selectors
@@ -62,7 +63,7 @@ def verify(
     progress: Callable[[int], None] | None = None,
     batch_size: int = 20_000,
     jobs: int | None = None,
-    range_size: int = RANGE_SIZE,
+    range_size: int | None = None,
 ) -> VerifyReport:
     """Check the whole ledger: every hash and link in seq order, and every signed checkpoint.
 
@@ -77,11 +78,12 @@ def verify(
     keys (after a rotation). ``progress`` is called with the number of records checked so far.
 
     ``jobs`` processes check the records (default: the usable cores) when the ledger holds
-    more than ``range_size`` records (a power of two) and lives in a SQLite file or in
-    PostgreSQL through psycopg: helper processes read ranges of the records up to the last seq
-    of this snapshot (records are never changed, so theirs are the same) and the results are
-    joined in seq order; the outcome is the one of a single pass.
+    more than ``range_size`` records (a power of two; default :data:`RANGE_SIZE`) and lives
+    in a SQLite file or in PostgreSQL through psycopg: helper processes read ranges of the
+    records up to the last seq of this snapshot (records are never changed, so theirs are the
+    same) and the results are joined in seq order; the outcome is the one of a single pass.
     """
+    range_size = RANGE_SIZE if range_size is None else range_size
     if range_size < 1 or range_size & (range_size - 1):
         raise ValueError("range_size must be a power of two")
     keys = [public_key] if isinstance(public_key, Ed25519PublicKey) else list(public_key)
@@ -382,17 +384,15 @@ class _Helper:
         return complete
 
     def stop(self) -> None:
+        """End it at once: it only reads, and its interpreter's shutdown would cost more
+        than a small verify."""
         process = self.process
-        try:
-            if process.stdin is not None:
-                process.stdin.close()
-            process.wait(timeout=5)
-        except (OSError, subprocess.TimeoutExpired):
-            process.kill()
-            process.wait()
-        finally:
-            if process.stdout is not None:
-                process.stdout.close()
+        process.kill()
+        process.wait()
+        for pipe in (process.stdin, process.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
 
 def _in_helpers(
