@@ -21,8 +21,9 @@ database (``{"sqlite": PATH}`` or ``{"postgresql": CONNINFO}``), then tasks
 from __future__ import annotations
 
 import hashlib
+import itertools
 import sys
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -141,7 +142,7 @@ def check_range(
     nodes: list[bytes] = []
     grow, shrink = nodes.append, nodes.pop
     size = checked = 0
-    for values in _chain(head_row, rows):
+    for values in itertools.chain((head_row,), rows):
         seq, prev_hash, stored = values[_SEQ_AT], values[_PREV_AT], values[_HASH_AT]
         try:
             digest = digest_of(values)
@@ -182,11 +183,6 @@ def check_range(
         size,
         [node.hex() for node in nodes],
     )
-
-
-def _chain(head: Sequence[Any], rest: Iterator[Sequence[Any]]) -> Iterator[Sequence[Any]]:
-    yield head
-    yield from rest
 
 
 # --------------------------------------------------------------------------- the helper
