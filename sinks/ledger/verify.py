@@ -96,7 +96,7 @@ def verify(
             last_seq = int(conn.execute(select(func.max(audit_ledger.c.seq))).scalar() or 0)
             database = _helper_database(engine)
             if jobs > 1 and last_seq > range_size and database is not None:
-                helpers = [_Helper.start(database) for _ in range(jobs)]
+                helpers = _start_helpers(database, jobs)
             checkpoints = read_checkpoints(conn)
             head_row = conn.execute(select(audit_chain_head.c.seq, audit_chain_head.c.hash)).first()
             repeat = _first_repeated_event(conn)
@@ -393,6 +393,19 @@ class _Helper:
             if pipe is not None:
                 with contextlib.suppress(OSError):
                     pipe.close()
+
+
+def _start_helpers(database: dict[str, str], count: int) -> list[_Helper]:
+    """``count`` helpers; none when one cannot be started (this process checks alone)."""
+    helpers: list[_Helper] = []
+    try:
+        for _ in range(count):
+            helpers.append(_Helper.start(database))
+    except OSError:
+        for helper in helpers:
+            helper.stop()
+        return []
+    return helpers
 
 
 def _in_helpers(

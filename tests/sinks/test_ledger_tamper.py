@@ -12,6 +12,7 @@ one), with the report of a single pass.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -240,6 +241,15 @@ def test_ranges_a_helper_cannot_check_are_checked_here(
     assert (report.ok, report.first_bad_seq) == (False, 44)
     assert report == one_pass
     assert len(ranges_here) == 6  # 1..8 to 41..48: the range of seq 44 is the last needed
+
+
+def test_without_helpers_this_process_checks_alone(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    change_a_field(ledger, seq=44)
+    one_pass = verify(ledger.engine, ledger.signer.public_key, jobs=1)
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")  # no helper can start
+    assert verify(ledger.engine, ledger.signer.public_key, jobs=2, range_size=8) == one_pass
 
 
 def _count_ranges_checked_here(
