@@ -14,33 +14,77 @@ reads them back. Sinks record; they never decide.
 
 from __future__ import annotations
 
-from sinks.canonical import GENESIS_HASH, canonical_bytes, row_hash
-from sinks.chain import ChainFollower, ChainProblem, VerifyReport
-from sinks.checkpoints import (
-    Checkpoint,
-    CheckpointSigner,
-    load_public_key,
-    load_signing_key,
-    public_key_path,
-)
-from sinks.entry import AuditEntry
-from sinks.exceptions import (
-    InvalidDecisionError,
-    LedgerError,
-    LedgerUnavailableError,
-    SigningKeyError,
-    SinkError,
-)
-from sinks.ledger import (
-    AuditSink,
-    SqlAuditSink,
-    count_records,
-    create_ledger,
-    iter_records,
-    open_audit_sink,
-    verify,
-)
-from sinks.memory import MemoryAuditSink
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sinks.canonical import GENESIS_HASH, canonical_bytes, row_hash
+    from sinks.chain import ChainFollower, ChainProblem, VerifyReport
+    from sinks.checkpoints import (
+        Checkpoint,
+        CheckpointSigner,
+        load_public_key,
+        load_signing_key,
+        public_key_path,
+    )
+    from sinks.entry import AuditEntry
+    from sinks.exceptions import (
+        InvalidDecisionError,
+        LedgerError,
+        LedgerUnavailableError,
+        SigningKeyError,
+        SinkError,
+    )
+    from sinks.ledger import (
+        AuditSink,
+        SqlAuditSink,
+        count_records,
+        create_ledger,
+        iter_records,
+        open_audit_sink,
+        verify,
+    )
+    from sinks.memory import MemoryAuditSink
+
+# Loaded on first use: a process that needs only the canonical encoding (a verify helper)
+# starts without the database and signing libraries.
+_EXPORTS = {
+    "AuditEntry": "sinks.entry",
+    "AuditSink": "sinks.ledger",
+    "ChainFollower": "sinks.chain",
+    "ChainProblem": "sinks.chain",
+    "Checkpoint": "sinks.checkpoints",
+    "CheckpointSigner": "sinks.checkpoints",
+    "GENESIS_HASH": "sinks.canonical",
+    "InvalidDecisionError": "sinks.exceptions",
+    "LedgerError": "sinks.exceptions",
+    "LedgerUnavailableError": "sinks.exceptions",
+    "MemoryAuditSink": "sinks.memory",
+    "SigningKeyError": "sinks.exceptions",
+    "SinkError": "sinks.exceptions",
+    "SqlAuditSink": "sinks.ledger",
+    "VerifyReport": "sinks.chain",
+    "canonical_bytes": "sinks.canonical",
+    "count_records": "sinks.ledger",
+    "create_ledger": "sinks.ledger",
+    "iter_records": "sinks.ledger",
+    "load_public_key": "sinks.checkpoints",
+    "load_signing_key": "sinks.checkpoints",
+    "open_audit_sink": "sinks.ledger",
+    "public_key_path": "sinks.checkpoints",
+    "row_hash": "sinks.canonical",
+    "verify": "sinks.ledger",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sinks' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "GENESIS_HASH",

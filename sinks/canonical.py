@@ -90,8 +90,8 @@ def canonical_bytes(row: Mapping[str, Any]) -> bytes:
     )
 
 
-def stored_values_hash(values: Sequence[Any]) -> str:
-    """SHA-256 (lowercase hex) of a stored record given as its :data:`CANONICAL_KEYS` values in
+def stored_values_digest(values: Sequence[Any]) -> bytes:
+    """SHA-256 (the 32 raw bytes) of a stored record given as its :data:`CANONICAL_KEYS` values in
     that order followed by its stored ``hash`` (ignored): a row of ``verify``'s SELECT.
 
     The same bytes as :func:`canonical_bytes`; raises TypeError, KeyError or ValueError when
@@ -149,7 +149,12 @@ def stored_values_hash(values: Sequence[Any]) -> str:
                 "subject_ref": subject_ref,
             }
         )
-    ).hexdigest()
+    ).digest()
+
+
+def stored_values_hash(values: Sequence[Any]) -> str:
+    """:func:`stored_values_digest` as lowercase hex: the ``hash`` the record must have."""
+    return stored_values_digest(values).hex()
 
 
 def encode_canonical(document: dict[str, Any]) -> bytes:
@@ -193,16 +198,44 @@ def row_hash(row: Mapping[str, Any]) -> str:
 
 
 def chain_rows(
-    rows: list[dict[str, Any]], head_seq: int, head_hash: str, recorded_at: str
+    rows: list[dict[str, Any]],
+    head_seq: int,
+    head_hash: str,
+    recorded_at: str,
+    digests: list[bytes] | None = None,
 ) -> tuple[int, str]:
-    """Give ``rows`` (stored form) the next seqs after the head, link and hash them in place.
+    """Give ``rows`` (stored form) the next seqs after the head, link and hash them in place;
+    with ``digests``, append each record's hash there as its 32 raw bytes (for the Merkle tree).
 
     Returns the new head (seq, hash).
     """
+    keep = None if digests is None else digests.append
     for row in rows:
         head_seq += 1
         row["seq"] = head_seq
         row["prev_hash"] = head_hash
         row["recorded_at"] = recorded_at
-        head_hash = row["hash"] = row_hash(row)
+        digest = _sha256(_row_bytes(row)).digest()
+        head_hash = row["hash"] = digest.hex()
+        if keep is not None:
+            keep(digest)
     return head_seq, head_hash
+
+
+_CANONICAL_COUNT = len(CANONICAL_KEYS)
+
+
+def _row_bytes(row: dict[str, Any]) -> bytes:
+    """:func:`canonical_bytes` of a row holding exactly the canonical keys: a copy of it
+    (C speed) with the JSON-text columns as fragments, keys sorted by orjson."""
+    if len(row) != _CANONICAL_COUNT or "hash" in row:
+        return canonical_bytes(row)
+    document = row.copy()
+    document["categories"] = _Fragment(document["categories"])
+    document["purposes"] = _Fragment(document["purposes"])
+    erasure, granted = document["erasure"], document["consent_granted"]
+    if erasure is not None:
+        document["erasure"] = _Fragment(erasure)
+    if granted is not None:
+        document["consent_granted"] = _BOOLEAN[granted]
+    return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)

@@ -67,10 +67,17 @@ class ChainChecker:
 
     __slots__ = ("_before", "head_hash", "head_seq")
 
-    def __init__(self, head_seq: int = 0, head_hash: str = GENESIS_HASH) -> None:
+    def __init__(
+        self, head_seq: int = 0, head_hash: str = GENESIS_HASH, before: str | None = None
+    ) -> None:
         self.head_seq = head_seq
         self.head_hash = head_hash
-        self._before: str | None = None  # hash of the record before the head, when known
+        self._before = before  # hash of the record before the head, when known
+
+    @property
+    def before(self) -> str | None:
+        """The hash of the record before the head, when known."""
+        return self._before
 
     def check(
         self, seq: int, prev_hash: str, stored_hash: str, computed_hash: str

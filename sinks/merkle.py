@@ -90,11 +90,15 @@ class Frontier:
         self.extend_records((record_hash,))
 
     def extend_records(self, record_hashes: Iterable[str]) -> None:
-        """Append the leaves of ledger records, given their hex hashes. One loop with no call
-        per leaf but SHA-256: it runs over every record of a verify and a checkpoint."""
-        nodes, size, sha256, from_hex = self.nodes, self.size, _sha256, bytes.fromhex
-        for record_hash in record_hashes:
-            node = sha256(LEAF_PREFIX + from_hex(record_hash)).digest()
+        """Append the leaves of ledger records, given their hex hashes."""
+        self.extend_record_digests(map(bytes.fromhex, record_hashes))
+
+    def extend_record_digests(self, digests: Iterable[bytes]) -> None:
+        """Append the leaves of ledger records, given their hashes as raw bytes. One loop with
+        no call per leaf but SHA-256: it runs over every record a checkpoint covers."""
+        nodes, size, sha256 = self.nodes, self.size, _sha256
+        for digest in digests:
+            node = sha256(LEAF_PREFIX + digest).digest()
             size += 1
             merged = size
             while not merged & 1:
@@ -102,6 +106,29 @@ class Frontier:
                 merged >>= 1
             nodes.append(node)
         self.size = size
+
+    def append_tree(self, root: bytes, size: int) -> None:
+        """Add on the right a perfect subtree of ``size`` leaves (a power of two) given by its
+        root; the tree's size must be a multiple of ``size`` (the subtree starts aligned)."""
+        if size < 1 or size & (size - 1) or self.size % size:
+            raise ValueError(f"a subtree of {size} leaves cannot follow {self.size} leaves")
+        nodes = self.nodes
+        nodes.append(root)
+        self.size += size
+        merged = self.size // size
+        while not merged & 1:
+            right = nodes.pop()
+            nodes[-1] = _sha256(NODE_PREFIX + nodes[-1] + right).digest()
+            merged >>= 1
+
+    def root_with(self, right: bytes) -> bytes:
+        """The root of this tree followed by leaves whose own tree (folded as :meth:`root`
+        does) has root ``right``, when those leaves are fewer than the smallest perfect subtree
+        of this one, i.e. they start aligned (for a range of records hashed elsewhere)."""
+        root = right
+        for node in reversed(self.nodes):
+            root = node_hash(node, root)
+        return root
 
     def root(self) -> bytes:
         """The tree head's root hash."""

@@ -75,7 +75,16 @@ def utc_text(moment: datetime) -> str:
         if text is None:
             if len(_UTC_TEXTS) >= _UTC_TEXTS_MAX:
                 _UTC_TEXTS.clear()
-            text = _UTC_TEXTS[moment] = moment.isoformat(timespec="milliseconds")[:-6] + "Z"
+            # isoformat's text; %-formatting is twice as fast as it (and as an f-string) here
+            text = _UTC_TEXTS[moment] = "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031
+                moment.year,
+                moment.month,
+                moment.day,
+                moment.hour,
+                moment.minute,
+                moment.second,
+                moment.microsecond // 1000,
+            )
         return text
     if moment.tzinfo is not UTC:
         if moment.tzinfo is None or moment.utcoffset() is None:

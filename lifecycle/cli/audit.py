@@ -272,6 +272,11 @@ def _export_bundle(
     metavar="SECONDS",
     help="keep running: verify again every SECONDS (needs --metrics-file)",
 )
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    help="processes that check the records of a large ledger (default: the usable cores)",
+)
 def verify_command(
     public_keys: tuple[Path, ...],
     as_json: bool,
@@ -280,6 +285,7 @@ def verify_command(
     until: datetime | None,
     metrics_file: Path | None,
     every: float | None,
+    jobs: int | None,
 ) -> None:
     """Check the whole ledger: every hash, link and signed checkpoint (and tree head).
 
@@ -287,8 +293,10 @@ def verify_command(
     wrong there; exit 2 when it cannot check.
     """
     if bundle is not None:
-        if metrics_file is not None or every is not None:
-            raise click.UsageError("--metrics-file and --every check the ledger, not a bundle")
+        if metrics_file is not None or every is not None or jobs is not None:
+            raise click.UsageError(
+                "--metrics-file, --every and --jobs check the ledger, not a bundle"
+            )
         _verify_bundle(bundle, public_keys, since, until, as_json)
         return
     if since is not None or until is not None:
@@ -296,7 +304,7 @@ def verify_command(
     if every is not None and metrics_file is None:
         raise click.UsageError("--every needs --metrics-file (where the result goes)")
     while True:
-        code = _verify_ledger(public_keys, as_json, metrics_file)
+        code = _verify_ledger(public_keys, as_json, metrics_file, jobs)
         if every is None:
             if code:
                 sys.exit(code)
@@ -304,7 +312,9 @@ def verify_command(
         time.sleep(every)
 
 
-def _verify_ledger(public_keys: tuple[Path, ...], as_json: bool, metrics_file: Path | None) -> int:
+def _verify_ledger(
+    public_keys: tuple[Path, ...], as_json: bool, metrics_file: Path | None, jobs: int | None
+) -> int:
     """One verify of the configured ledger: printed, written to ``metrics_file``; exit code."""
     from lifecycle.verify_metrics import VerifyOutcome, write_verify_metrics
     from sinks.checkpoints import public_key_path
@@ -321,7 +331,7 @@ def _verify_ledger(public_keys: tuple[Path, ...], as_json: bool, metrics_file: P
             def progress(checked: int) -> None:
                 bar.update(checked - bar.n)
 
-            report = verify(engine, keys, progress=progress)
+            report = verify(engine, keys, progress=progress, jobs=jobs)
         code = EXIT_TAMPERED if not report.ok else 0
     except LifecycleError as exc:
         click.echo(f"error: {exc}", err=True)

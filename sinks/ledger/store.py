@@ -131,9 +131,12 @@ class SqlAuditSink(AuditLedger):
         rows = [decision_row(decision, index) for index, decision in enumerate(decisions)]
         if not rows:
             return []
-        first: dict[str, dict[str, Any]] = {}
-        for row in rows:
-            first.setdefault(row["event_id"], row)
+        event_ids = [row["event_id"] for row in rows]
+        first = dict(zip(event_ids, rows, strict=True))
+        if len(first) < len(rows):  # an event twice in the batch: its first decision counts
+            first = {}
+            for row in rows:
+                first.setdefault(row["event_id"], row)
         with self._lock:
             self._check_open()
             try:
@@ -142,10 +145,12 @@ class SqlAuditSink(AuditLedger):
                     new = [row for event_id, row in first.items() if event_id not in stored]
                     if new:
                         now = self._now()
-                        head_seq, head_hash = chain_rows(new, head_seq, head_hash, utc_text(now))
+                        digests: list[bytes] = []
+                        head_seq, head_hash = chain_rows(
+                            new, head_seq, head_hash, utc_text(now), digests
+                        )
                         _insert(conn, new)
                         _move_head(conn, head_seq, head_hash)
-                        stored.update((row["event_id"], row) for row in new)
                         last = _last_checkpoint(conn)
                         due = checkpoint_due(
                             head_seq,
@@ -155,11 +160,14 @@ class SqlAuditSink(AuditLedger):
                             self._interval,
                         )
                         if due:
-                            self._sign(conn, head_seq, head_hash, now)
+                            self._sign(conn, head_seq, head_hash, now, digests)
             except SQLAlchemyError as exc:
                 raise ledger_error(exc, "append") from exc
+        if len(new) == len(rows):  # the usual batch: every decision new, each once
+            return list(map(AuditEntry, rows))
+        stored.update((row["event_id"], row) for row in new)
         entries = {event_id: AuditEntry(row) for event_id, row in stored.items()}
-        return [entries[row["event_id"]] for row in rows]
+        return [entries[event_id] for event_id in event_ids]
 
     def checkpoint(self, *, only_if_due: bool = False) -> Checkpoint | None:
         """Sign the current head (the latest checkpoint when it already covers the head).
@@ -244,8 +252,15 @@ class SqlAuditSink(AuditLedger):
         if self._closed:
             raise LedgerError("the audit sink is closed")
 
-    def _sign(self, conn: Connection, seq: int, head_hash: str, now: datetime) -> Checkpoint:
-        tree = tree_frontier(conn, seq)
+    def _sign(
+        self,
+        conn: Connection,
+        seq: int,
+        head_hash: str,
+        now: datetime,
+        recent: Sequence[bytes] = (),
+    ) -> Checkpoint:
+        tree = tree_frontier(conn, seq, recent)
         checkpoint = self._signer.sign(seq, head_hash, now, tree.root().hex())
         conn.execute(
             audit_checkpoints.insert().values(
@@ -380,10 +395,14 @@ def _move_head(conn: Connection, seq: int, hash_: str) -> None:
 _SQLITE_HASHES = "SELECT hash FROM audit_ledger WHERE seq > ? AND seq <= ? ORDER BY seq"
 
 
-def tree_frontier(conn: Connection, seq: int) -> Frontier:
+def tree_frontier(conn: Connection, seq: int, recent: Sequence[bytes] = ()) -> Frontier:
     """The Merkle tree of records 1..``seq``: the frontier stored with the latest checkpoint
     at or below ``seq``, grown by the records after it (from the first record when no
-    checkpoint has one: a ledger older than tree heads, once)."""
+    checkpoint has one: a ledger older than tree heads, once).
+
+    ``recent``: the hashes (raw bytes) of the records just written up to ``seq``, in this
+    transaction; when they are exactly the records after that checkpoint they are used as
+    they are, else the hashes are read back."""
     row = conn.execute(
         select(audit_checkpoints.c.seq, audit_checkpoints.c.tree_frontier)
         .where(audit_checkpoints.c.seq <= seq, audit_checkpoints.c.tree_frontier.is_not(None))
@@ -396,7 +415,9 @@ def tree_frontier(conn: Connection, seq: int) -> Frontier:
             frontier = Frontier.from_hex(int(row[0]), orjson.loads(row[1]))
         except (ValueError, TypeError):
             frontier = Frontier()  # unreadable: grow the tree again from the start
-    if conn.dialect.name == "sqlite":
+    if recent and frontier.size == seq - len(recent):
+        frontier.extend_record_digests(recent)
+    elif conn.dialect.name == "sqlite":
         with _driver_cursor(conn) as cursor:  # in-process: rows through SQLAlchemy dominate
             rows = cursor.execute(_SQLITE_HASHES, (frontier.size, seq))
             frontier.extend_records(record_hash for (record_hash,) in rows)

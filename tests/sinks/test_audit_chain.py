@@ -10,12 +10,15 @@ from typing import Any
 
 import pytest
 from audit_helpers import erasure_decision, make_decision
+from hypothesis import given
+from hypothesis import strategies as st
 
 from schemas import SCHEMA_DIR
 from sinks.canonical import (
     CANONICAL_KEYS,
     GENESIS_HASH,
     canonical_bytes,
+    chain_rows,
     row_hash,
     stored_values_hash,
 )
@@ -134,6 +137,29 @@ def test_the_hash_of_a_known_record_never_changes() -> None:
 def test_the_encoding_covers_exactly_the_fields_of_the_decision_schema() -> None:
     schema = json.loads((SCHEMA_DIR / "lifecycle.Decision.avsc").read_text())
     assert {field["name"] for field in schema["fields"]} == set(DECISION_FIELDS)
+
+
+@given(st.datetimes(timezones=st.just(UTC)))
+def test_utc_text_is_the_isoformat_text_of_any_instant(moment: datetime) -> None:
+    assert utc_text(moment) == moment.isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+def test_chained_rows_carry_the_hash_of_their_canonical_bytes() -> None:
+    """The append path's encoding (a copy of the row, keys sorted by orjson) against the
+    key-by-key one, over verdicts, consents and erasures."""
+    decisions = [
+        make_decision(1, consent_granted=True),
+        make_decision(2, consent_granted=False, purpose="billing"),
+        erasure_decision(3),
+        make_decision(4, categories=["name", '\u00e9t\u00e9 "quoted"\n']),
+    ]
+    rows = [decision_row(decision) for decision in decisions]
+    digests: list[bytes] = []
+    head = chain_rows(rows, 7, GENESIS_HASH, "2025-03-01T10:00:00.000Z", digests)
+    assert head == (11, rows[-1]["hash"])
+    for row, digest in zip(rows, digests, strict=True):
+        assert row["hash"] == row_hash(row) == digest.hex()
+    assert [row["prev_hash"] for row in rows[1:]] == [row["hash"] for row in rows[:-1]]
 
 
 @pytest.mark.parametrize(

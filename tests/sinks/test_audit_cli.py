@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib
 import io
 import json
 import uuid
@@ -141,6 +142,24 @@ def test_verify_exits_non_zero_naming_the_first_bad_seq(setup: Setup) -> None:
     assert result.stdout.startswith("TAMPERED at seq 17: record 17 was altered")
     report = json.loads(run(setup, "verify", "--json").stdout)
     assert (report["ok"], report["first_bad_seq"]) == (False, 17)
+
+
+def test_verify_on_several_jobs_reports_what_one_finds(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(importlib.import_module("sinks.ledger.verify"), "RANGE_SIZE", 8)
+    assert run(setup, "verify", "--jobs", "2").stdout.startswith("ok: 40 records, ")
+    engine = make_engine(load_settings(setup.env).db_url)
+    drop_triggers(engine)
+    execute(engine, "DELETE FROM audit_ledger WHERE seq = 25")  # the first of a range
+    engine.dispose()
+    on_two = run(setup, "verify", "--jobs", "2", "--json")
+    assert on_two.exit_code == EXIT_TAMPERED
+    assert json.loads(on_two.stdout) == json.loads(
+        run(setup, "verify", "--jobs", "1", "--json").stdout
+    )
+    assert json.loads(on_two.stdout)["first_bad_seq"] == 25
+    assert run(setup, "verify", "--jobs", "0").exit_code == 2
 
 
 def test_verify_with_another_public_key_fails(setup: Setup, tmp_path: Path) -> None:

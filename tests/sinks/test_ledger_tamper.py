@@ -3,12 +3,19 @@
 Each case first drops the append-only triggers (as such an attacker would), then edits.
 The ledger: 60 records appended 5 at a time, a checkpoint every 10 records, so checkpoints
 sit at seq 5, 15, 25, 35, 45, 55 and 60 (the last signed on close).
+
+Each tamper is also found by helper processes checking ranges of 2, 4 and 8 records (so that
+the tampered record, or the checkpoint, is the first of a range, the last of one, or inside
+one), with the report of a single pass.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from audit_helpers import (
@@ -27,7 +34,10 @@ from sinks.canonical import row_hash
 from sinks.checkpoints import CheckpointSigner
 from sinks.entry import AuditEntry
 from sinks.ledger import SqlAuditSink, verify
+from sinks.range_check import RangeResult
 from sinks.stored import decision_row
+
+ledger_verify = importlib.import_module("sinks.ledger.verify")  # the module, not the function
 
 
 @dataclass
@@ -181,6 +191,82 @@ def test_tampering_is_detected_and_located(
     assert report.first_bad_seq == first_bad_seq, report.problem
     assert problem in (report.problem or "")
     assert f"TAMPERED at seq {first_bad_seq}" in report.summary()
+
+
+@pytest.mark.parametrize("range_size", [2, 4, 8])
+@pytest.mark.parametrize(
+    ("tamper", "first_bad_seq", "problem"), TAMPERS, ids=[t[0].__name__ for t in TAMPERS]
+)
+def test_helpers_checking_ranges_find_what_one_pass_finds(
+    ledger: Ledger,
+    tamper: Callable[[Ledger], None],
+    first_bad_seq: int,
+    problem: str,
+    range_size: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tamper(ledger)
+    one_pass = verify(ledger.engine, ledger.signer.public_key, jobs=1)
+    in_ranges_here = _count_ranges_checked_here(monkeypatch)
+    report = verify(ledger.engine, ledger.signer.public_key, jobs=2, range_size=range_size)
+    assert report == one_pass
+    assert (report.ok, report.first_bad_seq) == (False, first_bad_seq)
+    assert problem in (report.problem or "")
+    assert in_ranges_here == [], "the helpers checked every range"
+
+
+def test_helpers_verify_an_intact_ledger_with_its_tree_heads(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one_pass = verify(ledger.engine, ledger.signer.public_key, jobs=1)
+    in_ranges_here = _count_ranges_checked_here(monkeypatch)
+    for range_size in (1, 2, 16, 32):
+        report = verify(ledger.engine, ledger.signer.public_key, jobs=3, range_size=range_size)
+        assert report == one_pass
+        assert report.ok and (report.records, report.checkpoints) == (60, 7), report.summary()
+    assert in_ranges_here == []
+
+
+def test_ranges_a_helper_cannot_check_are_checked_here(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A helper that cannot open the database (or dies) leaves its ranges to this process."""
+    change_a_field(ledger, seq=44)
+    one_pass = verify(ledger.engine, ledger.signer.public_key, jobs=1)
+    monkeypatch.setattr(
+        ledger_verify, "_helper_database", lambda _engine: {"sqlite": "/nonexistent/x/ledger"}
+    )
+    ranges_here = _count_ranges_checked_here(monkeypatch, call_through=True)
+    report = verify(ledger.engine, ledger.signer.public_key, jobs=2, range_size=8)
+    assert (report.ok, report.first_bad_seq) == (False, 44)
+    assert report == one_pass
+    assert len(ranges_here) == 6  # 1..8 to 41..48: the range of seq 44 is the last needed
+
+
+def test_without_helpers_this_process_checks_alone(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    change_a_field(ledger, seq=44)
+    one_pass = verify(ledger.engine, ledger.signer.public_key, jobs=1)
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")  # no helper can start
+    assert verify(ledger.engine, ledger.signer.public_key, jobs=2, range_size=8) == one_pass
+
+
+def _count_ranges_checked_here(
+    monkeypatch: pytest.MonkeyPatch, *, call_through: bool = False
+) -> list[int]:
+    """The first seqs of the ranges this process checks itself (helpers are other processes)."""
+    seen: list[int] = []
+    check_range = ledger_verify.check_range
+
+    def counted(rows: Any, first_seq: int, *args: Any, **kwargs: Any) -> RangeResult:
+        seen.append(first_seq)
+        if not call_through:
+            raise AssertionError("a range was checked in this process")
+        return check_range(rows, first_seq, *args, **kwargs)
+
+    monkeypatch.setattr(ledger_verify, "check_range", counted)
+    return seen
 
 
 def test_a_corrupt_column_is_reported_not_crashed_on(ledger: Ledger) -> None:

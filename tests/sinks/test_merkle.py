@@ -291,3 +291,28 @@ def test_record_hashes_grow_the_same_tree_as_their_leaves() -> None:
         by_record.append_record(record_hash)
     assert (by_record.size, by_record.root()) == (by_leaf.size, by_leaf.root())
     assert by_record.root() == mth([bytes.fromhex(h) for h in hashes])
+
+
+@pytest.mark.parametrize("part", [1, 2, 4, 8])
+def test_a_tree_joined_from_aligned_parts_has_the_root_of_all_its_leaves(part: int) -> None:
+    """How a verify spread over processes gets each tree head: the trees of whole parts
+    before, joined, then the root of the part a checkpoint falls in."""
+    leaves = [leaf_hash(bytes([n])) for n in range(37)]
+    joined = Frontier()
+    for start in range(0, len(leaves), part):
+        own = Frontier()
+        for end, leaf in enumerate(leaves[start : start + part], start + 1):
+            own.append(leaf)
+            assert joined.root_with(own.root()) == tree_root(leaves[:end])
+        if own.size == part:
+            joined.append_tree(own.nodes[0], part)
+            assert joined.root() == tree_root(leaves[: start + part])
+
+
+def test_a_part_must_start_aligned_on_its_size() -> None:
+    tree = Frontier()
+    tree.extend([leaf_hash(b"a"), leaf_hash(b"b")])
+    with pytest.raises(ValueError, match="cannot follow"):
+        tree.append_tree(leaf_hash(b"c"), 4)
+    with pytest.raises(ValueError, match="cannot follow"):
+        tree.append_tree(leaf_hash(b"c"), 3)

@@ -3,6 +3,7 @@ and ledgers written before tree heads existed keep verifying, and gain them as t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 import pytest
@@ -85,7 +86,14 @@ def test_a_tampered_frontier_makes_the_next_head_wrong_and_verify_says_so(
 class OldSink(SqlAuditSink):
     """Signs as the ledger did before tree heads: version 1 checkpoints, no tree columns."""
 
-    def _sign(self, conn: Connection, seq: int, head_hash: str, now: datetime) -> Checkpoint:
+    def _sign(
+        self,
+        conn: Connection,
+        seq: int,
+        head_hash: str,
+        now: datetime,
+        recent: Sequence[bytes] = (),
+    ) -> Checkpoint:
         checkpoint = self._signer.sign(seq, head_hash, now)
         conn.execute(
             audit_checkpoints.insert().values(
