@@ -35,12 +35,14 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 _WAL_SWITCH_SECONDS = 30.0
+BUSY_TIMEOUT_MS = 30_000
+"""How long a SQLite statement waits for a lock another connection holds."""
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         _switch_to_wal(cursor)
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA secure_delete=ON")

@@ -5,7 +5,8 @@ publishes the stored records to ``privacy.audit`` and erasure confirmations to
 It is a sink, not a processor: a confluent-kafka consumer (group ``<app id>-ledger``) in a
 thread of each worker process, started and stopped with the worker's Faust app. It reads
 decisions in batches of up to 5,000 straight from librdkafka, without Faust's per-event
-machinery, which would otherwise be paid twice for every event in the same process.
+machinery, which would otherwise be paid twice for every event in the same process: whatever
+has arrived, without waiting for more (see :meth:`LedgerStage._read`).
 
 Order of effects for a batch: append to the database (one transaction: durable), then publish
 and wait for every acknowledgement, then commit the batch's offsets. A crash at any point
@@ -119,7 +120,7 @@ class LedgerStage:
         next_checkpoint = time.monotonic() + CHECKPOINT_EVERY
         try:
             while not self._stop.is_set():
-                messages = self._consumer.consume(BATCH_MAX, BATCH_WITHIN)
+                messages = self._read()
                 batch = [m for m in messages if m.error() is None]
                 for message in messages:
                     if message.error() is not None:
@@ -134,6 +135,21 @@ class LedgerStage:
             fail_loudly("ledger", exc)
         finally:
             self._consumer.close()  # leaves the group
+
+    def _read(self) -> list[Message]:
+        """The decisions fetched already (up to :data:`BATCH_MAX`) or, when there are none,
+        those that come first within :data:`BATCH_WITHIN` seconds. A batch is never held back
+        to fill up: ``consume`` with a timeout waits all of it out unless ``BATCH_MAX``
+        records come, and an erasure's confirmation would wait with it. The batch grows by
+        itself while the one before it is being stored."""
+        consumer = self._consumer
+        messages = consumer.consume(BATCH_MAX, 0)
+        if messages:
+            return messages
+        first = consumer.poll(BATCH_WITHIN)
+        if first is None:
+            return []
+        return [first, *consumer.consume(BATCH_MAX - 1, 0)]
 
     def _process(self, batch: list[Message]) -> None:
         decisions: list[dict[str, Any]] = []

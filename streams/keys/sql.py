@@ -8,6 +8,7 @@ from the file and its write-ahead log.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from core.db import create_tables
+from core.db import BUSY_TIMEOUT_MS, create_tables
 from core.logging import get_logger
 from streams.exceptions import KeyStoreError
 from streams.keys.base import SKIPPED, KeyRecord, Shredding, VersionRef, Versions
@@ -27,6 +28,11 @@ from streams.keys.tables import WRAPPED_KEY_COLUMNS, data_keys, keystore_meta, m
 from streams.keys.wrapping import EnvelopeKeyStore, live_chunks
 
 log = get_logger(__name__)
+
+WIPE_RETRY = 0.05
+"""Seconds between attempts to empty the write-ahead log after a shred (SQLite)."""
+WIPE_PATIENCE = 30.0
+"""Seconds of attempts before a wipe is given up (logged); the next shred starts another."""
 
 
 class SqlKeyStore(EnvelopeKeyStore):
@@ -229,9 +235,13 @@ class SqlKeyStore(EnvelopeKeyStore):
         """Overwrite the old pages in the main file and empty the write-ahead log, so no copy
         of a shredded wrapped key survives on disk (secure_delete zeroes freed content).
 
-        A TRUNCATE checkpoint waits until no other connection reads an older snapshot; with
-        the ledger writing all the time that can take a second, so it runs in a thread of its
-        own instead of holding up the erasure (the shred itself is already committed)."""
+        It runs in a thread of its own instead of holding up the erasure (the shred itself is
+        already committed). A TRUNCATE checkpoint needs a moment with no writer and no reader
+        of an older snapshot; waiting for one through the busy handler would stop every
+        other writer meanwhile (the ledger, the vault, the next shred), for as long as a
+        second with the ledger writing all the time. So each attempt takes no wait: when it
+        cannot finish it copies what it can, and the next comes :data:`WIPE_RETRY` seconds
+        later, until the log is empty or :data:`WIPE_PATIENCE` seconds have passed."""
         with self._lock:
             if self._wiping is not None and not self._wiping.done():
                 self._wipe_again = True
@@ -242,14 +252,28 @@ class SqlKeyStore(EnvelopeKeyStore):
         while True:
             with self._lock:
                 self._wipe_again = False
+            give_up = time.monotonic() + WIPE_PATIENCE
             try:
-                with self._engine.connect() as conn:
-                    conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                while not self._checkpoint():
+                    if time.monotonic() >= give_up:
+                        log.warning("keys.wipe_incomplete", waited_s=WIPE_PATIENCE)
+                        break
+                    time.sleep(WIPE_RETRY)
             except SQLAlchemyError as exc:
                 log.warning("keys.wipe_failed", error=type(exc).__name__)
             with self._lock:
                 if not self._wipe_again:
                     return
+
+    def _checkpoint(self) -> bool:
+        """One TRUNCATE checkpoint that waits for no one; True when the log was emptied."""
+        with self._engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA busy_timeout=0")
+            try:
+                busy = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").scalar()
+            finally:  # the connection goes back to the pool
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        return not busy
 
     def wait_for_wipe(self, timeout: float = 60.0) -> None:
         """Block until the on-disk wipe after the last shred finished (tests, shutdown)."""

@@ -127,6 +127,43 @@ def test_shredded_key_bytes_do_not_survive_in_the_sqlite_file(tmp_path: Path) ->
     assert wrapped not in on_disk
 
 
+def test_the_wipe_after_a_shred_lets_other_writers_through_while_a_reader_holds_it_off(
+    tmp_path: Path,
+) -> None:
+    """The log cannot be emptied while a reader holds an older snapshot; meanwhile the
+    ledger, the vault and further shreds must still write, and the wipe finishes after."""
+    import sqlite3
+
+    db = tmp_path / "k.sqlite"
+    store = open_keystore(make_engine(f"sqlite:///{db}"), tmp_path / "master.key")
+    refs = [store.subject_ref(f"C-{i}") for i in range(50)]
+    store.encryption_keys([(r, "email") for r in refs])
+    with store._engine.connect() as conn:
+        wrapped = conn.exec_driver_sql(
+            "SELECT wrapped_key FROM data_keys WHERE subject_ref = ?", (refs[7],)
+        ).scalar_one()
+    reader = sqlite3.connect(db, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM data_keys").fetchall()  # an older snapshot, held
+    store.shred(refs[7], None, "subject_erased")
+    writer = sqlite3.connect(db, isolation_level=None, timeout=2.0)
+    try:
+        for n in range(20):  # the wipe keeps trying meanwhile
+            writer.execute("BEGIN IMMEDIATE")
+            writer.execute("UPDATE keystore_meta SET value = value WHERE 0 = ?", (n,))
+            writer.execute("COMMIT")
+            time.sleep(0.02)
+        assert store._wiping is not None and not store._wiping.done()  # still held off
+    finally:
+        writer.close()
+        reader.execute("COMMIT")
+        reader.close()
+    store.wait_for_wipe()
+    store._engine.dispose()
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.glob("k.sqlite*"))
+    assert wrapped not in on_disk
+
+
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_a_wrong_master_key_is_refused_at_open(
     database: str, tmp_path: Path, request: pytest.FixtureRequest
