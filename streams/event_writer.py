@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from streams.codec import SINGLE_OBJECT_MAGIC, Codec, SingleObjectCodec
 
@@ -203,34 +203,49 @@ _BODY_WRITERS: dict[str, tuple[bytes, Callable[[Mapping[str, Any]], bytes]]] = {
 _KIND_SYMBOLS = {kind: _SMALL[index] for index, kind in enumerate(_KINDS)}
 
 
-class CustomerEventWriter:
-    """Writes ``lifecycle.CustomerEvent`` values as ``codec`` does (see the module)."""
+class _RecordWriter:
+    """Writes values of the record :attr:`RECORD` as ``codec`` does, for the schema
+    :attr:`FINGERPRINT` names (see the module)."""
 
+    RECORD: ClassVar[str]
+    FINGERPRINT: ClassVar[bytes]
     __slots__ = ("_codec", "_topic", "declined")
 
     def __init__(self, codec: Codec, topic: str) -> None:
         self._codec = codec
         self._topic = topic
         self.declined = 0
-        """Records left to the codec (none, for the records the publisher builds)."""
+        """Records left to the codec."""
 
     @classmethod
-    def for_codec(cls, codec: Codec, topic: str) -> CustomerEventWriter | None:
-        """A writer when ``codec`` writes customer events the way this writer does."""
+    def for_codec(cls, codec: Codec, topic: str) -> Self | None:
+        """A writer when ``codec`` writes the record the way this writer does."""
         if not isinstance(codec, SingleObjectCodec):
             return None
-        if codec.writer_fingerprint(RECORD) != CUSTOMER_EVENT_FINGERPRINT:
+        if codec.writer_fingerprint(cls.RECORD) != cls.FINGERPRINT:
             return None
         return cls(codec, topic)
 
     def encode(self, record: Mapping[str, Any]) -> bytes:
-        """The value of ``record`` (with ``body`` given as (branch name, body), the notation
-        the codec takes too), with its header."""
+        """The value of ``record``, with its header."""
         try:
             return self._write(record)
         except (_Unusual, KeyError, TypeError, ValueError, AttributeError, OverflowError):
             self.declined += 1
-            return self._codec.encode(RECORD, record, self._topic)
+            return self._codec.encode(self.RECORD, record, self._topic)
+
+    @staticmethod
+    def _write(record: Mapping[str, Any]) -> bytes:
+        raise NotImplementedError
+
+
+class CustomerEventWriter(_RecordWriter):
+    """Writes ``lifecycle.CustomerEvent`` values (``body`` given as (branch name, body), the
+    notation the codec takes too); the publisher's records are never declined."""
+
+    RECORD = RECORD
+    FINGERPRINT = CUSTOMER_EVENT_FINGERPRINT
+    __slots__ = ()
 
     @staticmethod
     def _write(record: Mapping[str, Any]) -> bytes:
@@ -261,34 +276,13 @@ class CustomerEventWriter:
         )
 
 
-class DecisionWriter:
-    """Writes ``lifecycle.Decision`` values as ``codec`` does (see the module); a decision
-    with an erasure outcome (one an erasure request or a sweep) is left to the codec."""
+class DecisionWriter(_RecordWriter):
+    """Writes ``lifecycle.Decision`` values; a decision with an erasure outcome (one an
+    erasure request or a sweep got) is left to the codec."""
 
-    __slots__ = ("_codec", "_topic", "declined")
-
-    def __init__(self, codec: Codec, topic: str) -> None:
-        self._codec = codec
-        self._topic = topic
-        self.declined = 0
-        """Records left to the codec."""
-
-    @classmethod
-    def for_codec(cls, codec: Codec, topic: str) -> DecisionWriter | None:
-        """A writer when ``codec`` writes decisions the way this writer does."""
-        if not isinstance(codec, SingleObjectCodec):
-            return None
-        if codec.writer_fingerprint(DECISION) != DECISION_FINGERPRINT:
-            return None
-        return cls(codec, topic)
-
-    def encode(self, record: Mapping[str, Any]) -> bytes:
-        """The value of ``record``, with its header."""
-        try:
-            return self._write(record)
-        except (_Unusual, KeyError, TypeError, ValueError, AttributeError, OverflowError):
-            self.declined += 1
-            return self._codec.encode(DECISION, record, self._topic)
+    RECORD = DECISION
+    FINGERPRINT = DECISION_FINGERPRINT
+    __slots__ = ()
 
     @staticmethod
     def _write(record: Mapping[str, Any]) -> bytes:

@@ -26,6 +26,20 @@ CODEC = SingleObjectCodec()
 RECORD = "lifecycle.CustomerEvent"
 
 
+def _writes_as_the_codec(
+    writer: CustomerEventWriter | DecisionWriter, name: str, record: dict[str, Any]
+) -> bytes | None:
+    """``writer`` gives the codec's bytes for ``record``, or its error (then None)."""
+    try:
+        expected = CODEC.encode(name, record)
+    except EncodeError:  # e.g. a lone surrogate in a text: the writer must say the same
+        with pytest.raises(EncodeError):
+            writer.encode(record)
+        return None
+    assert writer.encode(record) == expected
+    return expected
+
+
 def _writer() -> CustomerEventWriter:
     writer = CustomerEventWriter.for_codec(CODEC, CUSTOMER_EVENTS)
     assert writer is not None
@@ -190,16 +204,7 @@ def test_any_record_the_schema_allows_is_written_as_the_codec_writes_it(
             ),
         ),
     ):
-        record = _record(body, kind=kind, **common)
-        try:
-            expected: bytes | type[Exception] = CODEC.encode(RECORD, record)
-        except EncodeError:  # e.g. a lone surrogate in a text: the writer must say the same
-            expected = EncodeError
-        if expected is EncodeError:
-            with pytest.raises(EncodeError):
-                writer.encode(record)
-        else:
-            assert writer.encode(record) == expected
+        _writes_as_the_codec(writer, RECORD, _record(body, kind=kind, **common))
 
 
 @pytest.mark.parametrize(
@@ -225,16 +230,7 @@ def test_any_record_the_schema_allows_is_written_as_the_codec_writes_it(
 )
 def test_what_the_writer_was_not_written_for_goes_to_the_codec(change: dict[str, Any]) -> None:
     writer = _writer()
-    record = {**_record(BODIES[2][1], kind="used"), **change}
-    try:
-        expected: bytes | None = CODEC.encode(RECORD, record)
-    except EncodeError:
-        expected = None
-    if expected is None:
-        with pytest.raises(EncodeError):
-            writer.encode(record)
-    else:
-        assert writer.encode(record) == expected
+    _writes_as_the_codec(writer, RECORD, {**_record(BODIES[2][1], kind="used"), **change})
     assert writer.declined == 1
 
 
@@ -342,16 +338,8 @@ def test_any_decision_the_schema_allows_is_written_as_the_codec_writes_it(
         source_partition=partition,
         source_offset=offset,
     )
-    writer = _decision_writer()
-    try:
-        expected: bytes | None = CODEC.encode(DECISION, record)
-    except EncodeError:  # e.g. a lone surrogate in a text: the writer must say the same
-        expected = None
-    if expected is None:
-        with pytest.raises(EncodeError):
-            writer.encode(record)
-    else:
-        assert writer.encode(record) == expected
+    expected = _writes_as_the_codec(_decision_writer(), DECISION, record)
+    if expected is not None:
         assert CODEC.decode(DECISION, expected)["event_id"] == event_id
 
 
@@ -377,14 +365,5 @@ def test_what_the_decision_writer_was_not_written_for_goes_to_the_codec(
     change: dict[str, Any],
 ) -> None:
     writer = _decision_writer()
-    record = _decision(**change)
-    try:
-        expected: bytes | None = CODEC.encode(DECISION, record)
-    except EncodeError:
-        expected = None
-    if expected is None:
-        with pytest.raises(EncodeError):
-            writer.encode(record)
-    else:
-        assert writer.encode(record) == expected
+    _writes_as_the_codec(writer, DECISION, _decision(**change))
     assert writer.declined == 1
