@@ -108,7 +108,8 @@ def test_shredding_in_one_process_stops_decryption_in_another_at_once(tmp_path: 
         decrypt_value(reader, "e", ref, sealed)
 
 
-def test_shredded_key_bytes_do_not_survive_in_the_sqlite_file(tmp_path: Path) -> None:
+def _sqlite_store_with_keys(tmp_path: Path) -> tuple[Path, SqlKeyStore, list[str], bytes]:
+    """A SQLite key store with 50 customers' email keys; the wrapped bytes of the 8th's."""
     db = tmp_path / "k.sqlite"
     store = open_keystore(make_engine(f"sqlite:///{db}"), tmp_path / "master.key")
     refs = [store.subject_ref(f"C-{i}") for i in range(50)]
@@ -117,6 +118,11 @@ def test_shredded_key_bytes_do_not_survive_in_the_sqlite_file(tmp_path: Path) ->
         wrapped = conn.exec_driver_sql(
             "SELECT wrapped_key FROM data_keys WHERE subject_ref = ?", (refs[7],)
         ).scalar_one()
+    return db, store, refs, wrapped
+
+
+def test_shredded_key_bytes_do_not_survive_in_the_sqlite_file(tmp_path: Path) -> None:
+    db, store, refs, wrapped = _sqlite_store_with_keys(tmp_path)
     assert wrapped in db.read_bytes() + (
         Path(f"{db}-wal").read_bytes() if Path(f"{db}-wal").exists() else b""
     )
@@ -134,14 +140,7 @@ def test_the_wipe_after_a_shred_lets_other_writers_through_while_a_reader_holds_
     ledger, the vault and further shreds must still write, and the wipe finishes after."""
     import sqlite3
 
-    db = tmp_path / "k.sqlite"
-    store = open_keystore(make_engine(f"sqlite:///{db}"), tmp_path / "master.key")
-    refs = [store.subject_ref(f"C-{i}") for i in range(50)]
-    store.encryption_keys([(r, "email") for r in refs])
-    with store._engine.connect() as conn:
-        wrapped = conn.exec_driver_sql(
-            "SELECT wrapped_key FROM data_keys WHERE subject_ref = ?", (refs[7],)
-        ).scalar_one()
+    db, store, refs, wrapped = _sqlite_store_with_keys(tmp_path)
     reader = sqlite3.connect(db, isolation_level=None)
     reader.execute("BEGIN")
     reader.execute("SELECT count(*) FROM data_keys").fetchall()  # an older snapshot, held
